@@ -1,0 +1,99 @@
+//! The command line. Every setting has an environment twin (`FERRY_...`) so a compose file
+//! can configure Ferry without a command line; `ferry --help` explains each.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "A Spring Cloud compatible registry (Eureka) and service-mesh sidecar",
+    long_about = "Ferry answers Spring Cloud clients as a Eureka server would. With no \
+                  arguments it runs a single node with an in-memory registry on loopback."
+)]
+pub struct Cli {
+    /// Address of the Eureka API (`/eureka/...` and `/eureka/v2/...`), or `off`.
+    #[arg(long, env = "FERRY_EUREKA_LISTEN", default_value = "127.0.0.1:8761")]
+    pub eureka_listen: Listen,
+
+    /// Address of the admin API: /ready, /live, /metrics (Prometheus), or `off`.
+    #[arg(long, env = "FERRY_ADMIN_LISTEN", default_value = "127.0.0.1:15000")]
+    pub admin_listen: Listen,
+
+    /// Folder for Ferry's durable state. Created if missing; one process at a time may use it.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
+    pub data_dir: PathBuf,
+
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, env = "FERRY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
+    /// Keep expired leases while fewer heartbeats arrive than expected (Eureka's
+    /// self-preservation): a network split then does not empty the registry.
+    #[arg(long, env = "FERRY_EUREKA_SELF_PRESERVATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub eureka_self_preservation: bool,
+
+    /// Seconds between eviction runs for expired leases.
+    #[arg(long, env = "FERRY_EUREKA_EVICTION_INTERVAL", default_value_t = 60.0)]
+    pub eureka_eviction_interval: f64,
+
+    /// Seconds a change stays in the Eureka delta.
+    #[arg(long, env = "FERRY_EUREKA_DELTA_RETENTION", default_value_t = 180)]
+    pub eureka_delta_retention: u64,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "FERRY_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Seconds a connection may take to send a request's headers, idle keep-alive time
+    /// included; then it is closed.
+    #[arg(long, env = "FERRY_IDLE_TIMEOUT", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+
+    /// Seconds a request body may take to arrive; then the answer is 408.
+    #[arg(long, env = "FERRY_BODY_TIMEOUT", default_value_t = 10.0)]
+    pub body_timeout: f64,
+
+    /// Log format.
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's syntax, e.g. `info` or `ferry=debug`.
+    #[arg(long, env = "FERRY_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A listener address, or `off` to not open that listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    On(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        text.parse().map(Listen::On).map_err(|_| {
+            format!("`{text}` is neither HOST:PORT (an IP address and a port) nor `off`")
+        })
+    }
+}
+
+pub fn seconds(value: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("--{flag} must be a non-negative number of seconds"))
+}

@@ -1,0 +1,22 @@
+//! Ferry's registry: one model of applications, instances, leases and changes, and the
+//! protocol views that present it to legacy clients.
+//!
+//! # Layout
+//! - `model`: the vocabulary (instances, status, ports, leases); plain data, no serde.
+//! - `registry`: the one registry, its status rules, lease eviction and change log.
+//! - `change_index`: the single index every change bumps and every view reads.
+//! - `store`: where changes go (`MemoryStore` by default; etcd slots in here).
+//! - `eureka`: the Eureka REST view (JSON and XML), a thin adapter over `registry`.
+//! - `clock`: wall-clock time, replaceable in tests.
+#![forbid(unsafe_code)]
+
+pub mod change_index;
+pub mod clock;
+pub mod eureka;
+pub mod model;
+pub mod registry;
+pub mod store;
+
+pub use clock::Clock;
+pub use model::{Instance, Status};
+pub use registry::{Registry, RegistrySettings};

@@ -1,0 +1,275 @@
+//! The registry's vocabulary: instances, their status, ports, lease figures and the kinds of
+//! change. Plain data with no serde, no HTTP and no protocol names, so that every view
+//! (Eureka today, Consul and Config next) converts at its own edge and none of them leaks
+//! its wire format into the others.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Milliseconds since the Unix epoch; the unit every registry timestamp is kept in.
+pub type Millis = i64;
+
+/// The health of an instance as the registry publishes it.
+///
+/// The order of the variants is the byte order of their names, which the Eureka hashcode
+/// relies on when it lists counts per status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Down,
+    OutOfService,
+    Starting,
+    Unknown,
+    Up,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Down,
+        Status::OutOfService,
+        Status::Starting,
+        Status::Unknown,
+        Status::Up,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Down => "DOWN",
+            Status::OutOfService => "OUT_OF_SERVICE",
+            Status::Starting => "STARTING",
+            Status::Unknown => "UNKNOWN",
+            Status::Up => "UP",
+        }
+    }
+
+    /// Parses a status name case-insensitively; `None` for anything that is not one.
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// Index into per-status counters.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the latest change to an instance was; a delta reader applies it as upsert or removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Added => "ADDED",
+            Action::Modified => "MODIFIED",
+            Action::Deleted => "DELETED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        [Action::Added, Action::Modified, Action::Deleted]
+            .into_iter()
+            .find(|action| action.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// A port an instance listens on and whether clients should use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub number: u32,
+    pub enabled: bool,
+}
+
+/// Where an instance runs. Cloud data centres carry a metadata map (instance id, zone...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataCenter {
+    pub kind: DataCenterKind,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataCenterKind {
+    MyOwn,
+    Netflix,
+    Amazon,
+}
+
+impl DataCenterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataCenterKind::MyOwn => "MyOwn",
+            DataCenterKind::Netflix => "Netflix",
+            DataCenterKind::Amazon => "Amazon",
+        }
+    }
+
+    /// Data-centre names are matched exactly, as Netflix's enum does.
+    pub fn parse(text: &str) -> Option<DataCenterKind> {
+        match text.trim() {
+            "MyOwn" => Some(DataCenterKind::MyOwn),
+            "Netflix" => Some(DataCenterKind::Netflix),
+            "Amazon" => Some(DataCenterKind::Amazon),
+            _ => None,
+        }
+    }
+}
+
+/// Lease figures of one registration. `last_renewal` is the value at the moment this copy
+/// was taken: the registry keeps the live value outside the record so that a heartbeat does
+/// not have to copy the instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub renewal_interval_secs: u32,
+    pub duration_secs: u32,
+    pub registration: Millis,
+    pub last_renewal: Millis,
+    pub eviction: Millis,
+    pub service_up: Millis,
+}
+
+impl Lease {
+    pub const DEFAULT_RENEWAL_INTERVAL_SECS: u32 = 30;
+    pub const DEFAULT_DURATION_SECS: u32 = 90;
+
+    /// A lease is expired once its whole duration has passed since the last renewal.
+    pub fn is_expired(&self, last_renewal: Millis, now: Millis) -> bool {
+        now > last_renewal + i64::from(self.duration_secs) * 1000
+    }
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Lease {
+            renewal_interval_secs: Lease::DEFAULT_RENEWAL_INTERVAL_SECS,
+            duration_secs: Lease::DEFAULT_DURATION_SECS,
+            registration: 0,
+            last_renewal: 0,
+            eviction: 0,
+            service_up: 0,
+        }
+    }
+}
+
+/// Links an instance publishes about itself (home page, status and health endpoints).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Links {
+    pub home_page: Option<String>,
+    pub status_page: Option<String>,
+    pub health_check: Option<String>,
+    pub secure_health_check: Option<String>,
+}
+
+/// One registered instance of an application: everything a client registered, echoed back
+/// unchanged, plus the fields the registry owns (status, override, action, timestamps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// Unique within the application; case-sensitive.
+    pub id: String,
+    /// Whether the client sent the id explicitly; views that echo registrations omit an id
+    /// the client never gave.
+    pub id_explicit: bool,
+    /// Application name, upper case: the registry's one spelling of a service name.
+    pub app: String,
+    pub host_name: String,
+    pub ip_addr: String,
+    pub sid: Option<String>,
+    pub status: Status,
+    pub overridden_status: Status,
+    pub port: Port,
+    pub secure_port: Port,
+    pub country_id: i64,
+    pub data_center: DataCenter,
+    pub lease: Lease,
+    pub metadata: BTreeMap<String, String>,
+    pub app_group: Option<String>,
+    pub links: Links,
+    /// Comma-separated logical names clients resolve to this instance (plain and TLS).
+    pub virtual_address: Option<String>,
+    pub secure_virtual_address: Option<String>,
+    pub last_updated: Millis,
+    /// The client's own change clock; stored exactly as sent (see the Eureka spec, §5.3).
+    pub last_dirty: Millis,
+    pub action: Action,
+    pub scaling_group: Option<String>,
+}
+
+impl Instance {
+    /// A minimal UP instance with defaults where a registration may leave fields out.
+    pub fn new(app: &str, id: &str, host_name: &str, ip_addr: &str, port: u32) -> Instance {
+        Instance {
+            id: id.to_owned(),
+            id_explicit: true,
+            app: app.to_ascii_uppercase(),
+            host_name: host_name.to_owned(),
+            ip_addr: ip_addr.to_owned(),
+            sid: None,
+            status: Status::Up,
+            overridden_status: Status::Unknown,
+            port: Port {
+                number: port,
+                enabled: true,
+            },
+            secure_port: Port {
+                number: 7002,
+                enabled: false,
+            },
+            country_id: 1,
+            data_center: DataCenter {
+                kind: DataCenterKind::MyOwn,
+                metadata: BTreeMap::new(),
+            },
+            lease: Lease::default(),
+            metadata: BTreeMap::new(),
+            app_group: None,
+            links: Links::default(),
+            virtual_address: None,
+            secure_virtual_address: None,
+            last_updated: 0,
+            last_dirty: 0,
+            action: Action::Added,
+            scaling_group: None,
+        }
+    }
+
+    /// Whether `name` is one of the comma-separated entries of `addresses` (exact match).
+    pub fn serves_address(addresses: Option<&str>, name: &str) -> bool {
+        addresses.is_some_and(|list| list.split(',').any(|entry| entry.trim() == name))
+    }
+}
+
+/// Per-status instance counts over some scope (the whole registry, or one response).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounts(pub [usize; 5]);
+
+impl StatusCounts {
+    pub fn add(&mut self, status: Status) {
+        self.0[status.slot()] += 1;
+    }
+
+    pub fn remove(&mut self, status: Status) {
+        self.0[status.slot()] = self.0[status.slot()].saturating_sub(1);
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
+    /// Counts by status in byte order of the status names, skipping zeroes.
+    pub fn nonzero(&self) -> impl Iterator<Item = (Status, usize)> + '_ {
+        Status::ALL
+            .into_iter()
+            .map(|status| (status, self.0[status.slot()]))
+            .filter(|(_, count)| *count > 0)
+    }
+}
