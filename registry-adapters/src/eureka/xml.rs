@@ -236,11 +236,10 @@ struct Frame {
 }
 
 /// Parses a document into `{"root": tree}`: attributes become `@name`, text beside
-/// attributes or children becomes `$`, repeated children become arrays, and an element
+/// attributes or children becomes `$`, a leaf's text is kept exactly, repeated children become arrays, and an element
 /// with only text becomes a string.
 pub fn parse(body: &[u8]) -> Result<Value, XmlError> {
     let mut reader = Reader::from_reader(body);
-    reader.config_mut().trim_text(true);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<(String, Value)> = None;
     let malformed = |error: &dyn std::fmt::Display| XmlError::Malformed(error.to_string());
@@ -327,7 +326,8 @@ fn attach(
     let value = if fields.is_empty() {
         Value::String(text)
     } else {
-        if !text.is_empty() {
+        // Whitespace between child elements is layout, not content.
+        if !text.trim().is_empty() {
             fields.insert("$".to_owned(), Value::String(text));
         }
         Value::Object(fields)

@@ -1,1 +1,308 @@
+use std::sync::Arc;
 
+use super::*;
+use crate::clock::Clock;
+use crate::store::MemoryStore;
+
+const START: Millis = 1_700_000_000_000;
+
+fn registry(self_preservation: bool) -> Registry {
+    Registry::new(
+        RegistrySettings {
+            self_preservation,
+            ..RegistrySettings::default()
+        },
+        Clock::manual(START),
+        Arc::new(MemoryStore),
+    )
+}
+
+fn instance(id: &str) -> Instance {
+    let mut instance = Instance::new("orders", id, "10.0.0.1", "10.0.0.1", 8080);
+    instance.last_dirty = START - 10;
+    instance
+}
+
+#[test]
+fn register_publishes_an_added_up_instance_and_bumps_the_index_once() {
+    let registry = registry(true);
+    let before = registry.index();
+    registry.register(instance("a"), false).unwrap();
+    assert_eq!(registry.index(), before + 1);
+    let found = registry.instance("ORDERS", "a").unwrap();
+    assert_eq!(found.instance.status, Status::Up);
+    assert_eq!(found.instance.action, Action::Added);
+    assert_eq!(found.instance.lease.registration, START);
+    assert_eq!(found.instance.lease.service_up, START);
+    assert_eq!(
+        found.instance.last_dirty,
+        START - 10,
+        "the client's dirty timestamp is kept exactly"
+    );
+}
+
+#[test]
+fn a_stale_re_registration_keeps_the_stored_data() {
+    let registry = registry(true);
+    let mut newer = instance("a");
+    newer.metadata.insert("v".into(), "2".into());
+    newer.last_dirty = START;
+    registry.register(newer, false).unwrap();
+    let mut stale = instance("a");
+    stale.metadata.insert("v".into(), "1".into());
+    stale.last_dirty = START - 100;
+    registry.register(stale, false).unwrap();
+    let found = registry.instance("ORDERS", "a").unwrap();
+    assert_eq!(found.instance.metadata["v"], "2");
+    assert_eq!(found.instance.last_dirty, START);
+}
+
+#[test]
+fn renew_refreshes_the_lease_without_a_change() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    let index = registry.index();
+    registry.clock().advance(30_000);
+    registry
+        .renew("ORDERS", "a", RenewRequest::default())
+        .unwrap();
+    assert_eq!(registry.index(), index, "heartbeats are not changes");
+    assert_eq!(
+        registry.instance("ORDERS", "a").unwrap().last_renewal,
+        START + 30_000
+    );
+}
+
+#[test]
+fn renew_answers_by_the_dirty_timestamp() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    let stored = START - 10;
+    let renew = |last_dirty, replication| {
+        registry.renew(
+            "ORDERS",
+            "a",
+            RenewRequest {
+                last_dirty: Some(last_dirty),
+                overridden_status: None,
+                replication,
+            },
+        )
+    };
+    assert!(renew(stored, false).is_ok());
+    assert!(renew(stored - 1, false).is_ok());
+    assert!(matches!(
+        renew(stored + 1, false),
+        Err(RegistryError::ClientIsNewer { .. })
+    ));
+    assert!(matches!(
+        renew(stored - 1, true),
+        Err(RegistryError::PeerIsStale { .. })
+    ));
+    assert!(matches!(
+        registry.renew("ORDERS", "missing", RenewRequest::default()),
+        Err(RegistryError::NotRegistered { .. })
+    ));
+}
+
+#[test]
+fn an_override_wins_over_up_reports_until_removed() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    registry
+        .set_override("ORDERS", "a", Status::OutOfService, None)
+        .unwrap();
+    let found = registry.instance("ORDERS", "a").unwrap();
+    assert_eq!(found.instance.status, Status::OutOfService);
+    assert_eq!(found.instance.overridden_status, Status::OutOfService);
+    assert_eq!(found.instance.action, Action::Modified);
+
+    // The client re-registers UP: the override still wins.
+    let mut again = instance("a");
+    again.last_dirty = START;
+    registry.register(again, false).unwrap();
+    assert_eq!(
+        registry.instance("ORDERS", "a").unwrap().instance.status,
+        Status::OutOfService
+    );
+
+    // Removing it publishes UNKNOWN, and the next heartbeat makes the client re-register.
+    registry
+        .remove_override("ORDERS", "a", Status::Unknown)
+        .unwrap();
+    assert_eq!(
+        registry.instance("ORDERS", "a").unwrap().instance.status,
+        Status::Unknown
+    );
+    assert!(matches!(
+        registry.renew("ORDERS", "a", RenewRequest::default()),
+        Err(RegistryError::NotRegistered { .. })
+    ));
+    let mut fresh = instance("a");
+    fresh.last_dirty = START + 1;
+    registry.register(fresh, false).unwrap();
+    assert_eq!(
+        registry.instance("ORDERS", "a").unwrap().instance.status,
+        Status::Up
+    );
+}
+
+#[test]
+fn setting_the_current_status_as_override_stores_nothing() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    let index = registry.index();
+    registry
+        .set_override("ORDERS", "a", Status::Up, None)
+        .unwrap();
+    assert_eq!(registry.index(), index);
+}
+
+#[test]
+fn metadata_merges_and_counts_as_a_re_registration() {
+    let registry = registry(true);
+    let mut first = instance("a");
+    first.metadata.insert("keep".into(), "1".into());
+    registry.register(first, false).unwrap();
+    registry.clock().advance(5_000);
+    registry
+        .update_metadata("ORDERS", "a", [("zone".to_owned(), "b".to_owned())])
+        .unwrap();
+    let found = registry.instance("ORDERS", "a").unwrap();
+    assert_eq!(found.instance.metadata["keep"], "1");
+    assert_eq!(found.instance.metadata["zone"], "b");
+    assert_eq!(found.instance.lease.registration, START + 5_000);
+    assert_eq!(found.instance.action, Action::Added);
+}
+
+#[test]
+fn cancel_removes_and_leaves_a_deleted_entry_in_the_delta() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    registry.register(instance("b"), false).unwrap();
+    registry.cancel("ORDERS", "a").unwrap();
+    assert!(registry.instance("ORDERS", "a").is_none());
+    assert!(matches!(
+        registry.cancel("ORDERS", "a"),
+        Err(RegistryError::NotRegistered { .. })
+    ));
+    let delta = registry.list_recent_changes();
+    let (_, changed) = &delta.apps[0];
+    let actions: Vec<(&str, Action)> = changed
+        .iter()
+        .map(|entry| (entry.instance.id.as_str(), entry.instance.action))
+        .collect();
+    assert_eq!(actions, vec![("a", Action::Deleted), ("b", Action::Added)]);
+    assert_eq!(
+        delta.counts.total(),
+        1,
+        "delta counts cover the current registry"
+    );
+}
+
+#[test]
+fn the_delta_forgets_changes_older_than_the_retention() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    registry.clock().advance(181_000);
+    assert!(registry.list_recent_changes().apps.is_empty());
+    assert_eq!(registry.list_all().apps.len(), 1);
+}
+
+#[test]
+fn eviction_removes_expired_leases_when_self_preservation_is_off() {
+    let registry = registry(false);
+    let mut short = instance("short");
+    short.lease.duration_secs = 5;
+    registry.register(short, false).unwrap();
+    registry.register(instance("long"), false).unwrap();
+    registry.clock().advance(6_000);
+    // At most 15% of the registry per run: with 2 instances, one.
+    assert_eq!(registry.evict_expired().unwrap(), 1);
+    assert!(registry.instance("ORDERS", "short").is_none());
+    assert!(registry.instance("ORDERS", "long").is_some());
+    let delta = registry.list_recent_changes();
+    let evicted = delta.apps[0]
+        .1
+        .iter()
+        .find(|entry| entry.instance.id == "short")
+        .unwrap();
+    assert_eq!(evicted.instance.action, Action::Deleted);
+    assert_eq!(evicted.instance.lease.eviction, START + 6_000);
+}
+
+#[test]
+fn self_preservation_keeps_expired_leases_while_renewals_are_missing() {
+    let registry = registry(true);
+    let mut short = instance("short");
+    short.lease.duration_secs = 5;
+    registry.register(short, false).unwrap();
+    registry.clock().advance(120_000);
+    assert!(!registry.eviction_allowed());
+    assert_eq!(registry.evict_expired().unwrap(), 0);
+    assert!(registry.instance("ORDERS", "short").is_some());
+}
+
+#[test]
+fn self_preservation_allows_eviction_while_renewals_are_healthy() {
+    let registry = registry(true);
+    for id in 0..10 {
+        registry
+            .register(instance(&format!("i{id}")), false)
+            .unwrap();
+    }
+    // Threshold: floor(10 * 2 * 0.85) = 17 renewals per minute; send 20 in one minute.
+    registry.clock().advance(60_000 - START.rem_euclid(60_000));
+    for id in 0..10 {
+        for _ in 0..2 {
+            registry
+                .renew("ORDERS", &format!("i{id}"), RenewRequest::default())
+                .unwrap();
+        }
+    }
+    registry.clock().advance(60_000);
+    assert!(registry.eviction_allowed());
+}
+
+#[test]
+fn listings_by_address_match_whole_comma_separated_entries() {
+    let registry = registry(true);
+    let mut first = instance("a");
+    first.virtual_address = Some("orders,orders-v2".into());
+    let mut second = instance("b");
+    second.virtual_address = Some("orders-v2x".into());
+    registry.register(first, false).unwrap();
+    registry.register(second, false).unwrap();
+    let listing = registry.list_by_address("orders-v2", false);
+    assert_eq!(listing.apps.len(), 1);
+    assert_eq!(listing.apps[0].1.len(), 1);
+    assert_eq!(listing.counts.total(), 1);
+    assert!(registry.list_by_address("orders-v2", true).apps.is_empty());
+}
+
+#[test]
+fn the_recent_change_log_is_bounded() {
+    let registry = Registry::new(
+        RegistrySettings {
+            max_recent_changes: 3,
+            ..RegistrySettings::default()
+        },
+        Clock::manual(START),
+        Arc::new(MemoryStore),
+    );
+    for id in 0..10 {
+        registry
+            .register(instance(&format!("i{id}")), false)
+            .unwrap();
+    }
+    assert_eq!(registry.list_recent_changes().apps[0].1.len(), 3);
+}
+
+#[test]
+fn watchers_wake_on_changes() {
+    let registry = registry(true);
+    let mut watcher = registry.watch();
+    registry.register(instance("a"), false).unwrap();
+    assert!(watcher.has_changed().unwrap());
+    assert_eq!(*watcher.borrow_and_update(), registry.index());
+}

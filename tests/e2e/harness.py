@@ -1,0 +1,217 @@
+"""Starts the real `ferry` binary and the real third-party clients the tests drive.
+
+Nothing here imitates a client: `PyEureka` wraps py-eureka-client's own `EurekaClient`,
+`JsEureka` runs eureka-js-client in Node and reads what its cache holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+JS_CLIENT = Path(__file__).resolve().parent / "js" / "eureka_client.js"
+NODE_PATH = ROOT / "tests" / "node_modules"
+
+
+def ferry_binary() -> Path:
+    configured = os.environ.get("FERRY_BIN")
+    binary = Path(configured) if configured else ROOT / "target" / "debug" / "ferry"
+    if not binary.exists():
+        raise RuntimeError(f"{binary} is missing: build it with `cargo build -p ferry-bridge` first")
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Polls `predicate` until it returns a truthy value; fails with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+class Ferry:
+    """One `ferry` process on free loopback ports with its own data directory."""
+
+    def __init__(self, data_dir: Path, *extra_args: str):
+        self.eureka_port = free_port()
+        self.admin_port = free_port()
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"ferry-{self.eureka_port}.log"
+        self.args = [
+            str(ferry_binary()),
+            "--eureka-listen", f"127.0.0.1:{self.eureka_port}",
+            "--admin-listen", f"127.0.0.1:{self.admin_port}",
+            "--data-dir", str(data_dir),
+            *extra_args,
+        ]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def eureka_url(self) -> str:
+        return f"http://127.0.0.1:{self.eureka_port}/eureka/"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self) -> "Ferry":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, timeout=15, what="ferry /ready")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"ferry exited with {self.process.returncode}: {self.log()}")
+        try:
+            return httpx.get(f"{self.admin_url}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def get(self, path: str, accept: str = "application/json", **kwargs) -> httpx.Response:
+        headers = {"Accept": accept, **kwargs.pop("headers", {})}
+        return httpx.get(self.eureka_url + path, headers=headers, timeout=5, **kwargs)
+
+    def apps_json(self, path: str = "apps/") -> dict:
+        response = self.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def instances(self, path: str = "apps/") -> dict[str, dict]:
+        """instanceId (or hostName) -> instance, from the server's own JSON."""
+        found = {}
+        for app in self.apps_json(path)["applications"]["application"]:
+            for instance in app["instance"]:
+                found[instance.get("instanceId", instance["hostName"])] = instance
+        return found
+
+
+class PyEureka:
+    """py-eureka-client's `EurekaClient`, run on its own event loop thread."""
+
+    def __init__(self, server_url: str, **options):
+        from py_eureka_client.eureka_client import EurekaClient
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.client = EurekaClient(eureka_server=server_url, **options)
+        self.run(self.client.start())
+
+    def run(self, coroutine, timeout: float = 15):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def view(self) -> dict[str, list[tuple[str, str, int]]]:
+        """App name -> [(instanceId, status, port)] as the client currently holds it."""
+        seen = {}
+        for application in self.client.applications.applications:
+            seen[application.name] = sorted(
+                (instance.instanceId, instance.status, instance.port.port)
+                for instance in application.instances
+            )
+        return seen
+
+    def stop(self):
+        try:
+            self.run(self.client.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+
+
+class JsEureka:
+    """eureka-js-client in a Node process; `latest()` is its newest registry report."""
+
+    def __init__(self, ferry: Ferry, instance: dict | None = None, use_delta: bool = False,
+                 service_path: str = "/eureka/v2/apps/", interval_ms: int = 500):
+        options = {
+            "host": "127.0.0.1",
+            "port": ferry.eureka_port,
+            "servicePath": service_path,
+            "instance": instance,
+            "useDelta": use_delta,
+            "intervalMs": interval_ms,
+        }
+        environment = {**os.environ, "NODE_PATH": str(NODE_PATH)}
+        self.process = subprocess.Popen(
+            ["node", str(JS_CLIENT), json.dumps(options)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )
+        self.events: queue.Queue = queue.Queue()
+        self._latest: dict | None = None
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_errors, daemon=True).start()
+        wait_until(lambda: self._drain() or self._latest is not None, timeout=15,
+                   what=f"eureka-js-client to start ({self.stderr})")
+
+    def _read(self):
+        for line in self.process.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                self.events.put(json.loads(line))
+
+    def _read_errors(self):
+        for line in self.process.stderr:
+            self.stderr.append(line.rstrip())
+
+    def _drain(self):
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return None
+            if event["event"] == "error":
+                raise AssertionError(f"eureka-js-client failed: {event['message']} {self.stderr}")
+            if event["event"] == "registry":
+                self._latest = event["apps"]
+
+    def latest(self) -> dict:
+        self._drain()
+        return self._latest or {}
+
+    def ids(self, app: str) -> list[str]:
+        return sorted(instance["id"] for instance in self.latest().get(app, []))
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return -9
+        return self.process.returncode
