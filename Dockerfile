@@ -1,0 +1,15 @@
+# The ferry image: built from source with the Rust toolchain, run on a slim Debian.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p ferry-bridge
+
+FROM debian:bookworm-slim
+COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
+# Inside a container the listeners must face the network, not loopback.
+ENV FERRY_EUREKA_LISTEN=0.0.0.0:8761 \
+    FERRY_ADMIN_LISTEN=0.0.0.0:15000 \
+    FERRY_DATA_DIR=/var/lib/ferry
+VOLUME /var/lib/ferry
+EXPOSE 8761 15000
+ENTRYPOINT ["/usr/local/bin/ferry"]

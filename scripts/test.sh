@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs the real third-party clients the tests use
+# (Python ones into .venv, Node ones into tests/node_modules), builds the workspace once,
+# runs the Rust tests, then the end-to-end tests against the built `ferry` binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+need() { command -v "$1" >/dev/null || { echo "scripts/test.sh: $1 is required ($2)" >&2; exit 1; }; }
+need cargo "Rust 1.85 or newer"
+need python3 "Python 3.9 or newer"
+need node "Node.js 18 or newer, with npm"
+need npm "Node.js's package manager"
+
+echo "== installing the real clients the tests drive"
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    fi
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+(cd tests && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== building (once, debug profile; the tests reuse this build)"
+cargo build --locked --workspace --all-targets
+
+echo "== Rust tests"
+cargo test --locked --workspace
+
+echo "== compose files"
+if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
+        || echo "docker-compose could not be installed; compose files not validated"
+fi
+if command -v docker-compose >/dev/null; then
+    for file in compose/*.yml; do
+        docker-compose -f "$file" config --quiet && echo "valid: $file"
+    done
+fi
+
+echo "== end-to-end tests: the real ferry binary with real clients"
+FERRY_BIN="$root/target/debug/ferry" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e
