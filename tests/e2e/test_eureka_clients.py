@@ -4,6 +4,8 @@ heartbeats, and see status changes and deregistrations."""
 
 import time
 
+import httpx
+
 from harness import JsEureka, PyEureka, wait_until
 
 
@@ -77,6 +79,13 @@ def test_js_registration_is_seen_by_py_and_its_delta_merge(ferry, clients):
     late = clients(JsEureka(ferry, instance=js_instance("billing", "billing-2", 9202)))
     wait_until(lambda: [i[0] for i in watcher.view().get("BILLING", [])] == ["billing-1", "billing-2"], 10,
                what="py's delta merge to add billing-2")
+
+    # An operator takes billing-2 out of service (the actuator's call): py sees it through
+    # its delta merge (a MODIFIED entry), with a hashcode that matches, so no full fetch.
+    override = httpx.put(ferry.eureka_url + "apps/BILLING/billing-2/status?value=OUT_OF_SERVICE")
+    assert override.status_code == 200
+    wait_until(lambda: ("billing-2", "OUT_OF_SERVICE", 9202) in watcher.view().get("BILLING", []), 10,
+               what="py's delta merge to apply the status change")
 
     assert late.stop() == 0, "eureka-js-client deregisters on stop and expects 200"
     wait_until(lambda: [i[0] for i in watcher.view().get("BILLING", [])] == ["billing-1"], 10,

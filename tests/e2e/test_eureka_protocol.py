@@ -162,3 +162,22 @@ def test_gzip_request_bodies_are_accepted(ferry):
                        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert reply.status_code == 204
     assert "10.9.8.7:orders:8080" in ferry.instances()
+
+
+def test_override_metadata_and_hashcode_over_the_wire(ferry):
+    assert register(ferry).status_code == 204
+    second = json.loads(json.dumps(REGISTRATION))
+    second["instance"].update(instanceId="10.9.8.6:orders:8080", hostName="10.9.8.6", ipAddr="10.9.8.6")
+    assert register(ferry, second).status_code == 204
+    base = ferry.eureka_url + "apps/ORDERS/10.9.8.7:orders:8080"
+    assert httpx.put(base + "/status?value=OUT_OF_SERVICE&lastDirtyTimestamp=1700000000000").status_code == 200
+    assert httpx.put(base + "/metadata?zone=eu-1&owner=payments").status_code == 200
+    full = ferry.apps_json()["applications"]
+    assert full["apps__hashcode"] == "OUT_OF_SERVICE_1_UP_1_"
+    instance = ferry.instances()["10.9.8.7:orders:8080"]
+    assert instance["metadata"] == {"zone": "eu-1", "owner": "payments"}
+    assert instance["overriddenStatus"] == "OUT_OF_SERVICE"
+    assert ferry.get("vips/orders").json()["applications"]["apps__hashcode"] == "OUT_OF_SERVICE_1_UP_1_"
+    assert httpx.delete(base + "/status?value=UP").status_code == 200
+    assert ferry.apps_json("apps/delta")["applications"]["apps__hashcode"] == "UP_2_"
+    assert httpx.put(ferry.eureka_url + "apps/ORDERS/nobody/metadata?a=b").status_code == 404

@@ -223,10 +223,9 @@ impl Registry {
             .map(Entry::current);
         if let Some(stored) = &previous {
             if stored.last_dirty > incoming.last_dirty {
-                // A stale re-registration: the stored data wins, only the lease restarts.
-                let reported = incoming.status;
+                // A stale re-registration: the stored record wins whole; only the lease
+                // restarts.
                 incoming = stored.clone();
-                incoming.status = reported;
             }
         }
         if incoming.overridden_status != Status::Unknown {

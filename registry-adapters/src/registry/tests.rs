@@ -51,9 +51,15 @@ fn a_stale_re_registration_keeps_the_stored_data() {
     let mut stale = instance("a");
     stale.metadata.insert("v".into(), "1".into());
     stale.last_dirty = START - 100;
+    stale.status = Status::Down;
     registry.register(stale, false).unwrap();
     let found = registry.instance("ORDERS", "a").unwrap();
     assert_eq!(found.instance.metadata["v"], "2");
+    assert_eq!(
+        found.instance.status,
+        Status::Up,
+        "the stale body's status is ignored too"
+    );
     assert_eq!(found.instance.last_dirty, START);
 }
 
