@@ -6,6 +6,7 @@
 //! - `registry`: the one registry, its status rules, lease eviction and change log.
 //! - `change_index`: the single index every change bumps and every view reads.
 //! - `store`: where changes go (`MemoryStore` by default; etcd slots in here).
+//! - `kv`: the durable key/value store with sessions and locks.
 //! - `eureka`: the Eureka REST view (JSON and XML), a thin adapter over `registry`.
 //! - `clock`: wall-clock time, replaceable in tests.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 pub mod change_index;
 pub mod clock;
 pub mod eureka;
+pub mod kv;
 pub mod model;
 pub mod registry;
 pub mod store;

@@ -161,6 +161,100 @@ impl Default for Lease {
     }
 }
 
+/// Which API registered an instance. It decides how the instance stays registered: a
+/// Eureka registration is a lease kept by heartbeats and evicted when they stop; an agent
+/// registration (Consul) stays until deregistered, and its health comes from its checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Origin {
+    #[default]
+    Eureka,
+    Agent,
+}
+
+/// The health a check reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Health {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Health> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "passing" => Some(Health::Passing),
+            "warning" => Some(Health::Warning),
+            "critical" => Some(Health::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// How a check finds out its health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The instance reports itself (pass/warn/fail); silence longer than `ttl` is critical.
+    Ttl { ttl: std::time::Duration },
+    /// Ferry requests the URL every `interval`.
+    Http {
+        url: String,
+        method: String,
+        headers: BTreeMap<String, Vec<String>>,
+        body: Option<String>,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+        tls_skip_verify: bool,
+    },
+    /// Ferry opens a TCP connection every `interval`.
+    Tcp {
+        address: String,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+    },
+    /// An operator took the instance out of service.
+    Maintenance,
+}
+
+impl Probe {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Probe::Ttl { .. } => "ttl",
+            Probe::Http { .. } => "http",
+            Probe::Tcp { .. } => "tcp",
+            Probe::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// A health check of one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Unique per node.
+    pub id: String,
+    pub name: String,
+    pub status: Health,
+    pub notes: String,
+    pub output: String,
+    pub probe: Probe,
+    /// Deregister the whole instance after this long critical without interruption.
+    pub deregister_critical_after: Option<std::time::Duration>,
+    /// Consecutive results needed before the status flips (1 = at once).
+    pub successes_before_passing: u32,
+    pub failures_before_critical: u32,
+    pub create_index: u64,
+    pub modify_index: u64,
+    /// When the check last turned critical; `None` while not critical.
+    pub critical_since: Option<Millis>,
+}
+
 /// Links an instance publishes about itself (home page, status and health endpoints).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Links {
@@ -202,6 +296,18 @@ pub struct Instance {
     pub last_dirty: Millis,
     pub action: Action,
     pub scaling_group: Option<String>,
+    pub origin: Origin,
+    /// Free-form labels clients filter on.
+    pub tags: Vec<String>,
+    pub checks: Vec<Check>,
+    /// Relative load-balancing weights while passing and while warning.
+    pub weights: (u32, u32),
+    pub enable_tag_override: bool,
+    /// Other addresses the instance is reachable at, by network name.
+    pub tagged_addresses: BTreeMap<String, (String, u32)>,
+    /// Change index at which this instance first appeared, and at which it last changed.
+    pub create_index: u64,
+    pub modify_index: u64,
 }
 
 impl Instance {
@@ -239,6 +345,40 @@ impl Instance {
             last_dirty: 0,
             action: Action::Added,
             scaling_group: None,
+            origin: Origin::Eureka,
+            tags: Vec::new(),
+            checks: Vec::new(),
+            weights: (1, 1),
+            enable_tag_override: false,
+            tagged_addresses: BTreeMap::new(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    /// The worst status among the checks; `Passing` without checks.
+    pub fn health(&self) -> Health {
+        self.checks
+            .iter()
+            .map(|check| check.status)
+            .max()
+            .unwrap_or(Health::Passing)
+    }
+
+    /// The status an agent-registered instance publishes, from its checks: maintenance is
+    /// out of service, critical is down, warning still serves (it is up, as Consul's DNS
+    /// and Spring's `passing=false` queries treat it).
+    pub fn status_from_checks(&self) -> Status {
+        if self
+            .checks
+            .iter()
+            .any(|check| check.probe == Probe::Maintenance)
+        {
+            Status::OutOfService
+        } else if self.health() == Health::Critical {
+            Status::Down
+        } else {
+            Status::Up
         }
     }
 

@@ -200,6 +200,14 @@ fn instance(
         last_dirty: number(body.get("lastDirtyTimestamp"), "lastDirtyTimestamp")?.unwrap_or(now),
         action,
         scaling_group: text(body, "asgName", "asgName")?,
+        origin: crate::model::Origin::Eureka,
+        tags: Vec::new(),
+        checks: Vec::new(),
+        weights: (1, 1),
+        enable_tag_override: false,
+        tagged_addresses: BTreeMap::new(),
+        create_index: 0,
+        modify_index: 0,
     })
 }
 

@@ -7,11 +7,13 @@
 //! view agrees on. Heartbeats are the exception: they are the most frequent call by far,
 //! change no published state, and so only take the read lock and store one atomic.
 
+mod agent;
 pub mod eviction;
 mod recent;
 mod renewals;
 mod status_rules;
 
+pub use agent::{AgentError, CheckUpdate};
 pub use status_rules::effective_status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::change_index::ChangeIndex;
 use crate::clock::Clock;
-use crate::model::{Action, Instance, Lease, Millis, Status, StatusCounts};
+use crate::model::{Action, Instance, Lease, Millis, Origin, Status, StatusCounts};
 use crate::store::{Change, MemoryStore, Store, StoreError};
 use recent::{RecentChange, RecentChanges};
 use renewals::RenewalMeter;
@@ -137,11 +139,23 @@ struct State {
     overrides: HashMap<String, Status>,
     counts: StatusCounts,
     recent: RecentChanges,
+    /// Upper-case app name -> index of the last change to its instances or their checks.
+    app_index: HashMap<String, u64>,
+    /// Index of the last change to the set of apps or their tags and metadata.
+    catalog_index: u64,
+    /// Index of the last change to any instance or check.
+    health_index: u64,
+    /// Agent-registered instance id -> its app: agent ids are unique per node.
+    agent_ids: HashMap<String, String>,
+    /// Check id -> (app, instance id): check ids are unique per node.
+    check_owners: HashMap<String, (String, String)>,
+    /// TTL check id -> when it turns critical unless renewed.
+    ttl_deadlines: HashMap<String, Millis>,
 }
 
 pub struct Registry {
     state: RwLock<State>,
-    index: ChangeIndex,
+    index: Arc<ChangeIndex>,
     renewals: RenewalMeter,
     clock: Clock,
     store: Arc<dyn Store>,
@@ -169,6 +183,18 @@ impl Default for Registry {
 
 impl Registry {
     pub fn new(settings: RegistrySettings, clock: Clock, store: Arc<dyn Store>) -> Registry {
+        Registry::with_index(settings, clock, store, Arc::new(ChangeIndex::new(1)))
+    }
+
+    /// A registry that shares `index` with other stores (the KV store), so every change
+    /// anywhere takes the next value of one index.
+    pub fn with_index(
+        settings: RegistrySettings,
+        clock: Clock,
+        store: Arc<dyn Store>,
+        index: Arc<ChangeIndex>,
+    ) -> Registry {
+        let start = index.current();
         let retention = settings.delta_retention.as_millis() as Millis;
         Registry {
             state: RwLock::new(State {
@@ -176,8 +202,14 @@ impl Registry {
                 overrides: HashMap::new(),
                 counts: StatusCounts::default(),
                 recent: RecentChanges::new(retention, settings.max_recent_changes),
+                app_index: HashMap::new(),
+                catalog_index: start,
+                health_index: start,
+                agent_ids: HashMap::new(),
+                check_owners: HashMap::new(),
+                ttl_deadlines: HashMap::new(),
             }),
-            index: ChangeIndex::new(1),
+            index,
             renewals: RenewalMeter::default(),
             clock,
             store,
@@ -205,6 +237,10 @@ impl Registry {
     /// Wakes on every change of the index.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.index.subscribe()
+    }
+
+    pub fn change_index(&self) -> &Arc<ChangeIndex> {
+        &self.index
     }
 
     pub fn store_name(&self) -> &'static str {
@@ -569,6 +605,8 @@ impl Registry {
             .apps
             .values()
             .flat_map(|instances| instances.values())
+            // Agent registrations hold no lease: they stay until deregistered.
+            .filter(|entry| entry.instance.origin == Origin::Eureka)
             .filter(|entry| {
                 entry
                     .instance
@@ -577,7 +615,12 @@ impl Registry {
             })
             .map(|entry| (entry.instance.app.clone(), entry.instance.id.clone()))
             .collect();
-        let size = state.counts.total();
+        let size = state
+            .apps
+            .values()
+            .flat_map(|instances| instances.values())
+            .filter(|entry| entry.instance.origin == Origin::Eureka)
+            .count();
         let limit = size - (size as f64 * self.settings.renewal_threshold).floor() as usize;
         expired.shuffle(&mut rand::thread_rng());
         expired.truncate(limit);
@@ -588,8 +631,53 @@ impl Registry {
         Ok(expired.len())
     }
 
-    fn put(&self, state: &mut State, instance: Instance, now: Millis) -> Result<(), RegistryError> {
+    fn put(
+        &self,
+        state: &mut State,
+        mut instance: Instance,
+        now: Millis,
+    ) -> Result<(), RegistryError> {
+        let index = self.index.allocate()?;
+        let previous =
+            lookup(state, &instance.app, &instance.id).map(|entry| entry.instance.clone());
+        instance.create_index = previous
+            .as_ref()
+            .map_or(index, |stored| stored.create_index);
+        instance.modify_index = index;
+        for check in &mut instance.checks {
+            let known = previous
+                .as_ref()
+                .and_then(|stored| stored.checks.iter().find(|known| known.id == check.id));
+            match known {
+                Some(known) if same_check(known, check) => {
+                    check.create_index = known.create_index;
+                    check.modify_index = known.modify_index;
+                }
+                Some(known) => {
+                    check.create_index = known.create_index;
+                    check.modify_index = index;
+                }
+                None => {
+                    check.create_index = index;
+                    check.modify_index = index;
+                }
+            }
+        }
         self.store.write(&Change::Put(&instance))?;
+        let catalog_changed = previous.as_ref().is_none_or(|stored| {
+            stored.tags != instance.tags || stored.metadata != instance.metadata
+        });
+        if let Some(stored) = &previous {
+            // Checks that the new record no longer has stop existing; kept ones keep
+            // their TTL timers.
+            for check in &stored.checks {
+                if !instance.checks.iter().any(|kept| kept.id == check.id) {
+                    state.check_owners.remove(&check.id);
+                    state.ttl_deadlines.remove(&check.id);
+                }
+            }
+        }
+        remember_checks(state, &instance);
         let instance = Arc::new(instance);
         let last_renewal = instance.lease.last_renewal;
         let instances = state.apps.entry(instance.app.clone()).or_default();
@@ -604,7 +692,13 @@ impl Registry {
             state.counts.remove(replaced.instance.status);
         }
         state.counts.add(instance.status);
+        state.app_index.insert(instance.app.clone(), index);
+        state.health_index = index;
+        if catalog_changed {
+            state.catalog_index = index;
+        }
         self.record(state, instance, now);
+        self.index.publish(index);
         Ok(())
     }
 
@@ -618,6 +712,7 @@ impl Registry {
         if lookup(state, app, id).is_none() {
             return Err(not_registered(app, id));
         }
+        let index = self.index.allocate()?;
         self.store.write(&Change::Remove { app, id })?;
         let instances = state.apps.get_mut(app).expect("looked up above");
         let entry = instances.remove(id).expect("looked up above");
@@ -625,22 +720,61 @@ impl Registry {
             state.apps.remove(app);
         }
         state.counts.remove(entry.instance.status);
+        forget_checks(state, &entry.instance);
+        state.app_index.insert(app.to_owned(), index);
+        state.health_index = index;
+        state.catalog_index = index;
         let mut removed = entry.current();
         removed.action = Action::Deleted;
         removed.last_updated = now;
         removed.lease.eviction = now;
+        removed.modify_index = index;
         self.record(state, Arc::new(removed), now);
+        self.index.publish(index);
         Ok(())
     }
 
     fn record(&self, state: &mut State, instance: Arc<Instance>, now: Millis) {
-        self.index.bump();
         state.recent.push(RecentChange { at: now, instance });
     }
 }
 
 fn lookup<'a>(state: &'a State, app: &str, id: &str) -> Option<&'a Entry> {
     state.apps.get(app).and_then(|instances| instances.get(id))
+}
+
+/// Whether a check is unchanged apart from its index stamps.
+fn same_check(known: &crate::model::Check, check: &crate::model::Check) -> bool {
+    known.status == check.status
+        && known.output == check.output
+        && known.name == check.name
+        && known.notes == check.notes
+        && known.probe == check.probe
+}
+
+/// Keeps the agent-id and check-id lookups in step with the records.
+fn remember_checks(state: &mut State, instance: &Instance) {
+    if instance.origin == Origin::Agent {
+        state
+            .agent_ids
+            .insert(instance.id.clone(), instance.app.clone());
+    }
+    for check in &instance.checks {
+        state.check_owners.insert(
+            check.id.clone(),
+            (instance.app.clone(), instance.id.clone()),
+        );
+    }
+}
+
+fn forget_checks(state: &mut State, instance: &Instance) {
+    if instance.origin == Origin::Agent {
+        state.agent_ids.remove(&instance.id);
+    }
+    for check in &instance.checks {
+        state.check_owners.remove(&check.id);
+        state.ttl_deadlines.remove(&check.id);
+    }
 }
 
 fn not_registered(app: &str, id: &str) -> RegistryError {

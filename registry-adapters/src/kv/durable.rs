@@ -1,0 +1,145 @@
+//! The KV store's file: a redb database under the data directory. A write is committed
+//! (and synced) before the caller answers, so anything acknowledged survives `kill -9`.
+//! The same file keeps the change index's reservation and the tombstones of deleted keys,
+//! so neither the index nor any prefix's result index goes backwards after a restart.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::KvEntry;
+use crate::store::StoreError;
+
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const RESERVED_INDEX: &str = "index_reserved";
+
+#[derive(Debug)]
+pub struct Durable {
+    database: Database,
+}
+
+/// Everything read back at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub entries: Vec<KvEntry>,
+    pub tombstones: Vec<(String, u64)>,
+    pub reserved_index: u64,
+}
+
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable {
+        backend: "kv",
+        source: Box::new(error),
+    }
+}
+
+impl Durable {
+    pub fn open(path: &Path) -> Result<(Durable, Loaded), StoreError> {
+        let database = Database::create(path).map_err(unavailable)?;
+        let durable = Durable { database };
+        let loaded = durable.load()?;
+        Ok((durable, loaded))
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let transaction = self.database.begin_write().map_err(unavailable)?;
+        // Opening the tables inside a write transaction creates them on first start.
+        transaction.open_table(ENTRIES).map_err(unavailable)?;
+        transaction.open_table(TOMBSTONES).map_err(unavailable)?;
+        transaction.open_table(META).map_err(unavailable)?;
+        transaction.commit().map_err(unavailable)?;
+
+        let read = self.database.begin_read().map_err(unavailable)?;
+        let mut loaded = Loaded::default();
+        let entries = read.open_table(ENTRIES).map_err(unavailable)?;
+        for item in entries.iter().map_err(unavailable)? {
+            let (key, value) = item.map_err(unavailable)?;
+            if let Some(entry) = decode(key.value(), value.value()) {
+                loaded.entries.push(entry);
+            }
+        }
+        let tombstones = read.open_table(TOMBSTONES).map_err(unavailable)?;
+        for item in tombstones.iter().map_err(unavailable)? {
+            let (key, index) = item.map_err(unavailable)?;
+            loaded
+                .tombstones
+                .push((key.value().to_owned(), index.value()));
+        }
+        let meta = read.open_table(META).map_err(unavailable)?;
+        loaded.reserved_index = meta
+            .get(RESERVED_INDEX)
+            .map_err(unavailable)?
+            .map(|value| value.value())
+            .unwrap_or(0);
+        Ok(loaded)
+    }
+
+    /// Writes entries and removals (with their tombstones) in one synced transaction.
+    pub fn commit(&self, puts: &[&KvEntry], removals: &[(&str, u64)]) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(unavailable)?;
+        {
+            let mut entries = transaction.open_table(ENTRIES).map_err(unavailable)?;
+            let mut tombstones = transaction.open_table(TOMBSTONES).map_err(unavailable)?;
+            for entry in puts {
+                entries
+                    .insert(entry.key.as_str(), encode(entry).as_slice())
+                    .map_err(unavailable)?;
+                tombstones.remove(entry.key.as_str()).map_err(unavailable)?;
+            }
+            for (key, index) in removals {
+                entries.remove(*key).map_err(unavailable)?;
+                tombstones.insert(*key, *index).map_err(unavailable)?;
+            }
+        }
+        transaction.commit().map_err(unavailable)
+    }
+
+    /// Records a change-index reservation (see `change_index`).
+    pub fn reserve_index(&self, reserved: u64) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(unavailable)?;
+        {
+            let mut meta = transaction.open_table(META).map_err(unavailable)?;
+            meta.insert(RESERVED_INDEX, reserved).map_err(unavailable)?;
+        }
+        transaction.commit().map_err(unavailable)
+    }
+}
+
+/// `flags, create, modify, lock` as little-endian u64s, the session id's length (u16) and
+/// bytes, then the value.
+fn encode(entry: &KvEntry) -> Vec<u8> {
+    let session = entry.session.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(34 + session.len() + entry.value.len());
+    for number in [
+        entry.flags,
+        entry.create_index,
+        entry.modify_index,
+        entry.lock_index,
+    ] {
+        out.extend_from_slice(&number.to_le_bytes());
+    }
+    out.extend_from_slice(&(session.len() as u16).to_le_bytes());
+    out.extend_from_slice(session.as_bytes());
+    out.extend_from_slice(&entry.value);
+    out
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Option<KvEntry> {
+    let number = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let session_len = u16::from_le_bytes(bytes.get(32..34)?.try_into().ok()?) as usize;
+    let session = std::str::from_utf8(bytes.get(34..34 + session_len)?).ok()?;
+    Some(KvEntry {
+        key: key.to_owned(),
+        flags: number(0)?,
+        create_index: number(8)?,
+        modify_index: number(16)?,
+        lock_index: number(24)?,
+        session: (!session.is_empty()).then(|| session.to_owned()),
+        value: Bytes::copy_from_slice(bytes.get(34 + session_len..)?),
+    })
+}

@@ -1,0 +1,253 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn store() -> KvStore {
+    KvStore::in_memory(
+        Arc::new(ChangeIndex::new(1)),
+        Clock::manual(1_000_000),
+        "n1",
+    )
+}
+
+fn put(store: &KvStore, key: &str, value: &str) -> bool {
+    store
+        .put(key, Bytes::from(value.to_owned()), 0, None, None)
+        .unwrap()
+}
+
+#[test]
+fn create_and_modify_indexes_follow_writes() {
+    let store = store();
+    assert!(put(&store, "config/orders/data", "a"));
+    let (_, first) = store.get("config/orders/data");
+    let first = first.unwrap();
+    assert_eq!(first.create_index, first.modify_index);
+    put(&store, "config/orders/data", "b");
+    let second = store.get("config/orders/data").1.unwrap();
+    assert_eq!(second.create_index, first.create_index);
+    assert!(second.modify_index > first.modify_index);
+}
+
+#[test]
+fn cas_writes_only_when_the_index_matches() {
+    let store = store();
+    assert!(store
+        .put("k", Bytes::from_static(b"1"), 0, Some(0), None)
+        .unwrap());
+    assert!(
+        !store
+            .put("k", Bytes::from_static(b"2"), 0, Some(0), None)
+            .unwrap(),
+        "cas=0 needs an absent key"
+    );
+    let index = store.get("k").1.unwrap().modify_index;
+    assert!(!store
+        .put("k", Bytes::from_static(b"3"), 0, Some(index + 7), None)
+        .unwrap());
+    assert!(store
+        .put("k", Bytes::from_static(b"4"), 0, Some(index), None)
+        .unwrap());
+    assert_eq!(store.get("k").1.unwrap().value, Bytes::from_static(b"4"));
+    let index = store.get("k").1.unwrap().modify_index;
+    assert!(!store.delete("k", false, Some(index - 1)).unwrap());
+    assert!(!store.delete("k", false, Some(0)).unwrap());
+    assert!(store.delete("k", false, Some(index)).unwrap());
+    assert!(store.get("k").1.is_none());
+}
+
+#[test]
+fn prefix_indexes_move_on_writes_and_deletes_under_them_only() {
+    let store = store();
+    put(&store, "config/orders/a", "1");
+    put(&store, "config/payments/a", "1");
+    let orders = store.prefix_result_index("config/orders/");
+    put(&store, "config/payments/b", "1");
+    assert_eq!(
+        store.prefix_result_index("config/orders/"),
+        orders,
+        "other prefixes do not move it"
+    );
+    store.delete("config/orders/a", false, None).unwrap();
+    let after_delete = store.prefix_result_index("config/orders/");
+    assert!(after_delete > orders, "a delete moves it (tombstone)");
+    assert!(store.list("config/orders/").1.is_empty());
+    assert_eq!(
+        store.prefix_result_index("nothing/"),
+        store.store_result_index()
+    );
+}
+
+#[test]
+fn keys_are_cut_at_the_separator_and_deduplicated() {
+    let store = store();
+    for key in ["cfg/a", "cfg/sub/x", "cfg/sub/y", "cfh"] {
+        put(&store, key, "v");
+    }
+    assert_eq!(store.keys("cfg/", Some("/")).1, vec!["cfg/a", "cfg/sub/"]);
+    assert_eq!(
+        store.keys("cf", None).1,
+        vec!["cfg/a", "cfg/sub/x", "cfg/sub/y", "cfh"]
+    );
+}
+
+#[test]
+fn recursive_delete_removes_the_prefix_only() {
+    let store = store();
+    for key in ["a/1", "a/2", "ab", "b"] {
+        put(&store, key, "v");
+    }
+    store.delete("a/", true, None).unwrap();
+    let left: Vec<String> = store
+        .list("")
+        .1
+        .into_iter()
+        .map(|entry| entry.key)
+        .collect();
+    assert_eq!(left, vec!["ab", "b"]);
+}
+
+fn session(store: &KvStore, behavior: Behavior, ttl: Option<Duration>) -> String {
+    store
+        .create_session(SessionRequest {
+            name: "lock".into(),
+            ttl,
+            behavior,
+            lock_delay: Duration::from_secs(15),
+            node_checks: vec![],
+        })
+        .unwrap()
+        .id
+}
+
+#[test]
+fn locks_are_exclusive_and_released_by_their_holder() {
+    let store = store();
+    let first = session(&store, Behavior::Release, None);
+    let second = session(&store, Behavior::Release, None);
+    let acquire = |session: &str| {
+        store.put(
+            "lock",
+            Bytes::from_static(b"x"),
+            0,
+            None,
+            Some(LockOp::Acquire(session.into())),
+        )
+    };
+    assert!(acquire(&first).unwrap());
+    assert!(acquire(&first).unwrap(), "the holder may acquire again");
+    assert!(!acquire(&second).unwrap());
+    let held = store.get("lock").1.unwrap();
+    assert_eq!(
+        (held.session.as_deref(), held.lock_index),
+        (Some(first.as_str()), 1)
+    );
+    let release = |session: &str| {
+        store.put(
+            "lock",
+            Bytes::new(),
+            0,
+            None,
+            Some(LockOp::Release(session.into())),
+        )
+    };
+    assert!(!release(&second).unwrap());
+    assert!(release(&first).unwrap());
+    assert!(acquire(&second).unwrap());
+    assert_eq!(store.get("lock").1.unwrap().lock_index, 2);
+    assert!(matches!(
+        acquire("no-such-session"),
+        Err(KvError::UnknownSession(_))
+    ));
+}
+
+#[test]
+fn ending_a_session_applies_its_behaviour_and_the_lock_delay() {
+    let store = store();
+    let releasing = session(&store, Behavior::Release, None);
+    let deleting = session(&store, Behavior::Delete, Some(Duration::from_secs(10)));
+    store
+        .put(
+            "r",
+            Bytes::new(),
+            0,
+            None,
+            Some(LockOp::Acquire(releasing.clone())),
+        )
+        .unwrap();
+    store
+        .put(
+            "d",
+            Bytes::new(),
+            0,
+            None,
+            Some(LockOp::Acquire(deleting.clone())),
+        )
+        .unwrap();
+    assert!(store.destroy_session(&releasing).unwrap());
+    assert!(store.get("r").1.unwrap().session.is_none());
+    let other = session(&store, Behavior::Release, None);
+    assert!(
+        !store
+            .put(
+                "r",
+                Bytes::new(),
+                0,
+                None,
+                Some(LockOp::Acquire(other.clone()))
+            )
+            .unwrap(),
+        "lock-delay"
+    );
+    store.clock.advance(16_000);
+    assert!(store
+        .put("r", Bytes::new(), 0, None, Some(LockOp::Acquire(other)))
+        .unwrap());
+    // The TTL session expires after twice its TTL.
+    store.clock.advance(21_000);
+    assert_eq!(store.expire_sessions().unwrap(), 1);
+    assert!(
+        store.get("d").1.is_none(),
+        "delete behaviour removes the key"
+    );
+}
+
+#[test]
+fn writes_survive_a_reopen_and_the_index_keeps_rising() {
+    let folder = std::env::temp_dir().join(format!("ferry-kv-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("kv.redb");
+    let (last, deleted_at) = {
+        let (store, _) = KvStore::open(&path, Clock::System, "n1").unwrap();
+        put(&store, "a", "1");
+        put(&store, "b", "2");
+        store.delete("b", false, None).unwrap();
+        let deleted_at = store.prefix_result_index("b");
+        let holder = session(&store, Behavior::Release, None);
+        store
+            .put(
+                "locked",
+                Bytes::new(),
+                0,
+                None,
+                Some(LockOp::Acquire(holder)),
+            )
+            .unwrap();
+        (store.prefix_result_index(""), deleted_at)
+    };
+    let (store, index) = KvStore::open(&path, Clock::System, "n1").unwrap();
+    assert_eq!(store.get("a").1.unwrap().value, Bytes::from_static(b"1"));
+    assert!(store.get("b").1.is_none());
+    assert_eq!(
+        store.prefix_result_index("b"),
+        deleted_at,
+        "the tombstone survives"
+    );
+    assert!(
+        store.get("locked").1.unwrap().session.is_none(),
+        "orphaned locks are released"
+    );
+    assert!(index.allocate().unwrap() > last);
+    std::fs::remove_dir_all(folder).unwrap();
+}
