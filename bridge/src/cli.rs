@@ -20,6 +20,36 @@ pub struct Cli {
     #[arg(long, env = "FERRY_EUREKA_LISTEN", default_value = "127.0.0.1:8761")]
     pub eureka_listen: Listen,
 
+    /// Address of the Consul agent API (`/v1/...`), or `off`.
+    #[arg(long, env = "FERRY_CONSUL_LISTEN", default_value = "127.0.0.1:8500")]
+    pub consul_listen: Listen,
+
+    /// ACL token the Consul API requires (in `X-Consul-Token`, `?token=` or
+    /// `Authorization: Bearer`); without it the Consul API is open, as Consul with ACLs off.
+    #[arg(long, env = "FERRY_CONSUL_TOKEN", hide_env_values = true)]
+    pub consul_token: Option<String>,
+
+    /// The node name the Consul view reports (default: the host name).
+    #[arg(long, env = "FERRY_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The datacenter the Consul view reports.
+    #[arg(long, env = "FERRY_DATACENTER", default_value = "dc1")]
+    pub datacenter: String,
+
+    /// The host name or IP apps use to reach this Ferry (default: the first listener's IP,
+    /// or the host name when that listens on all addresses).
+    #[arg(long, env = "FERRY_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+
+    /// The floor under a check's DeregisterCriticalServiceAfter, in seconds (Consul: 60).
+    #[arg(
+        long,
+        env = "FERRY_CONSUL_MIN_DEREGISTER_AFTER",
+        default_value_t = 60.0
+    )]
+    pub consul_min_deregister_after: f64,
+
     /// Address of the admin API: /ready, /live, /metrics (Prometheus), or `off`.
     #[arg(long, env = "FERRY_ADMIN_LISTEN", default_value = "127.0.0.1:15000")]
     pub admin_listen: Listen,

@@ -10,7 +10,10 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use ferry_registry_adapters::consul::{self, ConsulSettings, NodeInfo};
 use ferry_registry_adapters::eureka::{self, EurekaSettings};
+use ferry_registry_adapters::health::{self, HealthSettings};
+use ferry_registry_adapters::kv::KvStore;
 use ferry_registry_adapters::registry::eviction;
 use ferry_registry_adapters::store::MemoryStore;
 use ferry_registry_adapters::{Clock, Registry, RegistrySettings};
@@ -24,8 +27,18 @@ use crate::serve::{serve, ConnectionLimits};
 use crate::shutdown;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let _data_dir = crate::data_dir::open(&cli.data_dir)?;
-    let registry = Arc::new(Registry::new(
+    let data_dir = crate::data_dir::open(&cli.data_dir)?;
+    let node = NodeInfo {
+        name: cli.node_name.clone().unwrap_or_else(host_name),
+        id: data_dir.node_id().to_owned(),
+        address: advertise_host(&cli),
+        datacenter: cli.datacenter.clone(),
+    };
+    let kv_path = cli.data_dir.join("kv.redb");
+    let (kv, index) = KvStore::open(&kv_path, Clock::System, &node.name)
+        .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
+    let kv = Arc::new(kv);
+    let registry = Arc::new(Registry::with_index(
         RegistrySettings {
             self_preservation: cli.eureka_self_preservation,
             delta_retention: Duration::from_secs(cli.eureka_delta_retention),
@@ -33,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Clock::System,
         Arc::new(MemoryStore),
+        index,
     ));
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -52,6 +66,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         "eureka",
         cli.eureka_listen,
         eureka::routes(registry.clone(), eureka_settings),
+    ));
+    let mut consul_settings = ConsulSettings::new(node.clone());
+    consul_settings.token = cli.consul_token.clone().filter(|token| !token.is_empty());
+    consul_settings.body_timeout = seconds(cli.body_timeout, "body-timeout")?;
+    apis.push((
+        "consul",
+        cli.consul_listen,
+        consul::routes(registry.clone(), kv.clone(), consul_settings),
     ));
     let admin = Admin {
         registry: registry.clone(),
@@ -84,6 +106,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let eviction_every = seconds(cli.eureka_eviction_interval, "eureka-eviction-interval")?
         .max(Duration::from_millis(10));
     let eviction = eviction::spawn(registry.clone(), eviction_every);
+    let checks = health::spawn(
+        registry.clone(),
+        Some(kv.clone()),
+        HealthSettings {
+            minimum_deregister_after: seconds(
+                cli.consul_min_deregister_after,
+                "consul-min-deregister-after",
+            )?,
+            ..HealthSettings::default()
+        },
+    );
     let (stop, stopping) = shutdown::channel();
     let servers: Vec<_> = bound
         .into_iter()
@@ -98,11 +131,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     ready.store(false, Ordering::Release);
     let _ = stop.send(true);
     eviction.abort();
+    checks.abort();
     for server in servers {
         let _ = server.await;
     }
     tracing::info!("ferry stopped");
     Ok(())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "ferry".to_owned())
+}
+
+/// What apps are told to call: the flag, else the first listener's IP, else the host name
+/// (a wildcard address is no address to call).
+fn advertise_host(cli: &Cli) -> String {
+    if let Some(host) = &cli.advertise_host {
+        return host.clone();
+    }
+    [cli.eureka_listen, cli.consul_listen, cli.admin_listen]
+        .into_iter()
+        .find_map(|listen| match listen {
+            Listen::On(address) if !address.ip().is_unspecified() => Some(address.ip().to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(host_name)
 }
 
 async fn not_found() -> Response {

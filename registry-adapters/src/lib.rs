@@ -7,13 +7,18 @@
 //! - `change_index`: the single index every change bumps and every view reads.
 //! - `store`: where changes go (`MemoryStore` by default; etcd slots in here).
 //! - `kv`: the durable key/value store with sessions and locks.
+//! - `health`: the checks Ferry runs itself (HTTP, TCP, TTL expiry, reaping).
+//! - `consul`: the Consul agent view (agent, catalog, health, KV, sessions).
 //! - `eureka`: the Eureka REST view (JSON and XML), a thin adapter over `registry`.
 //! - `clock`: wall-clock time, replaceable in tests.
 #![forbid(unsafe_code)]
 
 pub mod change_index;
 pub mod clock;
+pub mod consul;
 pub mod eureka;
+pub mod health;
+pub mod http_body;
 pub mod kv;
 pub mod model;
 pub mod registry;

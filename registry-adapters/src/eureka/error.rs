@@ -32,6 +32,19 @@ pub enum EurekaError {
     Unavailable(#[source] crate::store::StoreError),
 }
 
+impl From<crate::http_body::BodyError> for EurekaError {
+    fn from(error: crate::http_body::BodyError) -> EurekaError {
+        use crate::http_body::BodyError;
+        match error {
+            BodyError::TooLarge { limit, .. } => EurekaError::PayloadTooLarge { limit },
+            BodyError::Timeout => EurekaError::BodyTimeout,
+            BodyError::Unreadable | BodyError::BadGzip(_) => {
+                EurekaError::BadRequest(error.to_string())
+            }
+        }
+    }
+}
+
 impl EurekaError {
     pub fn from_registry(error: RegistryError, format: Format) -> EurekaError {
         match error {

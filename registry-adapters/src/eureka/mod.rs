@@ -2,10 +2,9 @@
 //! Netflix) over the one registry, in JSON and XML, under `/eureka/` and `/eureka/v2/`.
 //!
 //! Layout: `routes` (handlers), `decode` (documents -> model, both formats), `json` and
-//! `xml` (model -> documents), `hashcode`, `negotiate` (formats and gzip), `body` (limits),
+//! `xml` (model -> documents), `hashcode`, `negotiate` (formats and gzip),
 //! `cache` (rendered registry documents), `error` (status codes).
 
-mod body;
 mod cache;
 pub mod decode;
 mod error;

@@ -57,10 +57,3 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
             })
         })
 }
-
-pub fn body_is_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|encoding| encoding.trim().eq_ignore_ascii_case("gzip"))
-}

@@ -22,7 +22,8 @@ use super::decode::{self, Origin};
 use super::error::EurekaError;
 use super::hashcode::{apps_hashcode, Document};
 use super::negotiate::{accepts_gzip, body_format, Format};
-use super::{body, json, xml, EurekaSettings};
+use super::{json, xml, EurekaSettings};
+use crate::http_body;
 
 const REPLICATION_HEADER: &str = "x-netflix-discovery-replication";
 
@@ -73,7 +74,7 @@ async fn register(
     request_body: Body,
 ) -> Result<StatusCode, EurekaError> {
     let settings = &view.settings;
-    let bytes = body::read(
+    let bytes = http_body::read(
         &headers,
         request_body,
         settings.max_body_bytes,
