@@ -33,7 +33,7 @@ impl Default for HealthSettings {
     fn default() -> Self {
         HealthSettings {
             minimum_deregister_after: Duration::from_secs(60),
-            reap_every: Duration::from_secs(5),
+            reap_every: Duration::from_secs(1),
         }
     }
 }

@@ -13,6 +13,7 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_CLIENT = Path(__file__).resolve().parent / "js" / "eureka_client.js"
+JS_CONSUL = Path(__file__).resolve().parent / "js" / "consul_client.js"
+SAMPLE_CONSUL_SERVICE = ROOT / "samples" / "python-consul-service" / "service.py"
 NODE_PATH = ROOT / "tests" / "node_modules"
 
 
@@ -55,12 +58,14 @@ class Ferry:
 
     def __init__(self, data_dir: Path, *extra_args: str):
         self.eureka_port = free_port()
+        self.consul_port = free_port()
         self.admin_port = free_port()
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"ferry-{self.eureka_port}.log"
         self.args = [
             str(ferry_binary()),
             "--eureka-listen", f"127.0.0.1:{self.eureka_port}",
+            "--consul-listen", f"127.0.0.1:{self.consul_port}",
             "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--data-dir", str(data_dir),
             *extra_args,
@@ -72,10 +77,22 @@ class Ferry:
         return f"http://127.0.0.1:{self.eureka_port}/eureka/"
 
     @property
+    def consul_url(self) -> str:
+        return f"http://127.0.0.1:{self.consul_port}"
+
+    def consul(self, token: str | None = None):
+        """A real py-consul client for this ferry."""
+        import consul
+
+        return consul.Consul(host="127.0.0.1", port=self.consul_port, token=token)
+
+    @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self) -> "Ferry":
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("already running")
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self._ready, timeout=15, what="ferry /ready")
@@ -94,6 +111,11 @@ class Ferry:
             return self.process.returncode if self.process else 0
         self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        self.process.kill()
+        self.process.wait(timeout=10)
 
     def log(self) -> str:
         try:
@@ -214,4 +236,69 @@ class JsEureka:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 return -9
+        return self.process.returncode
+
+
+class JsConsul:
+    """The `consul` npm client in a Node process, one call at a time."""
+
+    def __init__(self, ferry: Ferry):
+        environment = {**os.environ, "NODE_PATH": str(NODE_PATH)}
+        self.process = subprocess.Popen(
+            ["node", str(JS_CONSUL), str(ferry.consul_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )
+        self.lock = threading.Lock()
+
+    def call(self, name: str, *args, timeout: float = 30):
+        """Runs `consul.<name>(*args)`; returns its result or raises JsConsulError."""
+        with self.lock:
+            self.process.stdin.write(json.dumps({"call": name, "args": list(args)}) + "\n")
+            self.process.stdin.flush()
+            answer: queue.Queue = queue.Queue()
+            reader = threading.Thread(target=lambda: answer.put(self.process.stdout.readline()), daemon=True)
+            reader.start()
+            line = answer.get(timeout=timeout)
+        reply = json.loads(line)
+        if "error" in reply:
+            raise JsConsulError(reply["error"], reply.get("status"))
+        return reply["ok"]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                return self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.returncode
+
+
+class JsConsulError(Exception):
+    def __init__(self, message: str, status: int | None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class SampleService:
+    """samples/python-consul-service: registers itself through py-consul with an HTTP check."""
+
+    def __init__(self, ferry: Ferry, name: str, interval: str = "1s"):
+        self.port = free_port()
+        self.id = f"{name}-{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, str(SAMPLE_CONSUL_SERVICE), "--name", name, "--port", str(self.port),
+             "--consul", f"127.0.0.1:{ferry.consul_port}", "--interval", interval],
+            stdout=subprocess.PIPE, text=True,
+        )
+        line = self.process.stdout.readline()
+        assert json.loads(line)["event"] == "registered", line
+
+    def set_healthy(self, healthy: bool):
+        httpx.post(f"http://127.0.0.1:{self.port}/{'recover' if healthy else 'fail'}", timeout=5)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            return self.process.wait(timeout=10)
         return self.process.returncode
