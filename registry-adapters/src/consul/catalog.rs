@@ -12,9 +12,10 @@ use super::blocking::wait_for;
 use super::encode::{self, service_name};
 use super::error::ConsulError;
 use super::query::Params;
-use super::{indexed, ConsulView};
+use super::{indexed, indexed_bytes, ConsulView};
 use crate::model::Health;
 use crate::registry::RegisteredInstance;
+use bytes::Bytes;
 
 pub(super) fn routes() -> Router<ConsulView> {
     Router::new()
@@ -68,15 +69,32 @@ async fn service(
     let blocking = params.blocking()?;
     let tags: Vec<String> = params.all("tag").map(str::to_owned).collect();
     let app = name.to_ascii_uppercase();
+    let key = format!("catalog\u{0}{app}\u{0}{}", tags.join("\u{0}"));
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
-        let (index, instances) = view.registry.app_with_index(&app);
-        let rows: Vec<Value> = tagged(&instances, &tags)
-            .map(|registered| encode::catalog_service(view.node(), &registered.instance))
-            .collect();
-        (index, Value::Array(rows))
+        rendered(&view, &key, &app, |instances| {
+            let rows: Vec<Value> = tagged(instances, &tags)
+                .map(|registered| encode::catalog_service(view.node(), &registered.instance))
+                .collect();
+            Value::Array(rows)
+        })
     })
     .await;
-    Ok(indexed(StatusCode::OK, index, Some(&body)))
+    Ok(indexed_bytes(index, body))
+}
+
+/// One app's read at its current result index, rendered once per index and key.
+fn rendered(
+    view: &ConsulView,
+    key: &str,
+    app: &str,
+    render: impl FnOnce(&[RegisteredInstance]) -> Value,
+) -> (u64, Bytes) {
+    let index = view.registry.app_result_index(app);
+    let body = view.rendered.get_with((key.to_owned(), index), || {
+        let (_, instances) = view.registry.app_with_index(app);
+        Bytes::from(render(&instances).to_string())
+    });
+    (index, body)
 }
 
 async fn nodes(
@@ -128,18 +146,20 @@ async fn health_service(
     let blocking = params.blocking()?;
     let tags: Vec<String> = params.all("tag").map(str::to_owned).collect();
     let app = name.to_ascii_uppercase();
+    let key = format!("health\u{0}{app}\u{0}{passing}\u{0}{}", tags.join("\u{0}"));
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
-        let (index, instances) = view.registry.app_with_index(&app);
-        let rows: Vec<Value> = tagged(&instances, &tags)
-            .filter(|registered| {
-                !passing || encode::instance_health(&registered.instance) == Health::Passing
-            })
-            .map(|registered| encode::health_entry(view.node(), &registered.instance))
-            .collect();
-        (index, Value::Array(rows))
+        rendered(&view, &key, &app, |instances| {
+            let rows: Vec<Value> = tagged(instances, &tags)
+                .filter(|registered| {
+                    !passing || encode::instance_health(&registered.instance) == Health::Passing
+                })
+                .map(|registered| encode::health_entry(view.node(), &registered.instance))
+                .collect();
+            Value::Array(rows)
+        })
     })
     .await;
-    Ok(indexed(StatusCode::OK, index, Some(&body)))
+    Ok(indexed_bytes(index, body))
 }
 
 async fn health_checks(

@@ -65,6 +65,9 @@ struct ConsulView {
     registry: Arc<Registry>,
     kv: Arc<KvStore>,
     settings: Arc<ConsulSettings>,
+    /// Rendered service reads (health and catalog), keyed by the read and its result index,
+    /// so pollers of a large service share one rendering per change.
+    rendered: moka::sync::Cache<(String, u64), bytes::Bytes>,
 }
 
 impl ConsulView {
@@ -80,6 +83,11 @@ pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSetting
         registry,
         kv,
         settings: settings.clone(),
+        rendered: moka::sync::Cache::builder()
+            .max_capacity(32 << 20)
+            .weigher(|_, body: &bytes::Bytes| u32::try_from(body.len()).unwrap_or(u32::MAX))
+            .time_to_live(Duration::from_secs(60))
+            .build(),
     };
     Router::new()
         .merge(agent::routes())
@@ -159,6 +167,21 @@ fn json_response(value: &Value) -> Response {
         value.to_string(),
     )
         .into_response()
+}
+
+/// A rendered JSON body with Consul's index headers.
+fn indexed_bytes(index: u64, body: bytes::Bytes) -> Response {
+    let mut response = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    add_index_headers(response.headers_mut(), index);
+    response
 }
 
 /// A blocking-capable read's answer: the body with Consul's index headers.

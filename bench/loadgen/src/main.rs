@@ -1,0 +1,207 @@
+//! Load shapes wrk cannot make, for `bench/consul.sh`:
+//! - `watchers ADDR PREFIX COUNT ROUNDS`: COUNT blocking KV reads held on PREFIX, then one
+//!   write; prints when each watcher got its answer, relative to the write being sent.
+//! - `kv-writes ADDR COUNT CONCURRENCY`: COUNT durable KV writes; prints writes per second.
+//!
+//! Raw HTTP/1.1 over tokio sockets, so the client adds as little as possible to what it
+//! measures. Only loopback addresses are expected.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Barrier, Mutex};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// One response: status, `X-Consul-Index` and body.
+struct Response {
+    status: u16,
+    index: u64,
+}
+
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Response, Error> {
+    stream.write_all(request).await?;
+    let mut buffer = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err("connection closed".into());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = find(&buffer, b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..end])?.to_ascii_lowercase();
+            let status: u16 = head.split_whitespace().nth(1).ok_or("no status")?.parse()?;
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|line| line.strip_prefix(name).map(|value| value.trim().to_owned()))
+            };
+            let length: usize = header("content-length:")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0);
+            let index = header("x-consul-index:")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0);
+            while buffer.len() < end + 4 + length {
+                let read = stream.read(&mut chunk).await?;
+                if read == 0 {
+                    return Err("connection closed in body".into());
+                }
+                buffer.extend_from_slice(&chunk[..read]);
+            }
+            return Ok(Response { status, index });
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn put_request(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "PUT {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn get_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes()
+}
+
+async fn watchers(
+    address: String,
+    prefix: String,
+    count: usize,
+    rounds: usize,
+) -> Result<(), Error> {
+    let mut writer = TcpStream::connect(&address).await?;
+    writer.set_nodelay(true)?;
+    exchange(
+        &mut writer,
+        &put_request(&format!("/v1/kv/{prefix}key"), "0"),
+    )
+    .await?;
+    let start = exchange(
+        &mut writer,
+        &get_request(&format!("/v1/kv/{prefix}?recurse")),
+    )
+    .await?;
+    let ready = Arc::new(Barrier::new(count + 1));
+    let answered = Arc::new(Barrier::new(count + 1));
+    let arrivals: Arc<Mutex<Vec<Instant>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(count * rounds)));
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let (address, prefix) = (address.clone(), prefix.clone());
+        let (ready, answered, arrivals) = (ready.clone(), answered.clone(), arrivals.clone());
+        let mut index = start.index;
+        tasks.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&address).await?;
+            stream.set_nodelay(true)?;
+            for _ in 0..rounds {
+                let request =
+                    get_request(&format!("/v1/kv/{prefix}?recurse&index={index}&wait=60s"));
+                stream.write_all(&request).await?;
+                ready.wait().await;
+                let response = exchange(&mut stream, b"").await?;
+                arrivals.lock().await.push(Instant::now());
+                if response.status != 200 || response.index <= index {
+                    return Err::<(), Error>(
+                        format!(
+                            "unexpected answer {} at index {}",
+                            response.status, response.index
+                        )
+                        .into(),
+                    );
+                }
+                index = response.index;
+                answered.wait().await;
+            }
+            Ok(())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count * rounds);
+    for round in 0..rounds {
+        ready.wait().await;
+        // Every request is written; give the server a moment to park them all.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = Instant::now();
+        exchange(
+            &mut writer,
+            &put_request(&format!("/v1/kv/{prefix}key"), &format!("{}", round + 1)),
+        )
+        .await?;
+        answered.wait().await;
+        let mut arrived = arrivals.lock().await;
+        latencies.extend(arrived.drain(..).map(|at| at.duration_since(sent)));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    println!(
+        "watchers={count} rounds={rounds} samples={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        latencies.len(),
+        percentile(0.50).as_secs_f64() * 1000.0,
+        percentile(0.99).as_secs_f64() * 1000.0,
+        latencies
+            .last()
+            .map_or(0.0, |max| max.as_secs_f64() * 1000.0),
+    );
+    Ok(())
+}
+
+async fn kv_writes(address: String, count: usize, concurrency: usize) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let address = address.clone();
+        let share = count / concurrency + usize::from(worker < count % concurrency);
+        tasks.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&address).await?;
+            stream.set_nodelay(true)?;
+            for n in 0..share {
+                let response = exchange(
+                    &mut stream,
+                    &put_request(&format!("/v1/kv/bench/writes/{worker}/{n}"), "value"),
+                )
+                .await?;
+                if response.status != 200 {
+                    return Err::<(), Error>(format!("write answered {}", response.status).into());
+                }
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "writes={count} concurrency={concurrency} seconds={elapsed:.2} writes_per_second={:.0}",
+        count as f64 / elapsed
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |at: usize| -> Result<usize, Error> {
+        Ok(args.get(at).ok_or("missing argument")?.parse()?)
+    };
+    match args.first().map(String::as_str) {
+        Some("watchers") => watchers(args[1].clone(), args[2].clone(), number(3)?, number(4)?).await,
+        Some("kv-writes") => kv_writes(args[1].clone(), number(2)?, number(3)?).await,
+        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY".into()),
+    }
+}
