@@ -28,9 +28,7 @@ pub(super) fn routes() -> Router<ConsulView> {
         .route("/v1/agent/service/register", put(register))
         .route("/v1/agent/service/deregister/{*id}", put(deregister))
         .route("/v1/agent/service/maintenance/{*id}", put(maintenance))
-        .route("/v1/agent/check/pass/{*id}", put(pass))
-        .route("/v1/agent/check/warn/{*id}", put(warn))
-        .route("/v1/agent/check/fail/{*id}", put(fail))
+        .route("/v1/agent/check/{verb}/{*id}", put(ttl_update))
         .route("/v1/agent/check/update/{*id}", put(update))
         .route("/v1/agent/check/register", put(register_check))
         .route("/v1/agent/check/deregister/{*id}", put(deregister_check))
@@ -183,40 +181,26 @@ async fn maintenance(
     Ok(StatusCode::OK)
 }
 
+/// `pass`, `warn` and `fail` of a TTL check, with `?note=` as its output.
 async fn ttl_update(
-    view: &ConsulView,
-    id: &str,
-    status: Health,
-    params: Params,
+    State(view): State<ConsulView>,
+    Path((verb, id)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Result<StatusCode, ConsulError> {
-    let output = params.get("note").unwrap_or("").to_owned();
+    let status = match verb.as_str() {
+        "pass" => Health::Passing,
+        "warn" => Health::Warning,
+        "fail" => Health::Critical,
+        _ => {
+            return Err(ConsulError::NotFound(format!(
+                "no such endpoint: /v1/agent/check/{verb}"
+            )))
+        }
+    };
+    let output = Params(params).get("note").unwrap_or("").to_owned();
     view.registry
-        .update_check(id, CheckUpdate { status, output }, true)?;
+        .update_check(&id, CheckUpdate { status, output }, true)?;
     Ok(StatusCode::OK)
-}
-
-async fn pass(
-    State(view): State<ConsulView>,
-    Path(id): Path<String>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<StatusCode, ConsulError> {
-    ttl_update(&view, &id, Health::Passing, Params(params)).await
-}
-
-async fn warn(
-    State(view): State<ConsulView>,
-    Path(id): Path<String>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<StatusCode, ConsulError> {
-    ttl_update(&view, &id, Health::Warning, Params(params)).await
-}
-
-async fn fail(
-    State(view): State<ConsulView>,
-    Path(id): Path<String>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Result<StatusCode, ConsulError> {
-    ttl_update(&view, &id, Health::Critical, Params(params)).await
 }
 
 async fn update(
@@ -286,6 +270,15 @@ fn health_status(health: Health) -> StatusCode {
     }
 }
 
+/// One instance as the agent health endpoints show it.
+fn agent_health(view: &ConsulView, instance: &crate::model::Instance) -> Value {
+    json!({
+        "AggregatedStatus": encode::instance_health(instance).as_str(),
+        "Service": encode::agent_service(instance, &view.node().datacenter),
+        "Checks": encode::instance_checks(view.node(), instance),
+    })
+}
+
 async fn health_by_id(
     State(view): State<ConsulView>,
     Path(id): Path<String>,
@@ -295,12 +288,7 @@ async fn health_by_id(
         .agent_instance(&id)
         .ok_or_else(|| ConsulError::NotFound(format!("ServiceId {id} not found")))?;
     let health = encode::instance_health(&registered.instance);
-    let body = json!({
-        "AggregatedStatus": health.as_str(),
-        "Service": encode::agent_service(&registered.instance, &view.node().datacenter),
-        "Checks": encode::instance_checks(view.node(), &registered.instance),
-    });
-    let mut response = json_response(&body);
+    let mut response = json_response(&agent_health(&view, &registered.instance));
     *response.status_mut() = health_status(health);
     Ok(response)
 }
@@ -322,13 +310,7 @@ async fn health_by_name(
         .unwrap_or(Health::Passing);
     let body: Vec<Value> = instances
         .iter()
-        .map(|registered| {
-            json!({
-                "AggregatedStatus": encode::instance_health(&registered.instance).as_str(),
-                "Service": encode::agent_service(&registered.instance, &view.node().datacenter),
-                "Checks": encode::instance_checks(view.node(), &registered.instance),
-            })
-        })
+        .map(|registered| agent_health(&view, &registered.instance))
         .collect();
     let mut response = json_response(&Value::Array(body));
     *response.status_mut() = health_status(health);

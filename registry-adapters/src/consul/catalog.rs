@@ -194,11 +194,7 @@ async fn health_state(
     };
     let blocking = Params(params).blocking()?;
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
-        let (index, instances) = view.registry.all_with_index();
-        let mut checks = vec![encode::serf_check(view.node())];
-        for registered in &instances {
-            checks.extend(encode::instance_checks(view.node(), &registered.instance));
-        }
+        let (index, mut checks) = node_checks(&view);
         checks.retain(|check| wanted.is_none_or(|wanted| check["Status"] == wanted.as_str()));
         (index, Value::Array(checks))
     })
@@ -210,14 +206,19 @@ async fn health_node(
     State(view): State<ConsulView>,
     Path(node): Path<String>,
 ) -> Result<Response, ConsulError> {
-    let info = view.node();
-    if node != info.name {
+    if node != view.node().name {
         return Ok(indexed(StatusCode::OK, 1, Some(&json!([]))));
     }
-    let (index, instances) = view.registry.all_with_index();
-    let mut checks = vec![encode::serf_check(info)];
-    for registered in &instances {
-        checks.extend(encode::instance_checks(info, &registered.instance));
-    }
+    let (index, checks) = node_checks(&view);
     Ok(indexed(StatusCode::OK, index, Some(&Value::Array(checks))))
+}
+
+/// Every check on this node, its own `serfHealth` first, with the health result index.
+fn node_checks(view: &ConsulView) -> (u64, Vec<Value>) {
+    let (index, instances) = view.registry.all_with_index();
+    let mut checks = vec![encode::serf_check(view.node())];
+    for registered in &instances {
+        checks.extend(encode::instance_checks(view.node(), &registered.instance));
+    }
+    (index, checks)
 }

@@ -118,11 +118,7 @@ impl Registry {
     pub fn deregister_agent(&self, id: &str) -> Result<(), AgentError> {
         let now = self.now();
         let mut state = self.state.write();
-        let app = state
-            .agent_ids
-            .get(id)
-            .cloned()
-            .ok_or_else(|| AgentError::UnknownService(id.to_owned()))?;
+        let app = agent_app(&state, id)?;
         state.overrides.remove(id);
         self.remove(&mut state, &app, id, now)?;
         Ok(())
@@ -188,11 +184,7 @@ impl Registry {
     ) -> Result<(), AgentError> {
         let now = self.now();
         let mut state = self.state.write();
-        let app = state
-            .agent_ids
-            .get(id)
-            .cloned()
-            .ok_or_else(|| AgentError::UnknownService(id.to_owned()))?;
+        let app = agent_app(&state, id)?;
         let entry =
             lookup(&state, &app, id).ok_or_else(|| AgentError::UnknownService(id.to_owned()))?;
         let check_id = format!("_service_maintenance:{id}");
@@ -235,11 +227,7 @@ impl Registry {
     pub fn add_agent_check(&self, service_id: &str, mut check: Check) -> Result<(), AgentError> {
         let now = self.now();
         let mut state = self.state.write();
-        let app = state
-            .agent_ids
-            .get(service_id)
-            .cloned()
-            .ok_or_else(|| AgentError::UnknownService(service_id.to_owned()))?;
+        let app = agent_app(&state, service_id)?;
         let entry = lookup(&state, &app, service_id)
             .ok_or_else(|| AgentError::UnknownService(service_id.to_owned()))?;
         let mut changed = entry.current();
@@ -469,6 +457,15 @@ impl Registry {
         instance.last_updated = now;
         self.put(state, instance, now)
     }
+}
+
+/// The app of an agent-registered instance id.
+fn agent_app(state: &State, id: &str) -> Result<String, AgentError> {
+    state
+        .agent_ids
+        .get(id)
+        .cloned()
+        .ok_or_else(|| AgentError::UnknownService(id.to_owned()))
 }
 
 /// An override set through Eureka wins; otherwise the checks decide.
