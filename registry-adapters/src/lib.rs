@@ -8,6 +8,7 @@
 //! - `store`: where changes go (`MemoryStore` by default; etcd slots in here).
 //! - `kv`: the durable key/value store with sessions and locks.
 //! - `health`: the checks Ferry runs itself (HTTP, TCP, TTL expiry, reaping).
+//! - `config_server`: the Spring Cloud Config Server view (folder, git, KV).
 //! - `consul`: the Consul agent view (agent, catalog, health, KV, sessions).
 //! - `eureka`: the Eureka REST view (JSON and XML), a thin adapter over `registry`.
 //! - `clock`: wall-clock time, replaceable in tests.
@@ -15,6 +16,7 @@
 
 pub mod change_index;
 pub mod clock;
+pub mod config_server;
 pub mod consul;
 pub mod eureka;
 pub mod health;

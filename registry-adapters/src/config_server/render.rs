@@ -1,0 +1,423 @@
+//! The alternative formats (`.properties`, `.json`, `.yml`): the Environment merged into one
+//! map (spec §5), placeholders resolved, then written out.
+//!
+//! Merging runs from the lowest source to the highest. Plain keys overwrite one by one, but
+//! a list replaces a list whole: indexed keys are grouped by the name before their first
+//! `[`, and a higher source's group removes the lower group first, so `[x, y]` over
+//! `[a, b, c]` yields `[x, y]` and never `[x, y, c]`.
+
+use serde_json::{Map, Value};
+
+use super::environment::Environment;
+
+/// Keys that select documents rather than configure anything; the views leave them out.
+const ACTIVATION_KEYS: [&str; 2] = ["spring.profiles", "spring.config.activate.on-profile"];
+
+/// The merged properties in first-seen order, without the activation keys.
+pub fn merged(environment: &Environment) -> Vec<(String, Value)> {
+    let mut merged: Vec<(String, Value)> = Vec::new();
+    for source in environment.sources.iter().rev() {
+        let groups: Vec<&str> = source
+            .source
+            .iter()
+            .filter_map(|(key, _)| list_group(key))
+            .collect();
+        merged.retain(|(key, _)| list_group(key).is_none_or(|group| !groups.contains(&group)));
+        for (key, value) in &source.source {
+            match merged.iter_mut().find(|(existing, _)| existing == key) {
+                Some((_, slot)) => *slot = value.clone(),
+                None => merged.push((key.clone(), value.clone())),
+            }
+        }
+    }
+    merged.retain(|(key, _)| !ACTIVATION_KEYS.contains(&key.as_str()));
+    merged
+}
+
+fn list_group(key: &str) -> Option<&str> {
+    key.find('[').filter(|at| *at > 0).map(|at| &key[..at])
+}
+
+/// Replaces `${name}` and `${name:default}` in string values; unresolvable placeholders stay
+/// as written and `\${...}` is a literal `${...}`.
+pub fn resolve_placeholders(properties: &mut [(String, Value)]) {
+    let lookup: Vec<(String, Value)> = properties.to_vec();
+    for (_, value) in properties.iter_mut() {
+        if let Value::String(text) = value {
+            *text = resolve(text, &lookup, 0);
+        }
+    }
+}
+
+fn resolve(text: &str, properties: &[(String, Value)], depth: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        if start > 0 && rest.as_bytes()[start - 1] == b'\\' {
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let Some(length) = closing_brace(&rest[start + 2..]) else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &rest[start + 2..start + 2 + length];
+        let (name, default) = match inner.split_once(':') {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        let found = properties
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| plain(value));
+        match (found, default) {
+            (Some(value), _) if depth < 8 => out.push_str(&resolve(&value, properties, depth + 1)),
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(&resolve(default, properties, depth + 1)),
+            (None, None) => out.push_str(&rest[start..start + 3 + length]),
+        }
+        rest = &rest[start + 3 + length..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The length up to the brace that closes a placeholder, nested ones included.
+fn closing_brace(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (position, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(position),
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A value as `.properties` prints it: strings raw, numbers and booleans as text.
+pub fn plain(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub fn to_properties(properties: &[(String, Value)]) -> String {
+    properties
+        .iter()
+        .map(|(key, value)| format!("{key}: {}", plain(value)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[0].c` -> a, b, 0, c; a bracket that holds no number is part of a key.
+fn segments(name: &str) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut current = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !current.is_empty() {
+                    segments.push(Segment::Key(std::mem::take(&mut current)));
+                }
+            }
+            '[' => {
+                let inner: String = chars.by_ref().take_while(|c| *c != ']').collect();
+                match inner.parse::<usize>() {
+                    Ok(index) => {
+                        if !current.is_empty() {
+                            segments.push(Segment::Key(std::mem::take(&mut current)));
+                        }
+                        segments.push(Segment::Index(index));
+                    }
+                    Err(_) => {
+                        current.push('[');
+                        current.push_str(&inner);
+                        current.push(']');
+                    }
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        segments.push(Segment::Key(current));
+    }
+    segments
+}
+
+/// The nested structure of the merged properties (maps and lists).
+pub fn to_tree(properties: &[(String, Value)]) -> Value {
+    let mut root = Value::Object(Map::new());
+    for (name, value) in properties {
+        if !insert(&mut root, &segments(name), value.clone()) {
+            // A name that is both a value and a parent stays a literal dotted key.
+            if let Value::Object(map) = &mut root {
+                map.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    root
+}
+
+fn insert(node: &mut Value, path: &[Segment], value: Value) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    let slot: &mut Value = match (first, &mut *node) {
+        (Segment::Key(key), Value::Object(map)) => {
+            if rest.is_empty() {
+                if map
+                    .get(key)
+                    .is_some_and(|existing| existing.is_object() || existing.is_array())
+                {
+                    return false;
+                }
+                map.insert(key.clone(), value);
+                return true;
+            }
+            map.entry(key.clone())
+                .or_insert_with(|| empty_for(&rest[0]))
+        }
+        (Segment::Index(index), Value::Array(items)) => {
+            while items.len() <= *index {
+                items.push(Value::Null);
+            }
+            if rest.is_empty() {
+                items[*index] = value;
+                return true;
+            }
+            if items[*index].is_null() {
+                items[*index] = empty_for(&rest[0]);
+            }
+            &mut items[*index]
+        }
+        _ => return false,
+    };
+    if !(slot.is_object() || slot.is_array()) {
+        return false;
+    }
+    insert(slot, rest, value)
+}
+
+fn empty_for(next: &Segment) -> Value {
+    match next {
+        Segment::Key(_) => Value::Object(Map::new()),
+        Segment::Index(_) => Value::Array(Vec::new()),
+    }
+}
+
+/// Block YAML of the nested structure; a lone `document` key prints just its value.
+pub fn to_yaml(tree: &Value) -> String {
+    let mut out = String::new();
+    let root = match tree {
+        Value::Object(map) if map.len() == 1 && map.contains_key("document") => &map["document"],
+        other => other,
+    };
+    match root {
+        Value::Object(map) if map.is_empty() => out.push_str("{}\n"),
+        Value::Object(map) => write_map(&mut out, map, 0),
+        Value::Array(items) => write_list(&mut out, items, 0),
+        scalar => {
+            out.push_str(&yaml_scalar(scalar));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn write_map(out: &mut String, map: &Map<String, Value>, indent: usize) {
+    for (key, value) in map {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(&yaml_string(key));
+        out.push(':');
+        write_value(out, value, indent);
+    }
+}
+
+fn write_list(out: &mut String, items: &[Value], indent: usize) {
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match item {
+            Value::Object(map) if !map.is_empty() => {
+                // The first key goes on the dash's line; the rest align under it.
+                let mut first = true;
+                for (key, value) in map {
+                    if first {
+                        out.push(' ');
+                        first = false;
+                    } else {
+                        out.push_str(&" ".repeat(indent + 2));
+                    }
+                    out.push_str(&yaml_string(key));
+                    out.push(':');
+                    write_value(out, value, indent + 2);
+                }
+            }
+            Value::Array(inner) if !inner.is_empty() => {
+                out.push('\n');
+                write_list(out, inner, indent + 2);
+            }
+            scalar => {
+                out.push(' ');
+                out.push_str(&yaml_scalar(scalar));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn write_value(out: &mut String, value: &Value, indent: usize) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            write_map(out, map, indent + 2);
+        }
+        // As SnakeYAML dumps it (and Spring serves it): a list's dashes at its key's indent.
+        Value::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            write_list(out, items, indent);
+        }
+        scalar => {
+            out.push(' ');
+            out.push_str(&yaml_scalar(scalar));
+            out.push('\n');
+        }
+    }
+}
+
+fn yaml_scalar(value: &Value) -> String {
+    match value {
+        Value::String(text) => yaml_string(text),
+        Value::Null => "''".to_owned(),
+        Value::Object(_) => "{}".to_owned(),
+        Value::Array(_) => "[]".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A string as YAML, quoted whenever a plain scalar would read back as something else.
+fn yaml_string(text: &str) -> String {
+    let reads_as_other = super::yaml::parse(&format!("k: {text}"))
+        .ok()
+        .and_then(|documents| documents.into_iter().next())
+        .and_then(|document| document.properties.into_iter().next())
+        .is_none_or(|(key, value)| key != "k" || value != Value::String(text.to_owned()));
+    let risky = text.is_empty()
+        || text.trim() != text
+        || text.contains(['\n', '\r', '\t', '#', '"', '\''])
+        || text.contains(": ")
+        || text.ends_with(':')
+        || text.starts_with([
+            '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@', '`',
+        ]);
+    if !reads_as_other && !risky {
+        return text.to_owned();
+    }
+    serde_json::to_string(text).unwrap_or_else(|_| format!("'{}'", text.replace('\'', "''")))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::environment::PropertySource;
+    use super::*;
+
+    fn environment(sources: Vec<Vec<(&str, Value)>>) -> Environment {
+        Environment {
+            name: "orders".into(),
+            profiles: vec!["dev".into()],
+            label: None,
+            version: None,
+            sources: sources
+                .into_iter()
+                .enumerate()
+                .map(|(n, source)| PropertySource {
+                    name: format!("s{n}"),
+                    source: source.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_higher_list_replaces_a_lower_list_whole() {
+        let env = environment(vec![
+            vec![
+                ("features[0]", json!("x")),
+                ("features[1]", json!("y")),
+                ("a", json!(2)),
+            ],
+            vec![
+                ("features[0]", json!("a")),
+                ("features[1]", json!("b")),
+                ("features[2]", json!("c")),
+                ("a", json!(1)),
+                ("spring.profiles", json!("dev")),
+                ("spring.config.activate.on-profile", json!("dev")),
+            ],
+        ]);
+        let merged = merged(&env);
+        assert_eq!(
+            merged,
+            vec![
+                ("a".to_owned(), json!(2)),
+                ("features[0]".to_owned(), json!("x")),
+                ("features[1]".to_owned(), json!("y"))
+            ]
+        );
+    }
+
+    #[test]
+    fn placeholders_resolve_with_defaults_and_escapes() {
+        let mut properties = vec![
+            ("host".to_owned(), json!("db")),
+            (
+                "url".to_owned(),
+                json!("jdbc:${host}:${port:5432}/${missing}"),
+            ),
+            ("literal".to_owned(), json!("\\${host}")),
+            ("chain".to_owned(), json!("${url}")),
+        ];
+        resolve_placeholders(&mut properties);
+        assert_eq!(properties[1].1, json!("jdbc:db:5432/${missing}"));
+        assert_eq!(properties[2].1, json!("${host}"));
+        assert_eq!(properties[3].1, json!("jdbc:db:5432/${missing}"));
+    }
+
+    #[test]
+    fn the_tree_rebuilds_maps_and_lists_and_keeps_conflicts_literal() {
+        let properties: Vec<(String, Value)> = vec![
+            ("orders.db.pool.max-size".into(), json!(10)),
+            ("orders.endpoints[0].name".into(), json!("primary")),
+            ("orders.endpoints[1].name".into(), json!("fallback")),
+            ("matrix[0][1]".into(), json!(2)),
+            ("a".into(), json!(1)),
+            ("a.b".into(), json!(2)),
+        ];
+        let tree = to_tree(&properties);
+        assert_eq!(
+            tree,
+            json!({"orders": {"db": {"pool": {"max-size": 10}}, "endpoints": [{"name": "primary"}, {"name": "fallback"}]},
+                   "matrix": [[null, 2]], "a": 1, "a.b": 2})
+        );
+        let yaml = to_yaml(
+            &json!({"orders": {"debug": "yes", "endpoints": [{"name": "p", "url": "http://p"}], "n": 2}, "list": ["a", "b"]}),
+        );
+        assert_eq!(yaml, "orders:\n  debug: \"yes\"\n  endpoints:\n  - name: p\n    url: http://p\n  n: 2\nlist:\n- a\n- b\n");
+    }
+}
