@@ -9,8 +9,9 @@ COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
 # Inside a container the listeners must face the network, not loopback.
 ENV FERRY_EUREKA_LISTEN=0.0.0.0:8761 \
     FERRY_CONSUL_LISTEN=0.0.0.0:8500 \
+    FERRY_CONFIG_LISTEN=0.0.0.0:8888 \
     FERRY_ADMIN_LISTEN=0.0.0.0:15000 \
     FERRY_DATA_DIR=/var/lib/ferry
 VOLUME /var/lib/ferry
-EXPOSE 8761 8500 15000
+EXPOSE 8761 8500 8888 15000
 ENTRYPOINT ["/usr/local/bin/ferry"]

@@ -29,6 +29,16 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
 
+    /// Address of the Spring Cloud Config Server API, or `off`.
+    #[arg(long, env = "FERRY_CONFIG_LISTEN", default_value = "127.0.0.1:8888")]
+    pub config_listen: Listen,
+
+    /// Configuration files to serve: a folder in Spring Cloud Config's native layout, or a
+    /// local git repository (a path or a `file://` URL) whose labels are branches, tags and
+    /// commits. The KV store is served too, in Spring Cloud Consul Config's layout.
+    #[arg(long, env = "FERRY_CONFIG_REPO")]
+    pub config_repo: Option<String>,
+
     /// The node name the Consul view reports (default: the host name).
     #[arg(long, env = "FERRY_NODE_NAME")]
     pub node_name: Option<String>,

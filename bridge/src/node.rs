@@ -10,6 +10,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use ferry_registry_adapters::config_server::{self, ConfigSources, Repository};
 use ferry_registry_adapters::consul::{self, ConsulSettings, NodeInfo};
 use ferry_registry_adapters::eureka::{self, EurekaSettings};
 use ferry_registry_adapters::health::{self, HealthSettings};
@@ -74,6 +75,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         "consul",
         cli.consul_listen,
         consul::routes(registry.clone(), kv.clone(), consul_settings),
+    ));
+    let repository = match &cli.config_repo {
+        Some(location) => Some(Arc::new(
+            Repository::open(location).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    apis.push((
+        "config",
+        cli.config_listen,
+        config_server::routes(ConfigSources {
+            repository,
+            kv: Some(kv.clone()),
+        }),
     ));
     let admin = Admin {
         registry: registry.clone(),
@@ -154,13 +169,18 @@ fn advertise_host(cli: &Cli) -> String {
     if let Some(host) = &cli.advertise_host {
         return host.clone();
     }
-    [cli.eureka_listen, cli.consul_listen, cli.admin_listen]
-        .into_iter()
-        .find_map(|listen| match listen {
-            Listen::On(address) if !address.ip().is_unspecified() => Some(address.ip().to_string()),
-            _ => None,
-        })
-        .unwrap_or_else(host_name)
+    [
+        cli.eureka_listen,
+        cli.consul_listen,
+        cli.config_listen,
+        cli.admin_listen,
+    ]
+    .into_iter()
+    .find_map(|listen| match listen {
+        Listen::On(address) if !address.ip().is_unspecified() => Some(address.ip().to_string()),
+        _ => None,
+    })
+    .unwrap_or_else(host_name)
 }
 
 async fn not_found() -> Response {

@@ -59,6 +59,7 @@ class Ferry:
     def __init__(self, data_dir: Path, *extra_args: str):
         self.eureka_port = free_port()
         self.consul_port = free_port()
+        self.config_port = free_port()
         self.admin_port = free_port()
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"ferry-{self.eureka_port}.log"
@@ -66,6 +67,7 @@ class Ferry:
             str(ferry_binary()),
             "--eureka-listen", f"127.0.0.1:{self.eureka_port}",
             "--consul-listen", f"127.0.0.1:{self.consul_port}",
+            "--config-listen", f"127.0.0.1:{self.config_port}",
             "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--data-dir", str(data_dir),
             *extra_args,

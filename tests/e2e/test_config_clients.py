@@ -1,0 +1,139 @@
+"""Real Spring Cloud Config clients against the real binary: cloud-config-client (npm) and
+config-client (PyPI) load configuration from a folder, from a git repository (labels, new
+commits) and from the KV store, and see the values Spring's precedence rules give."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import httpx
+import pytest
+from config.spring import ConfigClient
+
+from harness import NODE_PATH, ROOT
+
+SAMPLE = ROOT / "samples" / "config-repo"
+JS_CONFIG = ROOT / "tests" / "e2e" / "js" / "config_client.js"
+
+
+def js_load(ferry, name, profiles, label=None):
+    options = {"endpoint": f"http://127.0.0.1:{ferry.config_port}", "name": name, "profiles": profiles}
+    if label:
+        options["label"] = label
+    result = subprocess.run(["node", str(JS_CONFIG), json.dumps(options)], capture_output=True, text=True,
+                            timeout=30, env={**os.environ, "NODE_PATH": str(NODE_PATH)})
+    return json.loads(result.stdout)
+
+
+def py_load(ferry, name, profile, label="master"):
+    client = ConfigClient(address=f"http://127.0.0.1:{ferry.config_port}", app_name=name, profile=profile,
+                          label=label, fail_fast=False)
+    client.get_config()
+    return client
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-c", "user.name=ferry", "-c", "user.email=ferry@example.invalid",
+                    "-c", "commit.gpgsign=false", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_both_clients_read_a_folder_with_springs_precedence(start_ferry, tmp_path):
+    repo = tmp_path / "config"
+    shutil.copytree(SAMPLE, repo)
+    ferry = start_ferry("--config-repo", str(repo))
+
+    js = js_load(ferry, "orders", ["dev"])
+    properties = js["properties"]
+    assert properties["orders.db.pool.max-size"] == 2            # orders-dev.yml beats orders.yml
+    assert properties["greeting.source"] == "orders-dev.yml"
+    assert properties["common.timeout"] == 20                    # application-dev.yml beats application.yml
+    assert properties["greeting.message"] == "hello from orders.properties"  # .properties above .yml
+    assert properties["orders.feature-flag"] is True            # YAML 1.1: yes is a boolean
+    assert [name.rsplit("/", 1)[-1] for name in js["sources"]] == [
+        "orders-dev.yml", "application-dev.yml", "orders.properties", "orders.yml", "application.yml (document #0)"]
+
+    both = js_load(ferry, "orders", ["dev", "prod"])["properties"]
+    assert both["orders.db.pool.max-size"] == 50                 # the later profile wins
+    assert both["common.retries"] == 5
+    assert both["common.timeout"] == 20                          # application-dev over application.yml's prod document
+
+    py = py_load(ferry, "orders", "dev")
+    assert py.get("orders.db.pool.max-size") == 2
+    assert py.get("greeting.source") == "orders-dev.yml"
+    assert py.get("orders.endpoints")[1]["name"] == "fallback"   # the client rebuilds lists
+    assert py.get("features") == ["orders-x", "orders-y"]
+
+    # An edit in the folder is served on the next load, with no restart.
+    (repo / "orders-dev.yml").write_text("orders:\n  db:\n    pool:\n      max-size: 3\n")
+    assert js_load(ferry, "orders", ["dev"])["properties"]["orders.db.pool.max-size"] == 3
+    assert py_load(ferry, "orders", "dev").get("orders.db.pool.max-size") == 3
+
+
+def test_git_labels_and_new_commits(start_ferry, tmp_path):
+    repo = tmp_path / "git-config"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "billing.yml").write_text("billing:\n  currency: EUR\n  limits: [10, 20]\n")
+    (repo / "billing-dev.properties").write_text("billing.currency=USD\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "first")
+    git(repo, "tag", "v1")
+    ferry = start_ferry("--config-repo", f"file://{repo}")
+
+    assert js_load(ferry, "billing", ["dev"], "main")["properties"]["billing.currency"] == "USD"
+    assert py_load(ferry, "billing", "default", "main").get("billing.limits") == [10, 20]
+
+    (repo / "billing.yml").write_text("billing:\n  currency: GBP\n  limits: [30]\n")
+    git(repo, "commit", "-qam", "second")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert py_load(ferry, "billing", "default", "main").get("billing.currency") == "GBP"
+    assert py_load(ferry, "billing", "default", "v1").get("billing.currency") == "EUR"
+    version = httpx.get(f"http://127.0.0.1:{ferry.config_port}/billing/default/main").json()["version"]
+    assert version == head
+
+    failed = js_load(ferry, "billing", ["default"], "no-such-label")
+    assert "error" in failed, "an unknown label is a 404, which the client reports"
+    assert httpx.get(f"http://127.0.0.1:{ferry.config_port}/billing/default/no-such-label").status_code == 404
+
+
+def test_kv_is_one_source_of_truth_for_consul_config_and_config_server_apps(start_ferry, tmp_path):
+    ferry = start_ferry("--config-repo", str(SAMPLE))
+    consul = ferry.consul()
+    assert consul.kv.put("config/orders,dev/data", "orders:\n  db:\n    pool:\n      max-size: 42\n")
+    assert consul.kv.put("config/orders/greeting/source", "consul kv")
+    js = js_load(ferry, "orders", ["dev"])
+    assert js["properties"]["orders.db.pool.max-size"] == 42
+    assert js["properties"]["greeting.source"] == "consul kv"
+    assert js["sources"][:2] == ["consul:config/orders,dev/", "consul:config/orders/"]
+    assert py_load(ferry, "orders", "dev").get("orders.db.pool.max-size") == 42
+    # The same write woke a Consul Config watcher, as Spring's ConfigWatch waits on it.
+    index, _ = consul.kv.get("config/orders,dev/", recurse=True)
+    assert consul.kv.put("config/orders,dev/data", "orders:\n  db:\n    pool:\n      max-size: 43\n")
+    new_index, _ = consul.kv.get("config/orders,dev/", recurse=True, index=index, wait="5s")
+    assert int(new_index) > int(index)
+    assert py_load(ferry, "orders", "dev").get("orders.db.pool.max-size") == 43
+
+
+def test_rendered_views_and_bad_requests_over_the_wire(start_ferry):
+    ferry = start_ferry("--config-repo", str(SAMPLE))
+    base = f"http://127.0.0.1:{ferry.config_port}"
+    yml = httpx.get(f"{base}/main/orders-dev.yml")
+    assert yml.status_code == 200 and yml.headers["content-type"].startswith("text/plain")
+    assert "url: jdbc:postgresql://db.internal:5432/orders" in yml.text
+    properties = httpx.get(f"{base}/orders-dev,prod.properties").text.splitlines()
+    assert "orders.db.pool.max-size: 50" in properties
+    assert "features[0]: orders-x" in properties and "features[2]: base-c" not in properties
+    assert httpx.get(f"{base}/orders-dev.json").json()["orders"]["endpoints"][0]["name"] == "primary"
+    v2 = httpx.get(f"{base}/orders/dev", headers={"Accept": "application/vnd.spring-cloud.config-server.v2+json"})
+    assert v2.status_code == 200
+    assert [httpx.get(f"{base}{path}").status_code for path in
+            ["/orders/dev/nope", "/orders/dev,,x", "/..%2F..%2Fetc/passwd", "/orders/dev/%2E%2E"]] == [404, 400, 400, 400]
+    assert httpx.post(f"{base}/orders/dev").status_code == 405
+    assert httpx.get(f"{base}/actuator/health").json() == {"status": "UP"}
+
+
+@pytest.fixture(autouse=True)
+def _needs_git():
+    if shutil.which("git") is None:
+        pytest.fail("git is needed to build the test repositories")
