@@ -348,14 +348,14 @@ impl Registry {
             .values()
             .flat_map(|instances| instances.values())
             .filter(|entry| entry.instance.origin == Origin::Agent)
-            .map(Entry::registered)
+            .map(|entry| entry.registered(&state.routes))
             .collect()
     }
 
     pub fn agent_instance(&self, id: &str) -> Option<RegisteredInstance> {
         let state = self.state.read();
         let app = state.agent_ids.get(id)?;
-        lookup(&state, app, id).map(Entry::registered)
+        lookup(&state, app, id).map(|entry| entry.registered(&state.routes))
     }
 
     /// Every app with the union of its instances' tags, at the catalog's result index.
@@ -399,7 +399,12 @@ impl Registry {
         let instances = state
             .apps
             .get(app)
-            .map(|instances| instances.values().map(Entry::registered).collect())
+            .map(|instances| {
+                instances
+                    .values()
+                    .map(|entry| entry.registered(&state.routes))
+                    .collect()
+            })
             .unwrap_or_default();
         (index, instances)
     }
@@ -411,7 +416,7 @@ impl Registry {
             .apps
             .values()
             .flat_map(|instances| instances.values())
-            .map(Entry::registered)
+            .map(|entry| entry.registered(&state.routes))
             .collect();
         (state.health_index.max(1), instances)
     }

@@ -92,6 +92,38 @@ pub struct Listing {
     pub counts: StatusCounts,
 }
 
+/// Where callers of an app in the mesh are sent instead of the instances' own addresses:
+/// the local proxy's listener for that app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub host: String,
+    pub port: u32,
+}
+
+/// One instance as the data plane needs it: its real address, never a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub host: String,
+    pub port: u32,
+    pub status: Status,
+}
+
+fn routed(instance: &Arc<Instance>, route: Option<&Route>) -> Arc<Instance> {
+    let Some(route) = route else {
+        return instance.clone();
+    };
+    let mut published = (**instance).clone();
+    published.host_name = route.host.clone();
+    published.ip_addr = route.host.clone();
+    published.port = crate::model::Port {
+        number: route.port,
+        enabled: true,
+    };
+    published.secure_port.enabled = false;
+    Arc::new(published)
+}
+
 /// How a heartbeat went; its `Err` counterparts say why the client must act.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Renewed {
@@ -115,9 +147,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn registered(&self) -> RegisteredInstance {
+    /// The instance as views publish it: with the app's mesh route applied, if any.
+    fn registered(&self, routes: &HashMap<String, Route>) -> RegisteredInstance {
         RegisteredInstance {
-            instance: self.instance.clone(),
+            instance: routed(&self.instance, routes.get(&self.instance.app)),
             last_renewal: self.last_renewal.load(Ordering::Relaxed),
         }
     }
@@ -151,6 +184,8 @@ struct State {
     check_owners: HashMap<String, (String, String)>,
     /// TTL check id -> when it turns critical unless renewed.
     ttl_deadlines: HashMap<String, Millis>,
+    /// Upper-case app -> the route views publish instead of its instances' addresses.
+    routes: HashMap<String, Route>,
 }
 
 pub struct Registry {
@@ -208,6 +243,7 @@ impl Registry {
                 agent_ids: HashMap::new(),
                 check_owners: HashMap::new(),
                 ttl_deadlines: HashMap::new(),
+                routes: HashMap::new(),
             }),
             index,
             renewals: RenewalMeter::default(),
@@ -482,7 +518,10 @@ impl Registry {
                 .map(|(app, instances)| {
                     (
                         app.clone(),
-                        instances.values().map(Entry::registered).collect(),
+                        instances
+                            .values()
+                            .map(|entry| entry.registered(&state.routes))
+                            .collect(),
                     )
                 })
                 .collect(),
@@ -507,7 +546,7 @@ impl Registry {
             apps.entry(instance.app.clone())
                 .or_default()
                 .push(RegisteredInstance {
-                    instance: instance.clone(),
+                    instance: routed(instance, state.routes.get(&instance.app)),
                     last_renewal,
                 });
         }
@@ -525,11 +564,17 @@ impl Registry {
             .apps
             .get(app)
             .filter(|instances| !instances.is_empty())
-            .map(|instances| instances.values().map(Entry::registered).collect())
+            .map(|instances| {
+                instances
+                    .values()
+                    .map(|entry| entry.registered(&state.routes))
+                    .collect()
+            })
     }
 
     pub fn instance(&self, app: &str, id: &str) -> Option<RegisteredInstance> {
-        lookup(&self.state.read(), app, id).map(Entry::registered)
+        let state = self.state.read();
+        lookup(&state, app, id).map(|entry| entry.registered(&state.routes))
     }
 
     /// Finds an instance by id in any app.
@@ -539,7 +584,79 @@ impl Registry {
             .apps
             .values()
             .find_map(|instances| instances.get(id))
-            .map(Entry::registered)
+            .map(|entry| entry.registered(&state.routes))
+    }
+
+    /// Publishes `route` for every instance of `app` (or stops, with `None`). Each instance
+    /// shows the change as MODIFIED in the next delta and moves the app's index, so callers
+    /// follow on their next refresh. Returns how many instances changed.
+    pub fn set_route(&self, app: &str, route: Option<Route>) -> Result<usize, RegistryError> {
+        let now = self.now();
+        let mut state = self.state.write();
+        let unchanged = match &route {
+            Some(route) => state.routes.get(app) == Some(route),
+            None => !state.routes.contains_key(app),
+        };
+        if unchanged {
+            return Ok(0);
+        }
+        match route {
+            Some(route) => state.routes.insert(app.to_owned(), route),
+            None => state.routes.remove(app),
+        };
+        let instances: Vec<Instance> = state
+            .apps
+            .get(app)
+            .map(|instances| instances.values().map(Entry::current).collect())
+            .unwrap_or_default();
+        let changed = instances.len();
+        for mut instance in instances {
+            instance.action = Action::Modified;
+            instance.last_updated = now;
+            self.put(&mut state, instance, now)?;
+        }
+        Ok(changed)
+    }
+
+    /// The route published for `app`, if it is in the mesh.
+    pub fn route(&self, app: &str) -> Option<Route> {
+        self.state.read().routes.get(app).cloned()
+    }
+
+    /// The real addresses of an app's instances, with the app's result index; the data
+    /// plane re-reads them only when the index moved.
+    pub fn endpoints(&self, app: &str) -> (u64, Vec<Endpoint>) {
+        let state = self.state.read();
+        let index = state
+            .app_index
+            .get(app)
+            .copied()
+            .unwrap_or(state.catalog_index)
+            .max(1);
+        let endpoints = state
+            .apps
+            .get(app)
+            .map(|instances| {
+                instances
+                    .values()
+                    .map(|entry| {
+                        let instance = &entry.instance;
+                        let port = if instance.port.enabled || !instance.secure_port.enabled {
+                            instance.port.number
+                        } else {
+                            instance.secure_port.number
+                        };
+                        Endpoint {
+                            id: instance.id.clone(),
+                            host: instance.ip_addr.clone(),
+                            port,
+                            status: instance.status,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (index, endpoints)
     }
 
     /// Instances that serve a logical address, with counts over those instances only.
@@ -558,7 +675,7 @@ impl Registry {
                     };
                     Instance::serves_address(addresses.as_deref(), address)
                 })
-                .map(Entry::registered)
+                .map(|entry| entry.registered(&state.routes))
                 .collect();
             if !matching.is_empty() {
                 matching

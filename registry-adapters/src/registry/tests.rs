@@ -312,3 +312,44 @@ fn watchers_wake_on_changes() {
     assert!(watcher.has_changed().unwrap());
     assert_eq!(*watcher.borrow_and_update(), registry.index());
 }
+
+#[test]
+fn a_route_changes_what_views_publish_but_not_the_endpoints() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    let index = registry.index();
+    let route = Route {
+        host: "10.9.9.9".into(),
+        port: 15001,
+    };
+    assert_eq!(
+        registry.set_route("ORDERS", Some(route.clone())).unwrap(),
+        1
+    );
+    assert_eq!(
+        registry.set_route("ORDERS", Some(route)).unwrap(),
+        0,
+        "setting it again is no change"
+    );
+    assert!(registry.index() > index);
+    let published = registry.instance("ORDERS", "a").unwrap().instance;
+    assert_eq!(
+        (published.ip_addr.as_str(), published.port.number),
+        ("10.9.9.9", 15001)
+    );
+    let delta = registry.list_recent_changes();
+    assert_eq!(delta.apps[0].1[0].instance.action, Action::Modified);
+    assert_eq!(delta.apps[0].1[0].instance.port.number, 15001);
+    let (_, endpoints) = registry.endpoints("ORDERS");
+    assert_eq!(
+        (endpoints[0].host.as_str(), endpoints[0].port),
+        ("10.0.0.1", 8080)
+    );
+
+    registry.set_route("ORDERS", None).unwrap();
+    assert_eq!(
+        registry.list_all().apps[0].1[0].instance.port.number,
+        8080,
+        "rolled back"
+    );
+}
