@@ -1,21 +1,27 @@
-//! The admin API: liveness, readiness and Prometheus metrics. Readiness is true from the
-//! moment every listener is bound until shutdown begins, so a load balancer stops sending
-//! traffic before connections are drained.
+//! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
+//! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`).
+//! Readiness is true from the moment every listener is bound until shutdown begins, so a
+//! load balancer stops sending traffic before connections are drained.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use ferry_proxy::cutover::Mode;
+use ferry_proxy::mesh::{Mesh, ServiceStatus};
 use ferry_registry_adapters::Registry;
+use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct Admin {
+    pub mesh: Arc<Mesh>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
@@ -26,6 +32,11 @@ pub fn routes(admin: Admin) -> Router {
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/api/services", get(services))
+        .route(
+            "/api/services/{name}",
+            get(service).put(cutover).post(cutover),
+        )
         .with_state(admin)
 }
 
@@ -45,4 +56,56 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
         )],
         admin.metrics.render(&admin.registry),
     )
+}
+
+fn service_json(status: &ServiceStatus) -> Value {
+    json!({
+        "name": status.name,
+        "mode": status.mode.as_str(),
+        "port": status.port,
+        "instances": status.endpoints.iter().map(|(endpoint, ejected)| json!({
+            "id": endpoint.id,
+            "address": format!("{}:{}", endpoint.host, endpoint.port),
+            "status": endpoint.status.as_str(),
+            "ejected": ejected,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn services(State(admin): State<Admin>) -> Json<Value> {
+    Json(Value::Array(
+        admin.mesh.services().iter().map(service_json).collect(),
+    ))
+}
+
+async fn service(State(admin): State<Admin>, Path(name): Path<String>) -> Json<Value> {
+    Json(service_json(&admin.mesh.status(&name)))
+}
+
+/// `PUT /api/services/{name}` with `{"mode": "mesh"}` (or `?mode=mesh`).
+async fn cutover(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    let from_body = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|value| value.get("mode").and_then(Value::as_str).map(str::to_owned));
+    let requested = from_body.or_else(|| {
+        query
+            .into_iter()
+            .find(|(key, _)| key == "mode")
+            .map(|(_, mode)| mode)
+    });
+    let Some(mode) = requested.as_deref().and_then(Mode::parse) else {
+        return (StatusCode::BAD_REQUEST, "mode must be `mesh` or `legacy`\n").into_response();
+    };
+    if name.trim().is_empty() {
+        return (StatusCode::BAD_REQUEST, "a service name is required\n").into_response();
+    }
+    match admin.mesh.set_mode(&name, mode).await {
+        Ok(_) => Json(service_json(&admin.mesh.status(&name))).into_response(),
+        Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
+    }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +16,9 @@ use clap::{Parser, ValueEnum};
                   arguments it runs a single node with an in-memory registry on loopback."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address of the Eureka API (`/eureka/...` and `/eureka/v2/...`), or `off`.
     #[arg(long, env = "FERRY_EUREKA_LISTEN", default_value = "127.0.0.1:8761")]
     pub eureka_listen: Listen,
@@ -59,6 +62,31 @@ pub struct Cli {
         default_value_t = 60.0
     )]
     pub consul_min_deregister_after: f64,
+
+    /// Local ports handed to services' outbound listeners, `FIRST-LAST` (one port is valid).
+    /// A service keeps its port for good, across restarts.
+    #[arg(long, env = "FERRY_OUTBOUND_PORTS", default_value = "15001-15999", value_parser = port_range)]
+    pub outbound_ports: (u16, u16),
+
+    /// The IP outbound listeners bind to (`0.0.0.0` in a container).
+    #[arg(long, env = "FERRY_OUTBOUND_BIND", default_value = "127.0.0.1")]
+    pub outbound_bind: std::net::IpAddr,
+
+    /// Seconds a proxied request may take before the proxy answers 504.
+    #[arg(long, env = "FERRY_PROXY_REQUEST_TIMEOUT", default_value_t = 10.0)]
+    pub proxy_request_timeout: f64,
+
+    /// Seconds a connection to an endpoint may take to open.
+    #[arg(long, env = "FERRY_PROXY_CONNECT_TIMEOUT", default_value_t = 1.0)]
+    pub proxy_connect_timeout: f64,
+
+    /// How the proxy picks an endpoint.
+    #[arg(long, env = "FERRY_PROXY_BALANCER", value_enum, default_value_t = Balancer::PeakEwma)]
+    pub proxy_balancer: Balancer,
+
+    /// Largest request head (request line and headers) accepted, in bytes; larger is 431.
+    #[arg(long, env = "FERRY_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
 
     /// Address of the admin API: /ready, /live, /metrics (Prometheus), or `off`.
     #[arg(long, env = "FERRY_ADMIN_LISTEN", default_value = "127.0.0.1:15000")]
@@ -105,6 +133,55 @@ pub struct Cli {
     /// Log filter in tracing's syntax, e.g. `info` or `ferry=debug`.
     #[arg(long, env = "FERRY_LOG", default_value = "info")]
     pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Talk to a running ferry's admin API.
+    Ctl(CtlCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CtlCommand {
+    /// The admin API of the ferry to talk to.
+    #[arg(long, env = "FERRY_ADMIN", default_value = "127.0.0.1:15000")]
+    pub admin: String,
+
+    #[command(subcommand)]
+    pub action: CtlAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// List services with their mode, port and instances.
+    Services,
+    /// Show one service: mode, port, instances, ejections and traffic figures.
+    Service { name: String },
+    /// Move a service into the mesh or back: `cutover SERVICE mesh|legacy`.
+    Cutover { service: String, mode: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Balancer {
+    /// Power of two choices over a peak-EWMA latency estimate.
+    PeakEwma,
+    RoundRobin,
+}
+
+fn port_range(text: &str) -> Result<(u16, u16), String> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let parse = |port: &str| {
+        port.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("`{text}` is not FIRST-LAST ports"))
+    };
+    let (first, last) = (parse(first)?, parse(last)?);
+    if first == 0 || first > last {
+        return Err(format!(
+            "`{text}`: FIRST must be at least 1 and not above LAST"
+        ));
+    }
+    Ok((first, last))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

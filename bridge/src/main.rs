@@ -4,10 +4,10 @@
 
 mod admin;
 mod cli;
+mod ctl;
 mod data_dir;
 mod metrics;
 mod node;
-mod serve;
 mod shutdown;
 
 use std::process::ExitCode;
@@ -17,6 +17,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let Some(cli::Command::Ctl(command)) = &cli.command {
+        return ctl::run(command);
+    }
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log_format {
         cli::LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),

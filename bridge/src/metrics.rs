@@ -38,8 +38,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(proxy: &ferry_proxy::metrics::ProxyMetrics) -> Metrics {
         let mut registry = prometheus_client::registry::Registry::with_prefix("ferry");
+        proxy.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])

@@ -24,8 +24,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::admin::{self, Admin};
 use crate::cli::{seconds, Cli, Listen};
 use crate::metrics::{self, Metrics};
-use crate::serve::{serve, ConnectionLimits};
 use crate::shutdown;
+use ferry_proxy::cutover::CutoverTable;
+use ferry_proxy::listen::{serve, ConnectionLimits};
+use ferry_proxy::mesh::{Mesh, MeshSettings};
+use ferry_proxy::metrics::ProxyMetrics;
+use ferry_proxy::upstream::UpstreamSettings;
+use hyper_util::service::TowerToHyperService;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = crate::data_dir::open(&cli.data_dir)?;
@@ -49,11 +54,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Arc::new(MemoryStore),
         index,
     ));
-    let metrics = Arc::new(Metrics::new());
+    let proxy_metrics = Arc::new(ProxyMetrics::new());
+    let metrics = Arc::new(Metrics::new(&proxy_metrics));
     let ready = Arc::new(AtomicBool::new(false));
     let limits = ConnectionLimits {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
         max_connections: 10_000,
+        max_header_bytes: cli.max_header_bytes,
         drain_timeout: Duration::from_secs(10),
     };
 
@@ -90,7 +97,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             kv: Some(kv.clone()),
         }),
     ));
+    let (stop, stopping) = shutdown::channel();
+    let cutover = CutoverTable::load(&cli.data_dir, cli.outbound_ports)?;
+    let mesh = Mesh::start(
+        registry.clone(),
+        cutover,
+        MeshSettings {
+            bind: cli.outbound_bind,
+            advertise_host: node.address.clone(),
+            limits,
+            upstream: UpstreamSettings {
+                request_timeout: seconds(cli.proxy_request_timeout, "proxy-request-timeout")?,
+                connect_timeout: seconds(cli.proxy_connect_timeout, "proxy-connect-timeout")?,
+                strategy: match cli.proxy_balancer {
+                    crate::cli::Balancer::PeakEwma => ferry_proxy::balance::Strategy::PeakEwma,
+                    crate::cli::Balancer::RoundRobin => ferry_proxy::balance::Strategy::RoundRobin,
+                },
+                ..UpstreamSettings::default()
+            },
+        },
+        proxy_metrics.clone(),
+        stopping.clone(),
+    )
+    .await?;
     let admin = Admin {
+        mesh: mesh.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -132,11 +163,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ..HealthSettings::default()
         },
     );
-    let (stop, stopping) = shutdown::channel();
     let servers: Vec<_> = bound
         .into_iter()
         .map(|(api, listener, router)| {
-            tokio::spawn(serve(api, listener, router, limits, stopping.clone()))
+            tokio::spawn(serve(
+                api,
+                listener,
+                TowerToHyperService::new(router),
+                limits,
+                stopping.clone(),
+            ))
         })
         .collect();
     ready.store(true, Ordering::Release);

@@ -1,6 +1,34 @@
-//! Ferry's data plane. The outbound and inbound listeners, balancing, retries, timeouts and
-//! circuit breaking arrive with the mesh issue; until then the crate only fixes its place
-//! in the workspace: it depends on the registry model, never on a protocol view.
+//! Ferry's data plane: per-service outbound listeners that balance, retry, time out and
+//! eject endpoints, and the cutover policy that decides which services go through them.
+//!
+//! # Layout
+//! - `mesh`: which services are in the mesh; opens listeners, publishes registry routes.
+//! - `cutover`: the persisted modes and stable ports.
+//! - `upstream`: the request path of one service (discovery, retries, timeouts, breaking).
+//! - `balance` (P2C over peak EWMA, round robin), `breaker` (ejection), `retry` (budget),
+//!   `trace` (B3 and W3C headers), `error` (the answers the proxy gives itself), `metrics`.
+//! - `listen`: the accept loop every Ferry listener uses.
+//!
+//! The proxy sees the registry only through its model (`Registry::endpoints`, result
+//! indexes, routes), never through a protocol view.
 #![forbid(unsafe_code)]
 
-pub use ferry_registry_adapters::model;
+pub mod balance;
+pub mod breaker;
+pub mod cutover;
+pub mod error;
+pub mod listen;
+pub mod mesh;
+pub mod metrics;
+pub mod retry;
+pub mod trace;
+pub mod upstream;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Bodies the proxy sends upstream: buffered for replay, or streamed once.
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Bodies the proxy answers with: the upstream's, or its own error text.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;

@@ -1,15 +1,16 @@
-//! Serves one axum `Router` on one listener with the protections every Ferry API shares:
-//! an idle/header timeout, a connection cap, HTTP/1.1 and h2c, and graceful shutdown that
-//! lets in-flight requests finish.
+//! The accept loop every Ferry listener shares, the APIs' and the proxy's alike: an
+//! idle/header timeout, a header size limit (431 beyond it), a connection cap, HTTP/1.1
+//! and h2c with upgrades, and graceful shutdown that lets in-flight requests finish.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -19,25 +20,34 @@ pub struct ConnectionLimits {
     /// connection is idle, so this closes idle connections too.
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Request heads larger than this are answered 431.
+    pub max_header_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
 
-/// Accepts connections until `shutdown` turns true, then drains.
-pub async fn serve(
+/// Accepts connections until `shutdown` turns true, then drains. `on_open` and
+/// `on_close` let a caller count connections.
+pub async fn serve<S, B>(
     api: &'static str,
     listener: TcpListener,
-    router: Router,
+    service: S,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.idle_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(limits.max_header_bytes.max(8192));
     builder.http2().timer(TokioTimer::new());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -62,7 +72,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = service.clone();
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

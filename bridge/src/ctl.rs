@@ -1,0 +1,143 @@
+//! `ferry ctl --admin HOST:PORT ...`: the command line over the admin API, for operators
+//! and scripts. `cutover SERVICE mesh|legacy` is the form scripts rely on.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::cli::{CtlAction, CtlCommand};
+
+pub fn run(command: &CtlCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ferry ctl: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(command)) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ferry ctl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
+    let base = if command.admin.contains("://") {
+        command.admin.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{}", command.admin.trim_end_matches('/'))
+    };
+    let client = reqwest::Client::new();
+    match &command.action {
+        CtlAction::Services => {
+            let services: Value = client
+                .get(format!("{base}/api/services"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            Ok(table(
+                services.as_array().map(Vec::as_slice).unwrap_or_default(),
+            ))
+        }
+        CtlAction::Service { name } => {
+            let service: Value = client
+                .get(format!("{base}/api/services/{name}"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let metrics = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let upper = name.to_ascii_uppercase();
+            let figures: Vec<&str> = metrics
+                .lines()
+                .filter(|line| {
+                    line.starts_with("ferry_proxy_")
+                        && line.contains(&format!("service=\"{upper}\""))
+                })
+                .collect();
+            Ok(format!(
+                "{}\n{}",
+                table(std::slice::from_ref(&service)),
+                figures.join("\n")
+            ))
+        }
+        CtlAction::Cutover { service, mode } => {
+            if !matches!(mode.as_str(), "mesh" | "legacy") {
+                anyhow::bail!("the mode must be `mesh` or `legacy`, not `{mode}`");
+            }
+            let response = client
+                .put(format!("{base}/api/services/{service}"))
+                .json(&serde_json::json!({ "mode": mode }))
+                .send()
+                .await?;
+            let status = response.status();
+            let text = response.text().await?;
+            if !status.is_success() {
+                anyhow::bail!("{status}: {}", text.trim());
+            }
+            let service: Value = serde_json::from_str(&text)?;
+            Ok(format!(
+                "{} is now {} (port {})",
+                service["name"]
+                    .as_str()
+                    .unwrap_or(service.as_str().unwrap_or("")),
+                service["mode"].as_str().unwrap_or("?"),
+                service["port"]
+            ))
+        }
+    }
+}
+
+fn table(services: &[Value]) -> String {
+    let mut lines = vec![format!(
+        "{:<24} {:<7} {:<6} INSTANCES",
+        "SERVICE", "MODE", "PORT"
+    )];
+    for service in services {
+        let instances: Vec<String> = service["instances"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|instance| {
+                let mut text = format!(
+                    "{} {}",
+                    instance["address"].as_str().unwrap_or(""),
+                    instance["status"].as_str().unwrap_or("")
+                );
+                if instance["ejected"].as_bool() == Some(true) {
+                    text.push_str(" (ejected)");
+                }
+                text
+            })
+            .collect();
+        lines.push(format!(
+            "{:<24} {:<7} {:<6} {}",
+            service["name"].as_str().unwrap_or(""),
+            service["mode"].as_str().unwrap_or(""),
+            service["port"]
+                .as_u64()
+                .map(|port| port.to_string())
+                .unwrap_or_else(|| "-".into()),
+            instances.join(", ")
+        ));
+    }
+    lines.join("\n")
+}

@@ -1,0 +1,208 @@
+//! Endpoint choice: power of two choices over a peak-EWMA latency estimate, as Linkerd does,
+//! with round robin as the alternative. Ejected endpoints are skipped.
+//!
+//! Peak EWMA: a slower response than the estimate replaces it at once (peak), a faster one
+//! pulls it down with exponential decay; the cost of an endpoint is its estimate times its
+//! requests in flight plus one, so a slow or busy endpoint is chosen less.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+use super::breaker::Breaker;
+
+/// How fast the estimate forgets a peak.
+const DECAY: Duration = Duration::from_secs(10);
+/// The estimate of an endpoint never measured: optimistic, so new endpoints get traffic.
+const DEFAULT_RTT: Duration = Duration::from_millis(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    #[default]
+    PeakEwma,
+    RoundRobin,
+}
+
+/// The live state of one endpoint.
+#[derive(Debug)]
+pub struct EndpointState {
+    pub id: String,
+    pub authority: String,
+    pending: AtomicUsize,
+    ewma: Mutex<(f64, Instant)>,
+    pub breaker: Breaker,
+}
+
+impl EndpointState {
+    pub fn new(id: String, authority: String) -> EndpointState {
+        EndpointState {
+            id,
+            authority,
+            pending: AtomicUsize::new(0),
+            ewma: Mutex::new((DEFAULT_RTT.as_nanos() as f64, Instant::now())),
+            breaker: Breaker::default(),
+        }
+    }
+
+    fn cost(&self) -> f64 {
+        let (estimate, _) = *self.ewma.lock();
+        estimate * (self.pending.load(Ordering::Relaxed) + 1) as f64
+    }
+
+    /// Marks a request in flight until the guard is dropped.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    fn observe(&self, rtt: Duration) {
+        let mut ewma = self.ewma.lock();
+        let now = Instant::now();
+        let rtt = rtt.as_nanos() as f64;
+        let (estimate, last) = *ewma;
+        let updated = if rtt > estimate {
+            rtt
+        } else {
+            let elapsed = now.duration_since(last).as_secs_f64();
+            let weight = (-elapsed / DECAY.as_secs_f64()).exp();
+            estimate * weight + rtt * (1.0 - weight)
+        };
+        *ewma = (updated, now);
+    }
+
+    /// The current latency estimate, for tests and diagnostics.
+    pub fn estimate(&self) -> Duration {
+        Duration::from_nanos(self.ewma.lock().0 as u64)
+    }
+}
+
+/// A request in flight to an endpoint; records its latency when finished.
+#[derive(Debug)]
+pub struct InFlight {
+    endpoint: Arc<EndpointState>,
+    started: Instant,
+}
+
+impl InFlight {
+    pub fn finish(self) {
+        self.endpoint.observe(self.started.elapsed());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Balancer {
+    strategy: Strategy,
+    next: AtomicU64,
+}
+
+impl Balancer {
+    pub fn new(strategy: Strategy) -> Balancer {
+        Balancer {
+            strategy,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Chooses among endpoints the breaker lets through, skipping `tried` when it can.
+    pub fn pick<'a>(
+        &self,
+        endpoints: &'a [Arc<EndpointState>],
+        tried: &[String],
+    ) -> Option<&'a Arc<EndpointState>> {
+        let available: Vec<&Arc<EndpointState>> = endpoints
+            .iter()
+            .filter(|endpoint| endpoint.breaker.admits())
+            .collect();
+        let fresh: Vec<&Arc<EndpointState>> = available
+            .iter()
+            .copied()
+            .filter(|endpoint| !tried.contains(&endpoint.id))
+            .collect();
+        let candidates = if fresh.is_empty() { available } else { fresh };
+        match candidates.len() {
+            0 => None,
+            1 => Some(candidates[0]),
+            count => match self.strategy {
+                Strategy::RoundRobin => {
+                    let turn = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+                    Some(candidates[turn % count])
+                }
+                Strategy::PeakEwma => {
+                    let mut random = rand::thread_rng();
+                    let first = random.gen_range(0..count);
+                    let mut second = random.gen_range(0..count - 1);
+                    if second >= first {
+                        second += 1;
+                    }
+                    let (a, b) = (candidates[first], candidates[second]);
+                    Some(if a.cost() <= b.cost() { a } else { b })
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str) -> Arc<EndpointState> {
+        Arc::new(EndpointState::new(id.into(), format!("{id}:80")))
+    }
+
+    #[test]
+    fn the_faster_endpoint_gets_most_requests() {
+        let fast = endpoint("fast");
+        let slow = endpoint("slow");
+        fast.observe(Duration::from_millis(1));
+        slow.observe(Duration::from_millis(50));
+        let endpoints = vec![fast.clone(), slow.clone()];
+        let balancer = Balancer::new(Strategy::PeakEwma);
+        let fast_picks = (0..1000)
+            .filter(|_| balancer.pick(&endpoints, &[]).unwrap().id == "fast")
+            .count();
+        assert_eq!(
+            fast_picks, 1000,
+            "with two endpoints P2C always compares both"
+        );
+    }
+
+    #[test]
+    fn requests_in_flight_raise_the_cost() {
+        let busy = endpoint("busy");
+        let idle = endpoint("idle");
+        let _held: Vec<InFlight> = (0..5).map(|_| busy.start()).collect();
+        let endpoints = vec![busy, idle];
+        assert_eq!(
+            Balancer::new(Strategy::PeakEwma)
+                .pick(&endpoints, &[])
+                .unwrap()
+                .id,
+            "idle"
+        );
+    }
+
+    #[test]
+    fn round_robin_takes_turns_and_retries_avoid_tried_endpoints() {
+        let endpoints = vec![endpoint("a"), endpoint("b"), endpoint("c")];
+        let balancer = Balancer::new(Strategy::RoundRobin);
+        let picks: Vec<String> = (0..3)
+            .map(|_| balancer.pick(&endpoints, &[]).unwrap().id.clone())
+            .collect();
+        assert_eq!(picks, vec!["a", "b", "c"]);
+        let tried = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(balancer.pick(&endpoints, &tried).unwrap().id, "c");
+    }
+}

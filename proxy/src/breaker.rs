@@ -1,0 +1,107 @@
+//! Circuit breaking per endpoint: after `FAILURE_LIMIT` consecutive failures (connection
+//! errors or 5xx answers) the endpoint is ejected for a backoff that doubles on each
+//! ejection (1 s up to 60 s); when it runs out one probe request is let through, and a
+//! success closes the breaker again.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub const FAILURE_LIMIT: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+pub struct Breaker {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    consecutive_failures: u32,
+    /// While set and in the future, the endpoint is ejected.
+    ejected_until: Option<Instant>,
+    /// The backoff the next ejection will use.
+    next_backoff: Option<Duration>,
+    /// A probe is out after an ejection ended.
+    probing: bool,
+}
+
+impl Breaker {
+    /// Whether a request may go to this endpoint now. After an ejection, exactly one probe
+    /// is admitted until its result is known.
+    pub fn admits(&self) -> bool {
+        let mut state = self.state.lock();
+        match state.ejected_until {
+            None => true,
+            Some(until) if Instant::now() < until => false,
+            Some(_) if state.probing => false,
+            Some(_) => {
+                state.probing = true;
+                true
+            }
+        }
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let state = self.state.lock();
+        state
+            .ejected_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    pub fn success(&self) {
+        let mut state = self.state.lock();
+        *state = State::default();
+    }
+
+    /// Records a failure; returns true when it ejected the endpoint.
+    pub fn failure(&self) -> bool {
+        let mut state = self.state.lock();
+        state.consecutive_failures += 1;
+        let probe_failed = state.probing;
+        if state.consecutive_failures < FAILURE_LIMIT && !probe_failed {
+            return false;
+        }
+        let backoff = state.next_backoff.unwrap_or(FIRST_BACKOFF);
+        state.ejected_until = Some(Instant::now() + backoff);
+        state.next_backoff = Some((backoff * 2).min(MAX_BACKOFF));
+        state.probing = false;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejects_after_consecutive_failures_and_a_success_resets() {
+        let breaker = Breaker::default();
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(!breaker.failure());
+        }
+        breaker.success();
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(!breaker.failure());
+        }
+        assert!(breaker.admits());
+        assert!(breaker.failure(), "the fifth failure in a row ejects");
+        assert!(!breaker.admits());
+        assert!(breaker.is_ejected());
+    }
+
+    #[test]
+    fn a_failed_probe_ejects_again_for_longer() {
+        let breaker = Breaker::default();
+        for _ in 0..FAILURE_LIMIT {
+            breaker.failure();
+        }
+        breaker.state.lock().ejected_until = Some(Instant::now() - Duration::from_millis(1));
+        assert!(breaker.admits(), "one probe after the backoff");
+        assert!(!breaker.admits(), "only one");
+        assert!(breaker.failure());
+        let state = breaker.state.lock();
+        assert_eq!(state.next_backoff, Some(Duration::from_secs(4)));
+    }
+}

@@ -1,0 +1,218 @@
+//! The mesh: which services are cut over, their outbound listeners, and the routes the
+//! registry publishes for them.
+//!
+//! Cutting a service over opens its listener first and only then publishes the route, so a
+//! caller is never handed an address that is not listening. Rolling back withdraws the
+//! route but keeps the listener open: callers that still hold the mesh address until their
+//! next registry refresh keep being served, so neither direction fails a request.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ferry_registry_adapters::registry::{Endpoint, Route};
+use ferry_registry_adapters::Registry;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::cutover::{CutoverError, CutoverTable, Mode, ServicePolicy};
+use super::listen::{serve, ConnectionLimits};
+use super::metrics::ProxyMetrics;
+use super::upstream::{Upstream, UpstreamSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error(transparent)]
+    Cutover(#[from] CutoverError),
+    #[error("cannot open the outbound listener for {service} on {address}: {source}")]
+    Listen {
+        service: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the registry refused the route for {service}: {reason}")]
+    Registry { service: String, reason: String },
+}
+
+/// Where outbound listeners bind and what address the registry hands out for them.
+#[derive(Clone, Debug)]
+pub struct MeshSettings {
+    pub bind: IpAddr,
+    pub advertise_host: String,
+    pub limits: ConnectionLimits,
+    pub upstream: UpstreamSettings,
+}
+
+/// One service as the admin API shows it.
+#[derive(Clone, Debug)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub mode: Mode,
+    pub port: Option<u16>,
+    pub endpoints: Vec<(Endpoint, bool)>,
+}
+
+pub struct Mesh {
+    registry: Arc<Registry>,
+    table: Mutex<CutoverTable>,
+    settings: MeshSettings,
+    metrics: Arc<ProxyMetrics>,
+    /// Open outbound listeners by service; they stay open once opened.
+    upstreams: Mutex<HashMap<String, Arc<Upstream>>>,
+    /// Serializes mode changes, so two cutovers of one service cannot interleave.
+    changing: tokio::sync::Mutex<()>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// Restores the saved modes: listeners for every service in the mesh, and their routes.
+    pub async fn start(
+        registry: Arc<Registry>,
+        table: CutoverTable,
+        settings: MeshSettings,
+        metrics: Arc<ProxyMetrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Mesh>, MeshError> {
+        let in_mesh: Vec<(String, ServicePolicy)> = table
+            .all()
+            .iter()
+            .filter(|(_, policy)| policy.mode == Mode::Mesh)
+            .map(|(name, policy)| (name.clone(), policy.clone()))
+            .collect();
+        let mesh = Arc::new(Mesh {
+            registry,
+            table: Mutex::new(table),
+            settings,
+            metrics,
+            upstreams: Mutex::new(HashMap::new()),
+            changing: tokio::sync::Mutex::new(()),
+            shutdown,
+        });
+        for (service, policy) in in_mesh {
+            mesh.open(&service, policy.port).await?;
+            mesh.publish(&service, Some(policy.port))?;
+        }
+        Ok(mesh)
+    }
+
+    /// Moves a service into the mesh or back; takes effect at the callers' next refresh.
+    pub async fn set_mode(&self, service: &str, mode: Mode) -> Result<ServicePolicy, MeshError> {
+        let service = service.to_ascii_uppercase();
+        let _one_at_a_time = self.changing.lock().await;
+        let previous = self.table.lock().get(&service).cloned();
+        let policy = self.table.lock().set(&service, mode)?;
+        if mode == Mode::Mesh {
+            if let Err(error) = self.open(&service, policy.port).await {
+                // Put the saved mode back: the service stays where it was.
+                let restore = previous.map_or(Mode::Legacy, |previous| previous.mode);
+                let _ = self.table.lock().set(&service, restore);
+                return Err(error);
+            }
+        }
+        self.publish(&service, (mode == Mode::Mesh).then_some(policy.port))?;
+        tracing::info!(%service, mode = mode.as_str(), port = policy.port, "cutover");
+        Ok(policy)
+    }
+
+    pub fn status(&self, service: &str) -> ServiceStatus {
+        let service = service.to_ascii_uppercase();
+        let policy = self.table.lock().get(&service).cloned();
+        let (_, endpoints) = self.registry.endpoints(&service);
+        let upstream = self.upstreams.lock().get(&service).cloned();
+        let ejected = |id: &str| {
+            upstream.as_ref().is_some_and(|upstream| {
+                upstream
+                    .current_endpoints()
+                    .iter()
+                    .any(|endpoint| endpoint.id == id && endpoint.breaker.is_ejected())
+            })
+        };
+        ServiceStatus {
+            mode: policy.as_ref().map_or(Mode::Legacy, |policy| policy.mode),
+            port: policy.map(|policy| policy.port),
+            endpoints: endpoints
+                .into_iter()
+                .map(|endpoint| {
+                    let ejected = ejected(&endpoint.id);
+                    (endpoint, ejected)
+                })
+                .collect(),
+            name: service,
+        }
+    }
+
+    /// Every service the registry or the cutover table knows.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        let mut names: Vec<String> = self
+            .registry
+            .list_all()
+            .apps
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.extend(self.table.lock().all().keys().cloned());
+        names.sort();
+        names.dedup();
+        names.iter().map(|name| self.status(name)).collect()
+    }
+
+    async fn open(&self, service: &str, port: u16) -> Result<(), MeshError> {
+        if self.upstreams.lock().contains_key(service) {
+            return Ok(());
+        }
+        let address = SocketAddr::new(self.settings.bind, port);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| MeshError::Listen {
+                service: service.to_owned(),
+                address,
+                source,
+            })?;
+        let upstream = Arc::new(Upstream::new(
+            service,
+            self.registry.clone(),
+            self.settings.upstream.clone(),
+            self.metrics.clone(),
+        ));
+        self.upstreams
+            .lock()
+            .insert(service.to_owned(), upstream.clone());
+        let handler = hyper::service::service_fn(move |request| {
+            let upstream = upstream.clone();
+            async move { Ok::<_, std::convert::Infallible>(upstream.handle(request).await) }
+        });
+        tracing::info!(service, %address, "outbound listener open");
+        tokio::spawn(serve(
+            "outbound",
+            listener,
+            handler,
+            self.settings.limits,
+            self.shutdown.clone(),
+        ));
+        Ok(())
+    }
+
+    fn publish(&self, service: &str, port: Option<u16>) -> Result<(), MeshError> {
+        let route = port.map(|port| Route {
+            host: self.settings.advertise_host.clone(),
+            port: u32::from(port),
+        });
+        self.registry
+            .set_route(service, route)
+            .map(|_| ())
+            .map_err(|error| MeshError::Registry {
+                service: service.to_owned(),
+                reason: error.to_string(),
+            })
+    }
+}
