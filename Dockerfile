@@ -10,6 +10,7 @@ COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
 ENV FERRY_EUREKA_LISTEN=0.0.0.0:8761 \
     FERRY_CONSUL_LISTEN=0.0.0.0:8500 \
     FERRY_CONFIG_LISTEN=0.0.0.0:8888 \
+    FERRY_OUTBOUND_BIND=0.0.0.0 \
     FERRY_ADMIN_LISTEN=0.0.0.0:15000 \
     FERRY_DATA_DIR=/var/lib/ferry
 VOLUME /var/lib/ferry

@@ -53,6 +53,19 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
+def raw_exchange(port: int, payload: bytes, read_timeout: float = 10) -> bytes:
+    """Sends bytes on a fresh connection and reads until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as connection:
+        connection.sendall(payload)
+        chunks = []
+        try:
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return b"".join(chunks)
+
+
 class Ferry:
     """One `ferry` process on free loopback ports with its own data directory."""
 
@@ -141,6 +154,11 @@ class Ferry:
             for instance in app["instance"]:
                 found[instance.get("instanceId", instance["hostName"])] = instance
         return found
+
+
+def app_instances(ferry: "Ferry", app: str) -> list[dict]:
+    """The instances of one app in the full registry (empty when it has none)."""
+    return [instance for instance in ferry.instances().values() if instance["app"] == app]
 
 
 class PyEureka:

@@ -4,13 +4,12 @@ self-preservation with real timers, and process-level behaviour (shutdown, data-
 
 import gzip
 import json
-import socket
 import subprocess
 import time
 
 import httpx
 
-from harness import Ferry, ferry_binary, wait_until
+from harness import Ferry, ferry_binary, raw_exchange, wait_until
 
 REGISTRATION = {
     "instance": {
@@ -25,19 +24,6 @@ REGISTRATION = {
 
 def register(ferry, body=REGISTRATION, prefix="eureka/", app="ORDERS"):
     return httpx.post(f"http://127.0.0.1:{ferry.eureka_port}/{prefix}apps/{app}", json=body, timeout=5)
-
-
-def raw_exchange(port: int, payload: bytes, read_timeout: float = 10) -> bytes:
-    """Sends bytes on a fresh connection and reads until the server closes or goes quiet."""
-    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as connection:
-        connection.sendall(payload)
-        chunks = []
-        try:
-            while chunk := connection.recv(65536):
-                chunks.append(chunk)
-        except (socket.timeout, ConnectionResetError):
-            pass
-        return b"".join(chunks)
 
 
 def test_both_prefixes_xml_and_gzip_on_the_wire(ferry):

@@ -1,0 +1,200 @@
+"""The mesh data plane through real clients: services register with py-eureka-client (in the
+sample service), a caller discovers them with py-eureka-client and calls what it gets; a
+service is cut over with `ferry ctl` and rolled back, under load, and the proxy hides failing
+instances, prefers the faster one, times out, and answers bad input with the right codes."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from harness import ROOT, PyEureka, app_instances, ferry_binary, free_port, raw_exchange, wait_until
+
+SAMPLE = ROOT / "samples" / "python-eureka-service" / "service.py"
+
+
+class Service:
+    """samples/python-eureka-service, registered through py-eureka-client."""
+
+    def __init__(self, ferry, app, *flags):
+        self.port = free_port()
+        self.id = f"{app}-{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, str(SAMPLE), "--app", app, "--port", str(self.port), "--eureka", ferry.eureka_url, *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert json.loads(self.process.stdout.readline())["event"] == "registered"
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def ctl(ferry, *args):
+    result = subprocess.run([str(ferry_binary()), "ctl", "--admin", f"127.0.0.1:{ferry.admin_port}", *args],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def addresses(watcher, app):
+    """What a py-eureka-client caller would call: (host, port) of the UP instances it holds."""
+    for application in watcher.client.applications.applications:
+        if application.name == app:
+            return sorted({(i.ipAddr, i.port.port) for i in application.instances if i.status == "UP"})
+    return []
+
+
+def test_cutover_and_rollback_change_what_a_real_client_calls(ferry, clients):
+    first = clients(Service(ferry, "orders"))
+    second = clients(Service(ferry, "orders"))
+    caller = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    direct = sorted([("127.0.0.1", first.port), ("127.0.0.1", second.port)])
+    wait_until(lambda: addresses(caller, "ORDERS") == direct, 10, what="the caller to see both instances")
+
+    output = ctl(ferry, "cutover", "orders", "mesh")
+    port = int(output.strip().rsplit("port ", 1)[1].rstrip(")"))
+    wait_until(lambda: addresses(caller, "ORDERS") == [("127.0.0.1", port)], 10,
+               what="the caller's next delta to carry Ferry's outbound port")
+    served = set()
+    for _ in range(20):
+        host, mesh_port = addresses(caller, "ORDERS")[0]
+        reply = httpx.get(f"http://{host}:{mesh_port}/orders/42", timeout=5)
+        assert reply.status_code == 200
+        body = reply.json()
+        assert body["traceparent"] and body["b3_trace"], "the proxy adds trace headers"
+        served.add(body["served_by"])
+    assert served <= {first.id, second.id}
+    assert "mesh" in ctl(ferry, "services")
+
+    ctl(ferry, "cutover", "orders", "legacy")
+    wait_until(lambda: addresses(caller, "ORDERS") == direct, 10, what="rollback to the real addresses")
+    # A caller that still holds the mesh address is served until it refreshes.
+    assert httpx.get(f"http://127.0.0.1:{port}/late", timeout=5).status_code == 200
+    # The port is stable: cutting over again reuses it.
+    assert f"port {port}" in ctl(ferry, "cutover", "orders", "mesh")
+
+
+def test_no_request_fails_while_a_service_moves_in_and_out(ferry, clients):
+    clients(Service(ferry, "billing"))
+    clients(Service(ferry, "billing"))
+    caller = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    wait_until(lambda: len(addresses(caller, "BILLING")) == 2, 10, what="both billing instances")
+    outcomes = {"ok": 0, "failed": []}
+    stop = threading.Event()
+
+    def steady_caller():
+        with httpx.Client(timeout=5) as http:
+            while not stop.is_set():
+                host, port = addresses(caller, "BILLING")[0]
+                try:
+                    status = http.get(f"http://{host}:{port}/pay").status_code
+                except httpx.HTTPError as error:
+                    status = repr(error)
+                if status == 200:
+                    outcomes["ok"] += 1
+                else:
+                    outcomes["failed"].append(status)
+                time.sleep(0.005)
+
+    worker = threading.Thread(target=steady_caller)
+    worker.start()
+    for mode in ["mesh", "legacy", "mesh", "legacy"]:
+        ctl(ferry, "cutover", "billing", mode)
+        time.sleep(2.5)
+    stop.set()
+    worker.join()
+    assert outcomes["failed"] == [], outcomes["failed"][:5]
+    assert outcomes["ok"] > 200
+
+
+def test_failing_instances_are_hidden_by_retries_and_ejection(ferry, clients):
+    clients(Service(ferry, "stock"))
+    clients(Service(ferry, "stock", "--fail-with", "503"))
+    # An instance that is registered but refuses connections.
+    closed_port = free_port()
+    registration = {"instance": {"instanceId": "stock-dead", "hostName": "127.0.0.1", "app": "STOCK",
+                                 "ipAddr": "127.0.0.1", "port": {"$": closed_port, "@enabled": "true"},
+                                 "dataCenterInfo": {"name": "MyOwn"}}}
+    assert httpx.post(ferry.eureka_url + "apps/STOCK", json=registration).status_code == 204
+    wait_until(lambda: len(app_instances(ferry, "STOCK")) == 3, 10, what="three stock instances")
+    port = int(ctl(ferry, "cutover", "stock", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+    statuses = [httpx.get(f"http://127.0.0.1:{port}/items", timeout=5).status_code for _ in range(60)]
+    assert statuses == [200] * 60
+    metrics = httpx.get(f"{ferry.admin_url}/metrics").text
+    assert 'ferry_proxy_retries_total{service="STOCK"}' in metrics
+    assert 'ferry_proxy_ejections_total{service="STOCK",endpoint="stock-dead"}' in metrics
+    figures = ctl(ferry, "service", "stock")
+    assert 'ferry_proxy_ejections_total{service="STOCK",endpoint="stock-dead"}' in figures
+
+
+
+def test_a_5xx_is_retried_only_for_idempotent_methods(ferry, clients):
+    clients(Service(ferry, "ledger", "--fail-with", "503"))
+    wait_until(lambda: len(app_instances(ferry, "LEDGER")) == 1, 10, what="the ledger instance")
+    port = int(ctl(ferry, "cutover", "ledger", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+
+    def retries():
+        for line in httpx.get(f"{ferry.admin_url}/metrics").text.splitlines():
+            if line.startswith('ferry_proxy_retries_total{service="LEDGER"}'):
+                return float(line.split()[1])
+        return 0.0
+
+    assert httpx.post(f"http://127.0.0.1:{port}/entries", content=b"{}", timeout=5).status_code == 503
+    assert retries() == 0, "a POST reached the service: its 503 is passed on, never replayed"
+    assert httpx.get(f"http://127.0.0.1:{port}/entries", timeout=5).status_code == 503
+    assert retries() >= 1, "a GET is retried before the 503 is passed on"
+
+
+def test_the_faster_instance_gets_most_of_the_traffic(ferry, clients):
+    fast = clients(Service(ferry, "quotes"))
+    clients(Service(ferry, "quotes", "--delay-ms", "40"))
+    wait_until(lambda: len(app_instances(ferry, "QUOTES")) == 2, 10, what="two quote instances")
+    port = int(ctl(ferry, "cutover", "quotes", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+    served = []
+    lock = threading.Lock()
+
+    def calls():
+        with httpx.Client(timeout=5) as http:
+            for _ in range(40):
+                body = http.get(f"http://127.0.0.1:{port}/quote").json()
+                with lock:
+                    served.append(body["served_by"])
+
+    threads = [threading.Thread(target=calls) for _ in range(6)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    share = served.count(fast.id) / len(served)
+    assert share > 0.75, f"the fast instance served {share:.0%}"
+
+
+def test_timeouts_missing_endpoints_and_bad_http(start_ferry, clients):
+    ferry = start_ferry("--proxy-request-timeout", "0.5", "--max-header-bytes", "8192")
+    clients(Service(ferry, "slow", "--delay-ms", "2000"))
+    wait_until(lambda: len(app_instances(ferry, "SLOW")) == 1, 10, what="the slow instance")
+    slow_port = int(ctl(ferry, "cutover", "slow", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+    started = time.monotonic()
+    reply = httpx.get(f"http://127.0.0.1:{slow_port}/", timeout=5)
+    assert reply.status_code == 504 and reply.headers["x-ferry-error"] == "timeout"
+    assert time.monotonic() - started < 1.5
+
+    empty_port = int(ctl(ferry, "cutover", "ghost", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+    reply = httpx.get(f"http://127.0.0.1:{empty_port}/", timeout=5)
+    assert reply.status_code == 503 and reply.headers["x-ferry-error"] == "no-endpoints"
+
+    assert raw_exchange(empty_port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
+    huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+    assert raw_exchange(empty_port, huge).startswith(b"HTTP/1.1 431")
+    assert httpx.get(f"http://127.0.0.1:{empty_port}/", timeout=5).status_code == 503, "still serving"
+
+
+def test_the_admin_api_refuses_bad_modes(ferry):
+    reply = httpx.put(f"{ferry.admin_url}/api/services/orders", json={"mode": "sideways"})
+    assert reply.status_code == 400
+    result = subprocess.run([str(ferry_binary()), "ctl", "--admin", f"127.0.0.1:{ferry.admin_port}",
+                             "cutover", "orders", "sideways"], capture_output=True, text=True)
+    assert result.returncode != 0 and "mesh" in result.stderr
+    assert httpx.get(f"{ferry.admin_url}/api/services/orders").json()["mode"] == "legacy"
