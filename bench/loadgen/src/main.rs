@@ -2,6 +2,9 @@
 //! - `watchers ADDR PREFIX COUNT ROUNDS`: COUNT blocking KV reads held on PREFIX, then one
 //!   write; prints when each watcher got its answer, relative to the write being sent.
 //! - `kv-writes ADDR COUNT CONCURRENCY`: COUNT durable KV writes; prints writes per second.
+//! - `rate ADDR PATH RATE SECONDS CONNECTIONS`: GETs at a fixed RATE per second, open loop;
+//!   latency runs from when each request was due, so a stall counts against every request it
+//!   delayed (coordinated omission corrected, as wrk2 does). Prints p50/p99/p99.9/max.
 //!
 //! Raw HTTP/1.1 over tokio sockets, so the client adds as little as possible to what it
 //! measures. Only loopback addresses are expected.
@@ -193,6 +196,69 @@ async fn kv_writes(address: String, count: usize, concurrency: usize) -> Result<
     Ok(())
 }
 
+async fn fixed_rate(
+    address: String,
+    path: String,
+    rate: usize,
+    seconds: usize,
+    connections: usize,
+) -> Result<(), Error> {
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
+    let begin = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for connection in 0..connections {
+        let (address, path) = (address.clone(), path.clone());
+        let share = total / connections + usize::from(connection < total % connections);
+        let offset = interval.mul_f64(connection as f64 / connections as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&address).await?;
+            stream.set_nodelay(true)?;
+            let request = get_request(&path);
+            let mut latencies = Vec::with_capacity(share);
+            let mut errors = 0usize;
+            for n in 0..share {
+                let due = begin + offset + interval.mul_f64(n as f64);
+                tokio::time::sleep_until(due).await;
+                match exchange(&mut stream, &request).await {
+                    Ok(response) if response.status == 200 => latencies.push(due.elapsed()),
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        stream = TcpStream::connect(&address).await?;
+                        stream.set_nodelay(true)?;
+                    }
+                }
+            }
+            Ok::<_, Error>((latencies, errors))
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    for task in tasks {
+        let (mut part, failed) = task.await??;
+        latencies.append(&mut part);
+        errors += failed;
+    }
+    latencies.sort();
+    if latencies.is_empty() {
+        return Err("no request succeeded".into());
+    }
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
+    println!(
+        "rate={rate} seconds={seconds} ok={} errors={errors} p50_us={:.0} p99_us={:.0} p999_us={:.0} max_us={:.0}",
+        latencies.len(),
+        micros(percentile(0.50)),
+        micros(percentile(0.99)),
+        micros(percentile(0.999)),
+        micros(*latencies.last().expect("not empty")),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -202,6 +268,7 @@ async fn main() -> Result<(), Error> {
     match args.first().map(String::as_str) {
         Some("watchers") => watchers(args[1].clone(), args[2].clone(), number(3)?, number(4)?).await,
         Some("kv-writes") => kv_writes(args[1].clone(), number(2)?, number(3)?).await,
-        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY".into()),
+        Some("rate") => fixed_rate(args[1].clone(), args[2].clone(), number(3)?, number(4)?, number(5)?).await,
+        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY | rate ADDR PATH RATE SECONDS CONNECTIONS".into()),
     }
 }

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The proxy benchmark: one fast backend (nginx answering `200 ok`), reached directly,
+# through nginx (1 worker), through HAProxy (1 thread) and through ferry's outbound listener
+# (--worker-threads 1), side by side in one run. Every proxy runs on core 1; the backend
+# and the load generators on core 0.
+# For each path: maximum throughput (wrk -t1 -c64, 10 s), and latency at a fixed 1,000
+# req/s (bench/loadgen `rate`, open loop, coordinated omission corrected, 10 s, 8
+# connections). Then ferry's peak RSS. Prints a Markdown section; --record appends it to
+# bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+record=false
+[ "${1:-}" = "--record" ] && record=true
+seconds=10
+
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release --locked -p ferry-bridge -p ferry-bench-loadgen
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pidfile in "$work"/*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+backend=$(port); nginx_proxy=$(port); haproxy_port=$(port); eureka=$(port); admin=$(port)
+outbound_first=$(port)
+proxy_core=1; load_core=0
+[ "$(nproc)" -lt 2 ] && proxy_core=0
+
+cat > "$work/backend.conf" <<EOF
+worker_processes 1;
+pid $work/backend.pid;
+error_log $work/backend-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    server { listen 127.0.0.1:$backend; location / { return 200 "ok\n"; } }
+}
+EOF
+cat > "$work/proxy.conf" <<EOF
+worker_processes 1;
+pid $work/proxy.pid;
+error_log $work/proxy-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    upstream backend { server 127.0.0.1:$backend; keepalive 64; }
+    server {
+        listen 127.0.0.1:$nginx_proxy;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+cat > "$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend front
+    bind 127.0.0.1:$haproxy_port
+    default_backend back
+backend back
+    server s1 127.0.0.1:$backend
+EOF
+taskset -c $load_core nginx -c "$work/backend.conf" -p "$work"
+taskset -c $proxy_core nginx -c "$work/proxy.conf" -p "$work"
+taskset -c $proxy_core haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
+taskset -c $proxy_core target/release/ferry --worker-threads 1 --log warn \
+    --eureka-listen 127.0.0.1:$eureka --admin-listen 127.0.0.1:$admin --consul-listen off --config-listen off \
+    --outbound-ports "$outbound_first-$outbound_first" --data-dir "$work/ferry-data" &
+ferry_pid=$!
+pids+=("$ferry_pid")
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$admin/ready" && break; sleep 0.1; done
+curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$eureka/eureka/apps/BACKEND" \
+    -d "{\"instance\":{\"instanceId\":\"backend-1\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",\"port\":{\"\$\":$backend,\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"}}}"
+target/release/ferry ctl --admin "127.0.0.1:$admin" cutover backend mesh >&2
+for target in $backend $nginx_proxy $haproxy_port $outbound_first; do
+    [ "$(curl -sf "http://127.0.0.1:$target/")" = "ok" ] || { echo "127.0.0.1:$target does not answer ok" >&2; exit 1; }
+done
+
+max_rate() {
+    local output
+    output=$(taskset -c $load_core wrk -t1 -c64 -d${seconds}s "http://127.0.0.1:$1/")
+    echo "$output" >&2
+    if echo "$output" | grep -q "Non-2xx\|Socket errors"; then echo "errors against port $1" >&2; exit 1; fi
+    echo "$output" | awk '/^Requests\/sec:/ {printf "%.0f", $2}'
+}
+fixed() { taskset -c $load_core target/release/ferry-bench-loadgen rate "127.0.0.1:$1" / 1000 $seconds 8; }
+field() { echo "$1" | tr ' ' '\n' | awk -F= -v key="$2" '$1 == key {print $2}'; }
+
+declare -A max latency
+for name in direct nginx haproxy ferry; do
+    case $name in
+        direct) target=$backend ;; nginx) target=$nginx_proxy ;; haproxy) target=$haproxy_port ;; ferry) target=$outbound_first ;;
+    esac
+    max[$name]=$(max_rate $target)
+    latency[$name]=$(fixed $target)
+    echo "$name: max ${max[$name]} req/s; ${latency[$name]}" >&2
+done
+rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$ferry_pid/status)
+
+row() {
+    local line=${latency[$1]}
+    echo "| $1 | ${max[$1]} | $(field "$line" p50_us) | $(field "$line" p99_us) | $(field "$line" p999_us) | $(field "$line" errors) |"
+}
+added_p99=$(( $(field "${latency[ferry]}" p99_us) - $(field "${latency[direct]}" p99_us) ))
+report=$(cat <<EOF
+
+## Proxy — $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -m))
+Command: \`bench/proxy.sh --record\`. Backend: nginx \`return 200\`. Proxies: nginx 1 worker,
+HAProxy 1 thread, ferry \`--worker-threads 1\`, each pinned to core 1 with keep-alive to the
+backend; load on core 0. Max: wrk -t1 -c64 ${seconds} s. Latency: 1,000 req/s open loop for
+${seconds} s over 8 connections (bench/loadgen \`rate\`, from each request's due time).
+
+| path | max req/s | p50 µs | p99 µs | p99.9 µs | errors |
+|---|---|---|---|---|---|
+$(row direct)
+$(row nginx)
+$(row haproxy)
+$(row ferry)
+
+| target | measured | verdict |
+|---|---|---|
+| ferry max throughput ≥ HAProxy's | $(python3 -c "print(f'{${max[ferry]} / ${max[haproxy]}:.2f}×')") | $(python3 -c "print('pass' if ${max[ferry]} >= ${max[haproxy]} else 'FAIL')") |
+| p99 added over direct at 1,000 req/s < 1 ms | ${added_p99} µs | $(python3 -c "print('pass' if $added_p99 < 1000 else 'FAIL')") |
+| ferry peak RSS < 10 MB | $(python3 -c "print(f'{$rss_kb / 1024:.1f} MB')") (the whole process: registry, KV store and admin API included) | $(python3 -c "print('pass' if $rss_kb < 10240 else 'FAIL')") |
+EOF
+)
+echo "$report"
+$record && echo "$report" >> "$root/bench/RESULTS.md"
+exit 0
