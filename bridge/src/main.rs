@@ -28,11 +28,18 @@ fn main() -> ExitCode {
             .with_env_filter(filter)
             .init(),
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker thread means one event loop, as nginx's and HAProxy's single workers: the
+    // current-thread scheduler skips the cross-thread machinery a pool of one never uses.
+    let mut runtime = match cli.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads.max(1));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(threads) = cli.worker_threads {
-        runtime.worker_threads(threads.max(1));
-    }
     let outcome = runtime
         .build()
         .map_err(anyhow::Error::from)

@@ -31,6 +31,10 @@ pub enum Strategy {
 pub struct EndpointState {
     pub id: String,
     pub authority: String,
+    /// `authority` parsed once, for building request URIs without re-parsing.
+    pub uri_authority: Option<http::uri::Authority>,
+    /// Responses by status class (1xx..5xx), bound to this endpoint's metric labels.
+    pub responses: [prometheus_client::metrics::counter::Counter; 5],
     pending: AtomicUsize,
     ewma: Mutex<(f64, Instant)>,
     pub breaker: Breaker,
@@ -39,6 +43,8 @@ pub struct EndpointState {
 impl EndpointState {
     pub fn new(id: String, authority: String) -> EndpointState {
         EndpointState {
+            uri_authority: authority.parse().ok(),
+            responses: Default::default(),
             id,
             authority,
             pending: AtomicUsize::new(0),
@@ -115,29 +121,35 @@ impl Balancer {
         }
     }
 
-    /// Chooses among endpoints the breaker lets through, skipping `tried` when it can.
+    /// Chooses among endpoints the breaker lets through, avoiding those in `tried` when
+    /// another is available. Allocates nothing: this runs on every request.
     pub fn pick<'a>(
         &self,
         endpoints: &'a [Arc<EndpointState>],
-        tried: &[String],
+        tried: &[Arc<EndpointState>],
     ) -> Option<&'a Arc<EndpointState>> {
-        let available: Vec<&Arc<EndpointState>> = endpoints
+        let untried =
+            |endpoint: &Arc<EndpointState>| !tried.iter().any(|seen| Arc::ptr_eq(seen, endpoint));
+        let fresh = endpoints
             .iter()
-            .filter(|endpoint| endpoint.breaker.admits())
-            .collect();
-        let fresh: Vec<&Arc<EndpointState>> = available
-            .iter()
-            .copied()
-            .filter(|endpoint| !tried.contains(&endpoint.id))
-            .collect();
-        let candidates = if fresh.is_empty() { available } else { fresh };
-        match candidates.len() {
-            0 => None,
-            1 => Some(candidates[0]),
+            .filter(|endpoint| untried(endpoint) && endpoint.breaker.admits_now())
+            .count();
+        let avoid_tried = fresh > 0;
+        let eligible = |endpoint: &&Arc<EndpointState>| {
+            (!avoid_tried || untried(endpoint)) && endpoint.breaker.admits_now()
+        };
+        let count = if avoid_tried {
+            fresh
+        } else {
+            endpoints.iter().filter(eligible).count()
+        };
+        let chosen = match count {
+            0 => return None,
+            1 => endpoints.iter().find(eligible)?,
             count => match self.strategy {
                 Strategy::RoundRobin => {
-                    let turn = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-                    Some(candidates[turn % count])
+                    let turn = self.next.fetch_add(1, Ordering::Relaxed) as usize % count;
+                    endpoints.iter().filter(eligible).nth(turn)?
                 }
                 Strategy::PeakEwma => {
                     let mut random = rand::thread_rng();
@@ -146,11 +158,18 @@ impl Balancer {
                     if second >= first {
                         second += 1;
                     }
-                    let (a, b) = (candidates[first], candidates[second]);
-                    Some(if a.cost() <= b.cost() { a } else { b })
+                    let a = endpoints.iter().filter(eligible).nth(first)?;
+                    let b = endpoints.iter().filter(eligible).nth(second)?;
+                    if a.cost() <= b.cost() {
+                        a
+                    } else {
+                        b
+                    }
                 }
             },
-        }
+        };
+        // Claims the probe slot when this is an ejected endpoint's probe.
+        chosen.breaker.admits().then_some(chosen)
     }
 }
 
@@ -202,7 +221,7 @@ mod tests {
             .map(|_| balancer.pick(&endpoints, &[]).unwrap().id.clone())
             .collect();
         assert_eq!(picks, vec!["a", "b", "c"]);
-        let tried = vec!["a".to_owned(), "b".to_owned()];
+        let tried = vec![endpoints[0].clone(), endpoints[1].clone()];
         assert_eq!(balancer.pick(&endpoints, &tried).unwrap().id, "c");
     }
 }

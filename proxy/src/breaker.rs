@@ -43,6 +43,15 @@ impl Breaker {
         }
     }
 
+    /// Whether `admits` would let a request through now, without claiming a probe.
+    pub fn admits_now(&self) -> bool {
+        let state = self.state.lock();
+        match state.ejected_until {
+            None => true,
+            Some(until) => Instant::now() >= until && !state.probing,
+        }
+    }
+
     pub fn is_ejected(&self) -> bool {
         let state = self.state.lock();
         state

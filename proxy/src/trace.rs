@@ -63,10 +63,19 @@ fn is_hex(text: &str, lengths: &[usize]) -> bool {
 }
 
 fn random_hex(bytes: usize) -> String {
-    let mut random = rand::thread_rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", random.gen::<u8>()))
-        .collect()
+    // Span ids need to be unique, not unpredictable: a small fast generator per thread.
+    thread_local! {
+        static RANDOM: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::SeedableRng::from_entropy());
+    }
+    RANDOM.with(|random| hex_from(&mut *random.borrow_mut(), bytes))
+}
+
+fn hex_from(random: &mut impl Rng, bytes: usize) -> String {
+    match bytes {
+        16 => format!("{:032x}", random.gen::<u128>()),
+        _ => format!("{:016x}", random.gen::<u64>()),
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,10 @@ use parking_lot::Mutex;
 
 use super::balance::{Balancer, EndpointState, Strategy};
 use super::error::ProxyError;
-use super::metrics::{status_class, EndpointLabels, ProxyMetrics, ResponseLabels, ServiceLabels};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::metrics::{EndpointLabels, ProxyMetrics, ResponseLabels, ServiceLabels};
 use super::retry::RetryBudget;
 use super::{trace, BoxError, RequestBody, ResponseBody};
 
@@ -66,14 +69,21 @@ pub struct Upstream {
     /// Upper-case app name.
     service: String,
     registry: Arc<Registry>,
-    /// The endpoints at the app's last seen result index; state survives refreshes.
-    endpoints: Mutex<(u64, Arc<Vec<Arc<EndpointState>>>)>,
+    /// The endpoints at the app's last seen result index (and the global index when last
+    /// checked); endpoint state survives refreshes.
+    endpoints: Mutex<(u64, Arc<Vec<Arc<EndpointState>>>, u64)>,
     balancer: Balancer,
     budget: RetryBudget,
     http1: Client<HttpConnector, RequestBody>,
     http2: Client<HttpConnector, RequestBody>,
     settings: UpstreamSettings,
     metrics: Arc<ProxyMetrics>,
+    /// Metric handles bound to this service's labels, so the request path never builds
+    /// label sets.
+    requests: Counter,
+    latency: Histogram,
+    retries: Counter,
+    errors: Counter,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -101,10 +111,28 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(30))
             .http2_only(true)
             .build(connector);
+        let labels = ServiceLabels {
+            service: service.to_owned(),
+        };
+        let requests = metrics.requests.get_or_create(&labels).clone();
+        let latency = metrics.latency.get_or_create(&labels).clone();
+        let retries = metrics.retries.get_or_create(&labels).clone();
+        let errors = metrics
+            .responses
+            .get_or_create(&ResponseLabels {
+                service: service.to_owned(),
+                endpoint: String::new(),
+                class: "error",
+            })
+            .clone();
         Upstream {
+            requests,
+            latency,
+            retries,
+            errors,
             service: service.to_owned(),
             registry,
-            endpoints: Mutex::new((0, Arc::new(Vec::new()))),
+            endpoints: Mutex::new((0, Arc::new(Vec::new()), 0)),
             balancer: Balancer::new(settings.strategy),
             budget: RetryBudget::default(),
             http1,
@@ -120,9 +148,18 @@ impl Upstream {
 
     /// UP endpoints, re-read from the registry only when the app's index moved.
     pub fn current_endpoints(&self) -> Arc<Vec<Arc<EndpointState>>> {
+        // Nothing anywhere changed since the last look: skip the registry entirely.
+        let global = self.registry.change_index().current();
+        {
+            let cached = self.endpoints.lock();
+            if cached.2 == global && cached.0 != 0 {
+                return cached.1.clone();
+            }
+        }
         let index = self.registry.app_result_index(&self.service);
         let mut cached = self.endpoints.lock();
         if cached.0 == index && index != 0 {
+            cached.2 = global;
             return cached.1.clone();
         }
         let (index, listed) = self.registry.endpoints(&self.service);
@@ -140,50 +177,48 @@ impl Upstream {
                     .iter()
                     .find(|known| known.id == id && known.authority == authority)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(EndpointState::new(id, authority)))
+                    .unwrap_or_else(|| Arc::new(self.endpoint_state(id, authority)))
             })
             .collect();
-        *cached = (index, Arc::new(fresh));
+        *cached = (index, Arc::new(fresh), global);
         cached.1.clone()
+    }
+
+    /// A new endpoint with its response counters bound to its labels.
+    fn endpoint_state(&self, id: String, authority: String) -> EndpointState {
+        let mut endpoint = EndpointState::new(id, authority);
+        for (slot, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
+            endpoint.responses[slot] = self
+                .metrics
+                .responses
+                .get_or_create(&ResponseLabels {
+                    service: self.service.clone(),
+                    endpoint: endpoint.id.clone(),
+                    class,
+                })
+                .clone();
+        }
+        endpoint
     }
 
     pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
-        let labels = ServiceLabels {
-            service: self.service.clone(),
-        };
-        self.metrics.requests.get_or_create(&labels).inc();
+        self.requests.inc();
         let upgrade = is_upgrade(request.headers());
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let response = match self.forward(request, upgrade).await {
             Ok((response, endpoint)) => {
-                self.metrics
-                    .responses
-                    .get_or_create(&ResponseLabels {
-                        service: self.service.clone(),
-                        endpoint,
-                        class: status_class(response.status().as_u16()),
-                    })
-                    .inc();
+                let slot = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+                endpoint.responses[slot].inc();
                 response
             }
             Err(error) => {
                 tracing::debug!(service = %self.service, %error, "proxy error");
-                self.metrics
-                    .responses
-                    .get_or_create(&ResponseLabels {
-                        service: self.service.clone(),
-                        endpoint: String::new(),
-                        class: "error",
-                    })
-                    .inc();
+                self.errors.inc();
                 return error.into_response();
             }
         };
-        self.metrics
-            .latency
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        self.latency.observe(started.elapsed().as_secs_f64());
         match downstream_upgrade {
             Some(downstream) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 splice(downstream, response)
@@ -196,7 +231,7 @@ impl Upstream {
         &self,
         request: Request<Incoming>,
         upgrade: bool,
-    ) -> Result<(Response<ResponseBody>, String), ProxyError> {
+    ) -> Result<(Response<ResponseBody>, Arc<EndpointState>), ProxyError> {
         let (mut parts, body) = request.into_parts();
         trace::propagate(&mut parts.headers);
         let upgrade_headers = upgrade.then(|| {
@@ -253,9 +288,9 @@ impl Upstream {
         let path = parts
             .uri
             .path_and_query()
-            .map(|path| path.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned());
-        let mut tried: Vec<String> = Vec::new();
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let mut tried: Vec<Arc<EndpointState>> = Vec::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -266,7 +301,7 @@ impl Upstream {
                 .ok_or_else(|| ProxyError::AllEjected {
                     service: self.service.clone(),
                 })?;
-            tried.push(endpoint.id.clone());
+            tried.push(endpoint.clone());
             let body = match (&buffered, streaming.take()) {
                 (Some(bytes), _) => Full::new(bytes.clone())
                     .map_err(|never| match never {})
@@ -274,14 +309,18 @@ impl Upstream {
                 (None, Some(stream)) => stream,
                 (None, None) => unreachable!("a streamed body is sent once"),
             };
-            let uri = format!("http://{}{path}", endpoint.authority);
-            let mut upstream_request = Request::new(body);
-            *upstream_request.method_mut() = parts.method.clone();
-            *upstream_request.uri_mut() = uri.parse().map_err(|_| ProxyError::Unreachable {
+            let unreachable = || ProxyError::Unreachable {
                 service: self.service.clone(),
                 endpoint: endpoint.authority.clone(),
                 reason: "invalid address".into(),
-            })?;
+            };
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(endpoint.uri_authority.clone().ok_or_else(unreachable)?);
+            uri.path_and_query = Some(path.clone());
+            let mut upstream_request = Request::new(body);
+            *upstream_request.method_mut() = parts.method.clone();
+            *upstream_request.uri_mut() = http::Uri::from_parts(uri).map_err(|_| unreachable())?;
             *upstream_request.headers_mut() = parts.headers.clone();
             *upstream_request.version_mut() = if http2 {
                 Version::HTTP_2
@@ -339,7 +378,7 @@ impl Upstream {
                     let body = body
                         .map_err(|error| Box::new(error) as BoxError)
                         .boxed_unsync();
-                    return Ok((Response::from_parts(head, body), endpoint.id.clone()));
+                    return Ok((Response::from_parts(head, body), endpoint));
                 }
             }
         }
@@ -359,12 +398,7 @@ impl Upstream {
     }
 
     fn count_retry(&self) {
-        self.metrics
-            .retries
-            .get_or_create(&ServiceLabels {
-                service: self.service.clone(),
-            })
-            .inc();
+        self.retries.inc();
     }
 }
 
