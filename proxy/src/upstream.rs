@@ -65,13 +65,21 @@ const HOP_BY_HOP: [&str; 6] = [
     "proxy-authenticate",
 ];
 
+/// The endpoints as of the app's last seen result index; endpoint state (latency estimate,
+/// breaker) survives refreshes.
+#[derive(Default)]
+struct EndpointCache {
+    app_index: u64,
+    endpoints: Arc<Vec<Arc<EndpointState>>>,
+    /// The global change index when last checked: while it stands still, nothing changed.
+    global_index: u64,
+}
+
 pub struct Upstream {
     /// Upper-case app name.
     service: String,
     registry: Arc<Registry>,
-    /// The endpoints at the app's last seen result index (and the global index when last
-    /// checked); endpoint state survives refreshes.
-    endpoints: Mutex<(u64, Arc<Vec<Arc<EndpointState>>>, u64)>,
+    endpoints: Mutex<EndpointCache>,
     balancer: Balancer,
     budget: RetryBudget,
     http1: Client<HttpConnector, RequestBody>,
@@ -132,7 +140,7 @@ impl Upstream {
             errors,
             service: service.to_owned(),
             registry,
-            endpoints: Mutex::new((0, Arc::new(Vec::new()), 0)),
+            endpoints: Mutex::new(EndpointCache::default()),
             balancer: Balancer::new(settings.strategy),
             budget: RetryBudget::default(),
             http1,
@@ -152,15 +160,15 @@ impl Upstream {
         let global = self.registry.change_index().current();
         {
             let cached = self.endpoints.lock();
-            if cached.2 == global && cached.0 != 0 {
-                return cached.1.clone();
+            if cached.global_index == global && cached.app_index != 0 {
+                return cached.endpoints.clone();
             }
         }
         let index = self.registry.app_result_index(&self.service);
         let mut cached = self.endpoints.lock();
-        if cached.0 == index && index != 0 {
-            cached.2 = global;
-            return cached.1.clone();
+        if cached.app_index == index && index != 0 {
+            cached.global_index = global;
+            return cached.endpoints.clone();
         }
         let (index, listed) = self.registry.endpoints(&self.service);
         let fresh: Vec<Arc<EndpointState>> = listed
@@ -173,15 +181,19 @@ impl Upstream {
                     format!("{host}:{port}")
                 };
                 cached
-                    .1
+                    .endpoints
                     .iter()
                     .find(|known| known.id == id && known.authority == authority)
                     .cloned()
                     .unwrap_or_else(|| Arc::new(self.endpoint_state(id, authority)))
             })
             .collect();
-        *cached = (index, Arc::new(fresh), global);
-        cached.1.clone()
+        *cached = EndpointCache {
+            app_index: index,
+            endpoints: Arc::new(fresh),
+            global_index: global,
+        };
+        cached.endpoints.clone()
     }
 
     /// A new endpoint with its response counters bound to its labels.
