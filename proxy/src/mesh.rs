@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::cutover::{CutoverError, CutoverTable, Mode, ServicePolicy};
 use super::listen::{serve, ConnectionLimits};
-use super::metrics::ProxyMetrics;
+use super::metrics::{ProxyMetrics, ServiceLabels};
 use super::upstream::{Upstream, UpstreamSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +191,18 @@ impl Mesh {
             let upstream = upstream.clone();
             async move { Ok::<_, std::convert::Infallible>(upstream.handle(request).await) }
         });
+        let gauge = self
+            .metrics
+            .open_connections
+            .get_or_create(&ServiceLabels {
+                service: service.to_owned(),
+            })
+            .clone();
+        let handler = CountedConnections {
+            inner: handler,
+            gauge,
+            counted: false,
+        };
         tracing::info!(service, %address, "outbound listener open");
         tokio::spawn(serve(
             "outbound",
@@ -214,5 +226,46 @@ impl Mesh {
                 service: service.to_owned(),
                 reason: error.to_string(),
             })
+    }
+}
+
+/// Counts open connections: the accept loop clones the service once per connection and the
+/// connection holds that clone until it closes, so live clones are open connections.
+struct CountedConnections<S> {
+    inner: S,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    /// False for the accept loop's own copy, which is no connection.
+    counted: bool,
+}
+
+impl<S: Clone> Clone for CountedConnections<S> {
+    fn clone(&self) -> Self {
+        self.gauge.inc();
+        CountedConnections {
+            inner: self.inner.clone(),
+            gauge: self.gauge.clone(),
+            counted: true,
+        }
+    }
+}
+
+impl<S> Drop for CountedConnections<S> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.gauge.dec();
+        }
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for CountedConnections<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.inner.call(request)
     }
 }

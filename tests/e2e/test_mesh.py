@@ -198,3 +198,21 @@ def test_the_admin_api_refuses_bad_modes(ferry):
                              "cutover", "orders", "sideways"], capture_output=True, text=True)
     assert result.returncode != 0 and "mesh" in result.stderr
     assert httpx.get(f"{ferry.admin_url}/api/services/orders").json()["mode"] == "legacy"
+
+
+def test_open_connections_are_counted(ferry, clients):
+    clients(Service(ferry, "counter"))
+    wait_until(lambda: len(app_instances(ferry, "COUNTER")) == 1, 10, what="the counter instance")
+    port = int(ctl(ferry, "cutover", "counter", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+
+    def open_connections():
+        for line in httpx.get(f"{ferry.admin_url}/metrics").text.splitlines():
+            if line.startswith('ferry_proxy_open_connections{service="COUNTER"}'):
+                return float(line.split()[1])
+        return None
+
+    with httpx.Client(timeout=5) as keep_alive:
+        for _ in range(5):
+            assert keep_alive.get(f"http://127.0.0.1:{port}/").status_code == 200
+        assert open_connections() == 1, "one keep-alive connection, however many requests"
+    wait_until(lambda: open_connections() == 0, 5, what="the closed connection to be counted out")
