@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
+    args_override_self = true,
     version,
     about = "A Spring Cloud compatible registry (Eureka) and service-mesh sidecar",
     long_about = "Ferry answers Spring Cloud clients as a Eureka server would. With no \
@@ -18,6 +19,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// A TOML file with the same settings (`eureka-listen = "0.0.0.0:8761"`, ...) and per
+    /// service proxy settings under `[services.NAME]`. The command line and the environment
+    /// win over the file.
+    #[arg(long, env = "FERRY_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
 
     /// Address of the Eureka API (`/eureka/...` and `/eureka/v2/...`), or `off`.
     #[arg(long, env = "FERRY_EUREKA_LISTEN", default_value = "127.0.0.1:8761")]

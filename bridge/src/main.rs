@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod config_file;
 mod ctl;
 mod data_dir;
 mod metrics;
@@ -16,7 +17,14 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let loaded = match config_file::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("ferry: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = cli::Cli::parse_from(loaded.arguments);
     if let Some(cli::Command::Ctl(command)) = &cli.command {
         return ctl::run(command);
     }
@@ -43,7 +51,7 @@ fn main() -> ExitCode {
     let outcome = runtime
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(node::run(cli)));
+        .and_then(|runtime| runtime.block_on(node::run(cli, loaded.services)));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

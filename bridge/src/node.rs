@@ -32,7 +32,10 @@ use ferry_proxy::metrics::ProxyMetrics;
 use ferry_proxy::upstream::UpstreamSettings;
 use hyper_util::service::TowerToHyperService;
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(
+    cli: Cli,
+    services: std::collections::BTreeMap<String, ferry_proxy::mesh::ServiceOverrides>,
+) -> anyhow::Result<()> {
     let data_dir = crate::data_dir::open(&cli.data_dir)?;
     let node = NodeInfo {
         name: cli.node_name.clone().unwrap_or_else(host_name),
@@ -115,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 ..UpstreamSettings::default()
             },
+            services,
         },
         proxy_metrics.clone(),
         stopping.clone(),

@@ -42,7 +42,43 @@ pub struct MeshSettings {
     pub bind: IpAddr,
     pub advertise_host: String,
     pub limits: ConnectionLimits,
+    /// The defaults every service starts from.
     pub upstream: UpstreamSettings,
+    /// Per-service settings from the configuration file, by upper-case name.
+    pub services: std::collections::BTreeMap<String, ServiceOverrides>,
+}
+
+/// One service's settings from the configuration file; unset fields keep the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceOverrides {
+    /// Put the service in this mode at every start.
+    pub pinned: Option<Mode>,
+    pub request_timeout: Option<std::time::Duration>,
+    pub connect_timeout: Option<std::time::Duration>,
+    pub strategy: Option<super::balance::Strategy>,
+    pub max_attempts: Option<u32>,
+}
+
+impl MeshSettings {
+    /// The upstream settings of `service`: the defaults with its overrides applied.
+    pub fn upstream_for(&self, service: &str) -> UpstreamSettings {
+        let mut settings = self.upstream.clone();
+        if let Some(overrides) = self.services.get(service) {
+            if let Some(timeout) = overrides.request_timeout {
+                settings.request_timeout = timeout;
+            }
+            if let Some(timeout) = overrides.connect_timeout {
+                settings.connect_timeout = timeout;
+            }
+            if let Some(strategy) = overrides.strategy {
+                settings.strategy = strategy;
+            }
+            if let Some(attempts) = overrides.max_attempts {
+                settings.max_attempts = attempts;
+            }
+        }
+        settings
+    }
 }
 
 /// One service as the admin API shows it.
@@ -101,6 +137,15 @@ impl Mesh {
         for (service, policy) in in_mesh {
             mesh.open(&service, policy.port).await?;
             mesh.publish(&service, Some(policy.port))?;
+        }
+        let pinned: Vec<(String, Mode)> = mesh
+            .settings
+            .services
+            .iter()
+            .filter_map(|(service, overrides)| overrides.pinned.map(|mode| (service.clone(), mode)))
+            .collect();
+        for (service, mode) in pinned {
+            mesh.set_mode(&service, mode).await?;
         }
         Ok(mesh)
     }
@@ -181,7 +226,7 @@ impl Mesh {
         let upstream = Arc::new(Upstream::new(
             service,
             self.registry.clone(),
-            self.settings.upstream.clone(),
+            self.settings.upstream_for(service),
             self.metrics.clone(),
         ));
         self.upstreams

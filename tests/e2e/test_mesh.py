@@ -216,3 +216,30 @@ def test_open_connections_are_counted(ferry, clients):
             assert keep_alive.get(f"http://127.0.0.1:{port}/").status_code == 200
         assert open_connections() == 1, "one keep-alive connection, however many requests"
     wait_until(lambda: open_connections() == 0, 5, what="the closed connection to be counted out")
+
+
+def test_a_config_file_pins_services_and_sets_per_service_timeouts(start_ferry, clients, tmp_path):
+    config = tmp_path / "ferry.toml"
+    config.write_text(
+        '# The command line wins: the harness passes its own admin address.\n'
+        'admin-listen = "127.0.0.1:1"\n'
+        'proxy-request-timeout = 10\n'
+        '[services.pinned]\nmode = "mesh"\n'
+        '[services.slowpoke]\nrequest-timeout = 0.3\n')
+    ferry = start_ferry("--config", str(config))
+    assert httpx.get(f"{ferry.admin_url}/api/services/pinned").json()["mode"] == "mesh"
+    clients(Service(ferry, "slowpoke", "--delay-ms", "1500"))
+    clients(Service(ferry, "patient", "--delay-ms", "1500"))
+    wait_until(lambda: len(app_instances(ferry, "SLOWPOKE")) == 1 and len(app_instances(ferry, "PATIENT")) == 1,
+               10, what="both instances")
+    slowpoke = int(ctl(ferry, "cutover", "slowpoke", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+    patient = int(ctl(ferry, "cutover", "patient", "mesh").strip().rsplit("port ", 1)[1].rstrip(")"))
+    started = time.monotonic()
+    assert httpx.get(f"http://127.0.0.1:{slowpoke}/", timeout=5).status_code == 504
+    assert time.monotonic() - started < 1.2, "the per-service timeout, not the default"
+    assert httpx.get(f"http://127.0.0.1:{patient}/", timeout=5).status_code == 200
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('no-such-setting = 1\n')
+    result = subprocess.run([str(ferry_binary()), "--config", str(bad)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2 and "not a ferry setting" in result.stderr
