@@ -379,23 +379,13 @@ impl Registry {
     /// The result index of one app's reads; for an app never seen, the catalog's.
     pub fn app_result_index(&self, app: &str) -> u64 {
         let state = self.state.read();
-        state
-            .app_index
-            .get(app)
-            .copied()
-            .unwrap_or(state.catalog_index)
-            .max(1)
+        app_result_index(&state, app)
     }
 
     /// One app's instances (possibly none) with the result index of that read.
     pub fn app_with_index(&self, app: &str) -> (u64, Vec<RegisteredInstance>) {
         let state = self.state.read();
-        let index = state
-            .app_index
-            .get(app)
-            .copied()
-            .unwrap_or(state.catalog_index)
-            .max(1);
+        let index = app_result_index(&state, app);
         let instances = state
             .apps
             .get(app)

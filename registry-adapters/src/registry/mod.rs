@@ -627,12 +627,7 @@ impl Registry {
     /// plane re-reads them only when the index moved.
     pub fn endpoints(&self, app: &str) -> (u64, Vec<Endpoint>) {
         let state = self.state.read();
-        let index = state
-            .app_index
-            .get(app)
-            .copied()
-            .unwrap_or(state.catalog_index)
-            .max(1);
+        let index = app_result_index(&state, app);
         let endpoints = state
             .apps
             .get(app)
@@ -854,6 +849,17 @@ impl Registry {
     fn record(&self, state: &mut State, instance: Arc<Instance>, now: Millis) {
         state.recent.push(RecentChange { at: now, instance });
     }
+}
+
+/// The result index of reads of one app: its last change, or for an app never seen the
+/// catalog's (so a watcher of a service that does not exist yet wakes when it appears).
+fn app_result_index(state: &State, app: &str) -> u64 {
+    state
+        .app_index
+        .get(app)
+        .copied()
+        .unwrap_or(state.catalog_index)
+        .max(1)
 }
 
 fn lookup<'a>(state: &'a State, app: &str, id: &str) -> Option<&'a Entry> {
