@@ -56,3 +56,16 @@ impl ProxyError {
         response
     }
 }
+
+/// The answer to a request whose handling panicked.
+pub fn internal_error() -> Response<ResponseBody> {
+    let body = Full::new(Bytes::from_static(b"internal proxy error\n"))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert("x-ferry-error", HeaderValue::from_static("internal"));
+    response
+}

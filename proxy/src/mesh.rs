@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use ferry_registry_adapters::registry::{Endpoint, Route};
 use ferry_registry_adapters::Registry;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -234,7 +235,16 @@ impl Mesh {
             .insert(service.to_owned(), upstream.clone());
         let handler = hyper::service::service_fn(move |request| {
             let upstream = upstream.clone();
-            async move { Ok::<_, std::convert::Infallible>(upstream.handle(request).await) }
+            async move {
+                // A panic is a bug: the caller gets a 500, the listener keeps serving.
+                let handled = std::panic::AssertUnwindSafe(upstream.handle(request))
+                    .catch_unwind()
+                    .await;
+                Ok::<_, std::convert::Infallible>(handled.unwrap_or_else(|_| {
+                    tracing::error!("the proxy's request handler panicked");
+                    super::error::internal_error()
+                }))
+            }
         });
         let gauge = self
             .metrics

@@ -219,8 +219,12 @@ fn decode(segment: &str) -> Result<String, ConfigError> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut position = 0;
     while position < bytes.len() {
-        if bytes[position] == b'%' && position + 3 <= bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&segment[position + 1..position + 3], 16) {
+        // Bytes, not `&str` slices: a multi-byte character after `%` must not split.
+        let hex = bytes
+            .get(position + 1..position + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok());
+        if bytes[position] == b'%' && hex.is_some() {
+            if let Ok(byte) = u8::from_str_radix(hex.unwrap_or_default(), 16) {
                 out.push(byte);
                 position += 3;
                 continue;
@@ -314,4 +318,9 @@ fn profiles(text: &str) -> Result<Vec<String>, ConfigError> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+pub(super) fn decode_segment_for_tests(segment: &str) -> Result<String, ConfigError> {
+    decode(segment)
 }

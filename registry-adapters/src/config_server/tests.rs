@@ -302,3 +302,14 @@ async fn consul_kv_contexts_rank_above_repository_files() {
     assert!(rendered.contains("greeting.source: consul"), "{rendered}");
     assert!(rendered.contains("common.timeout: 99"), "{rendered}");
 }
+
+#[test]
+fn percent_decoding_never_splits_a_character() {
+    for segment in ["%a\u{e9}", "%\u{e9}x", "%", "%4", "abc%2Fd"] {
+        let _ = super::routes::decode_segment_for_tests(segment);
+    }
+    assert_eq!(
+        super::routes::decode_segment_for_tests("a%2Fb").unwrap(),
+        "a/b"
+    );
+}
