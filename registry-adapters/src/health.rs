@@ -130,7 +130,7 @@ fn apply(
         return;
     };
     state.running = false;
-    let Some(check) = current_check(registry, check_id) else {
+    let Some(check) = registry.check(check_id) else {
         return;
     };
     let status = match health {
@@ -163,14 +163,6 @@ fn apply(
     if let Err(error) = registry.update_check(check_id, CheckUpdate { status, output }, false) {
         tracing::debug!(check_id, %error, "probe result for a check that went away");
     }
-}
-
-fn current_check(registry: &Registry, check_id: &str) -> Option<Check> {
-    registry
-        .probed_checks()
-        .into_iter()
-        .find(|(_, check)| check.id == check_id)
-        .map(|(_, check)| check)
 }
 
 struct Clients {

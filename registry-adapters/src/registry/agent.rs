@@ -134,11 +134,7 @@ impl Registry {
     ) -> Result<(), AgentError> {
         let now = self.now();
         let mut state = self.state.write();
-        let (app, id) = state
-            .check_owners
-            .get(check_id)
-            .cloned()
-            .ok_or_else(|| AgentError::UnknownCheck(check_id.to_owned()))?;
+        let (app, id) = check_owner(&state, check_id)?;
         let entry = lookup(&state, &app, &id)
             .ok_or_else(|| AgentError::UnknownCheck(check_id.to_owned()))?;
         let check = entry
@@ -243,11 +239,7 @@ impl Registry {
     pub fn remove_agent_check(&self, check_id: &str) -> Result<(), AgentError> {
         let now = self.now();
         let mut state = self.state.write();
-        let (app, id) = state
-            .check_owners
-            .get(check_id)
-            .cloned()
-            .ok_or_else(|| AgentError::UnknownCheck(check_id.to_owned()))?;
+        let (app, id) = check_owner(&state, check_id)?;
         let entry = lookup(&state, &app, &id)
             .ok_or_else(|| AgentError::UnknownCheck(check_id.to_owned()))?;
         let mut changed = entry.current();
@@ -415,6 +407,18 @@ impl Registry {
         self.state.read().health_index.max(1)
     }
 
+    /// One check by id, through the check-owner index (no scan of the registry).
+    pub fn check(&self, check_id: &str) -> Option<Check> {
+        let state = self.state.read();
+        let (app, id) = check_owner(&state, check_id).ok()?;
+        lookup(&state, &app, &id)?
+            .instance
+            .checks
+            .iter()
+            .find(|check| check.id == check_id)
+            .cloned()
+    }
+
     /// The checks Ferry has to probe itself (HTTP and TCP), with their instance.
     pub fn probed_checks(&self) -> Vec<(String, Check)> {
         let state = self.state.read();
@@ -452,6 +456,15 @@ impl Registry {
         instance.last_updated = now;
         self.put(state, instance, now)
     }
+}
+
+/// The (app, instance id) a check belongs to.
+fn check_owner(state: &State, check_id: &str) -> Result<(String, String), AgentError> {
+    state
+        .check_owners
+        .get(check_id)
+        .cloned()
+        .ok_or_else(|| AgentError::UnknownCheck(check_id.to_owned()))
 }
 
 /// The app of an agent-registered instance id.
