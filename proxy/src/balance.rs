@@ -38,6 +38,8 @@ pub struct EndpointState {
     pending: AtomicUsize,
     ewma: Mutex<(f64, Instant)>,
     pub breaker: Breaker,
+    /// Idle HTTP/1.1 connections to this endpoint.
+    pub pool: crate::h1::pool::Pool,
 }
 
 impl EndpointState {
@@ -50,6 +52,7 @@ impl EndpointState {
             pending: AtomicUsize::new(0),
             ewma: Mutex::new((DEFAULT_RTT.as_nanos() as f64, Instant::now())),
             breaker: Breaker::default(),
+            pool: Default::default(),
         }
     }
 

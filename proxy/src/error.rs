@@ -27,7 +27,7 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    fn status_and_reason(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_reason(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::NoEndpoints { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no-endpoints"),
             ProxyError::AllEjected { .. } => {

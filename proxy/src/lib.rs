@@ -7,7 +7,9 @@
 //! - `upstream`: the request path of one service (discovery, retries, timeouts, breaking).
 //! - `balance` (P2C over peak EWMA, round robin), `breaker` (ejection), `retry` (budget),
 //!   `trace` (B3 and W3C headers), `error` (the answers the proxy gives itself), `metrics`.
-//! - `listen`: the accept loop every Ferry listener uses.
+//! - `h1`: the outbound listeners' own HTTP/1.1 path (a head, a pooled endpoint connection,
+//!   bytes relayed); everything else on those listeners is handed to hyper.
+//! - `listen`: the accept loop every other Ferry listener uses.
 //!
 //! The proxy sees the registry only through its model (`Registry::endpoints`, result
 //! indexes, routes), never through a protocol view.
@@ -17,6 +19,7 @@ pub mod balance;
 pub mod breaker;
 pub mod cutover;
 pub mod error;
+pub mod h1;
 pub mod listen;
 pub mod mesh;
 pub mod metrics;

@@ -11,8 +11,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -24,6 +26,49 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+}
+
+/// The next connection, once the connection cap allows one; None at shutdown. The permit
+/// is the connection's place under the cap, held until it closes.
+pub async fn accept(
+    api: &'static str,
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.ok()?,
+            _ = shutdown.changed() => return None,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return None,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer, permit));
+            }
+            Err(error) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(api, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 server with the limits applied.
+pub fn builder(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder.http2().timer(TokioTimer::new());
+    builder
 }
 
 /// Accepts connections until `shutdown` turns true, then drains. `on_open` and
@@ -42,36 +87,9 @@ pub async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder.http2().timer(TokioTimer::new());
+    let builder = builder(limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(api, %error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer, permit)) = accept(api, &listener, &permits, &mut shutdown).await {
         let service = service.clone();
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

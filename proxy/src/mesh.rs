@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::cutover::{CutoverError, CutoverTable, Mode, ServicePolicy};
-use super::listen::{serve, ConnectionLimits};
+use super::listen::ConnectionLimits;
 use super::metrics::{ProxyMetrics, ServiceLabels};
 use super::upstream::{Upstream, UpstreamSettings};
 
@@ -233,6 +233,7 @@ impl Mesh {
         self.upstreams
             .lock()
             .insert(service.to_owned(), upstream.clone());
+        let upstream_for_listener = upstream.clone();
         let handler = hyper::service::service_fn(move |request| {
             let upstream = upstream.clone();
             async move {
@@ -253,18 +254,14 @@ impl Mesh {
                 service: service.to_owned(),
             })
             .clone();
-        let handler = CountedConnections {
-            inner: handler,
-            gauge,
-            counted: false,
-        };
         tracing::info!(service, %address, "outbound listener open");
-        tokio::spawn(serve(
-            "outbound",
+        tokio::spawn(super::h1::serve(
             listener,
+            upstream_for_listener,
             handler,
             self.settings.limits,
             self.shutdown.clone(),
+            gauge,
         ));
         Ok(())
     }
@@ -281,46 +278,5 @@ impl Mesh {
                 service: service.to_owned(),
                 reason: error.to_string(),
             })
-    }
-}
-
-/// Counts open connections: the accept loop clones the service once per connection and the
-/// connection holds that clone until it closes, so live clones are open connections.
-struct CountedConnections<S> {
-    inner: S,
-    gauge: prometheus_client::metrics::gauge::Gauge,
-    /// False for the accept loop's own copy, which is no connection.
-    counted: bool,
-}
-
-impl<S: Clone> Clone for CountedConnections<S> {
-    fn clone(&self) -> Self {
-        self.gauge.inc();
-        CountedConnections {
-            inner: self.inner.clone(),
-            gauge: self.gauge.clone(),
-            counted: true,
-        }
-    }
-}
-
-impl<S> Drop for CountedConnections<S> {
-    fn drop(&mut self) {
-        if self.counted {
-            self.gauge.dec();
-        }
-    }
-}
-
-impl<S, R> hyper::service::Service<R> for CountedConnections<S>
-where
-    S: hyper::service::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn call(&self, request: R) -> Self::Future {
-        self.inner.call(request)
     }
 }

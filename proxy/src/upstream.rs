@@ -80,18 +80,18 @@ pub struct Upstream {
     service: String,
     registry: Arc<Registry>,
     endpoints: Mutex<EndpointCache>,
-    balancer: Balancer,
-    budget: RetryBudget,
+    pub(crate) balancer: Balancer,
+    pub(crate) budget: RetryBudget,
     http1: Client<HttpConnector, RequestBody>,
     http2: Client<HttpConnector, RequestBody>,
-    settings: UpstreamSettings,
+    pub(crate) settings: UpstreamSettings,
     metrics: Arc<ProxyMetrics>,
     /// Metric handles bound to this service's labels, so the request path never builds
     /// label sets.
-    requests: Counter,
-    latency: Histogram,
+    pub(crate) requests: Counter,
+    pub(crate) latency: Histogram,
     retries: Counter,
-    errors: Counter,
+    pub(crate) errors: Counter,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -396,7 +396,7 @@ impl Upstream {
         }
     }
 
-    fn fail(&self, endpoint: &EndpointState) {
+    pub(crate) fn fail(&self, endpoint: &EndpointState) {
         if endpoint.breaker.failure() {
             tracing::info!(service = %self.service, endpoint = %endpoint.id, "endpoint ejected");
             self.metrics
@@ -409,7 +409,7 @@ impl Upstream {
         }
     }
 
-    fn count_retry(&self) {
+    pub(crate) fn count_retry(&self) {
         self.retries.inc();
     }
 }

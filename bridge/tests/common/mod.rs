@@ -1,0 +1,119 @@
+//! The real `ferry` binary for the mesh tests: started on free ports with one outbound
+//! port, a service registered through the Eureka API and cut over through the admin API.
+#![allow(dead_code)]
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The built `ferry` on free ports; killed when dropped.
+pub struct Ferry {
+    child: Child,
+    pub eureka: u16,
+    pub admin: u16,
+    _data: TempDir,
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn start_ferry() -> Ferry {
+    let (eureka, admin) = (free_port(), free_port());
+    let first_outbound = free_port();
+    let data = std::env::temp_dir().join(format!(
+        "ferry-mesh-test-{}-{first_outbound}",
+        std::process::id()
+    ));
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--eureka-listen", &format!("127.0.0.1:{eureka}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--consul-listen",
+            "off",
+            "--config-listen",
+            "off",
+            "--log",
+            "warn",
+        ])
+        .args([
+            "--outbound-ports",
+            &format!("{first_outbound}-{first_outbound}"),
+        ])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the ferry binary starts");
+    let ferry = Ferry {
+        child,
+        eureka,
+        admin,
+        _data: TempDir(data),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(response) = client
+            .get(format!("http://127.0.0.1:{admin}/ready"))
+            .send()
+            .await
+        {
+            if response.status().is_success() {
+                return ferry;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ferry did not become ready");
+}
+
+/// Registers `port` as the only instance of `app` and cuts `app` over; returns the
+/// outbound port.
+pub async fn mesh(ferry: &Ferry, app: &str, port: u16) -> u16 {
+    let client = reqwest::Client::new();
+    let registration = serde_json::json!({"instance": {
+        "instanceId": format!("{app}-1"), "hostName": "127.0.0.1", "app": app, "ipAddr": "127.0.0.1",
+        "port": {"$": port, "@enabled": "true"}, "dataCenterInfo": {"name": "MyOwn"}}});
+    let registered = client
+        .post(format!(
+            "http://127.0.0.1:{}/eureka/apps/{app}",
+            ferry.eureka
+        ))
+        .json(&registration)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 204);
+    let service: serde_json::Value = client
+        .put(format!(
+            "http://127.0.0.1:{}/api/services/{app}",
+            ferry.admin
+        ))
+        .json(&serde_json::json!({"mode": "mesh"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(service["mode"], "mesh");
+    service["port"].as_u64().unwrap() as u16
+}

@@ -1,0 +1,448 @@
+//! One caller connection on the HTTP/1.1 path: read a request head, forward the request to
+//! an endpoint over a pooled connection, relay the answer, repeat. Everything for one
+//! caller happens in one task, with no hand-off between tasks per request; that, and
+//! buffers reused across requests, is what makes this path faster than the general one.
+//!
+//! The policy is the same as `upstream::Upstream::handle`'s: the retry budget is filled
+//! before the first attempt; a body is read ahead (and so replayable) only when small and
+//! of known length; 5xx answers are retried only for idempotent methods; the deadline runs
+//! from the first attempt until a response head arrives. A reused keep-alive connection
+//! that turns out closed before any answer is retried once on a fresh connection, outside
+//! the budget: the server never saw the request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use futures_util::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::body::{self, Progress, RelayError};
+use super::codec::{self, Framing, RequestHead, RequestVerdict, ResponseHead, ResponseVerdict};
+use super::pool::{Connection, READ_BUFFER};
+use crate::balance::EndpointState;
+use crate::error::ProxyError;
+use crate::listen::ConnectionLimits;
+use crate::upstream::Upstream;
+
+/// Largest response head accepted from an endpoint; larger is a 502.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// How serving a caller connection ended.
+pub enum Served {
+    Closed,
+    /// The caller sent something the general path handles: the connection and the bytes
+    /// read from it so far.
+    HandOver(TcpStream, BytesMut),
+}
+
+/// One caller connection and the buffers it reuses from request to request.
+struct Caller {
+    stream: TcpStream,
+    /// Bytes read from the caller and not yet forwarded.
+    buffer: BytesMut,
+    /// The request as it goes upstream: the rewritten head, then a read-ahead body.
+    request: Vec<u8>,
+    /// The response head as it goes back.
+    response: Vec<u8>,
+    tried: Vec<Arc<EndpointState>>,
+    /// How long a read-ahead body may take to arrive.
+    body_timeout: std::time::Duration,
+}
+
+/// After an exchange: serve the next request or close.
+#[derive(PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+pub async fn serve(
+    stream: TcpStream,
+    upstream: &Upstream,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) -> Served {
+    let mut caller = Caller {
+        stream,
+        buffer: BytesMut::with_capacity(READ_BUFFER),
+        request: Vec::with_capacity(1024),
+        response: Vec::with_capacity(1024),
+        tried: Vec::with_capacity(4),
+        body_timeout: limits.idle_timeout,
+    };
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    loop {
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + limits.idle_timeout);
+        let head = loop {
+            match codec::parse_request(&caller.buffer, limits.max_header_bytes, &mut caller.request)
+            {
+                RequestVerdict::Forward(head) => break head,
+                RequestVerdict::HandOver => {
+                    return Served::HandOver(caller.stream, caller.buffer);
+                }
+                RequestVerdict::Reject(rejection) => {
+                    let answer = own_answer(
+                        rejection.status,
+                        rejection.reason,
+                        rejection.text,
+                        false,
+                        true,
+                    );
+                    let _ = caller.stream.write_all(&answer).await;
+                    return Served::Closed;
+                }
+                RequestVerdict::Partial => {}
+            }
+            if caller.buffer.is_empty() && *shutdown.borrow() {
+                return Served::Closed;
+            }
+            caller.buffer.reserve(READ_BUFFER);
+            let read = tokio::select! {
+                read = caller.stream.read_buf(&mut caller.buffer) => read,
+                () = &mut idle => return Served::Closed,
+                _ = shutdown.changed(), if caller.buffer.is_empty() => return Served::Closed,
+            };
+            match read {
+                Ok(0) | Err(_) => return Served::Closed,
+                Ok(_) => {}
+            }
+        };
+        caller.buffer.advance(head.length);
+        // A panic is a bug: the caller gets a 500 and the connection closes.
+        let next = std::panic::AssertUnwindSafe(upstream.exchange(&mut caller, head))
+            .catch_unwind()
+            .await;
+        match next {
+            Ok(Next::KeepAlive) => {}
+            Ok(Next::Close) => return Served::Closed,
+            Err(_) => {
+                tracing::error!("the proxy's request handler panicked");
+                let answer = own_answer(500, "internal", "internal proxy error\n", false, true);
+                let _ = caller.stream.write_all(&answer).await;
+                return Served::Closed;
+            }
+        }
+    }
+}
+
+/// Why an attempt failed.
+enum Failure {
+    Connect(std::io::Error),
+    /// The endpoint failed: an I/O error or a malformed answer. `before_answer` when not one
+    /// byte of the answer had arrived.
+    Endpoint {
+        reason: String,
+        before_answer: bool,
+    },
+    /// The caller went away or sent a malformed body; nothing more can be said to it.
+    Caller,
+}
+
+impl Upstream {
+    async fn exchange(&self, caller: &mut Caller, head: RequestHead) -> Next {
+        let started = Instant::now();
+        self.requests.inc();
+        let replay_limit = self.settings.replay_limit;
+        let streamed = match head.framing {
+            Framing::Length(length) if length > replay_limit => Some(head.framing),
+            Framing::Chunked | Framing::UntilClose => Some(head.framing),
+            Framing::Empty => None,
+            Framing::Length(length) => {
+                let length = length as usize;
+                let filled = tokio::time::timeout(
+                    caller.body_timeout,
+                    body::fill(&mut caller.stream, &mut caller.buffer, length),
+                )
+                .await;
+                if !matches!(filled, Ok(Ok(()))) {
+                    return Next::Close;
+                }
+                caller.request.extend_from_slice(&caller.buffer[..length]);
+                caller.buffer.advance(length);
+                None
+            }
+        };
+        let endpoints = self.current_endpoints();
+        if endpoints.is_empty() {
+            let error = ProxyError::NoEndpoints {
+                service: self.service().to_owned(),
+            };
+            return self
+                .answer_error(caller, &head, streamed.is_some(), error)
+                .await;
+        }
+        self.budget.deposit();
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        caller.tried.clear();
+        let mut attempt = 0;
+        let mut fresh_connection_for = None;
+        loop {
+            let (endpoint, fresh) = match fresh_connection_for.take() {
+                Some(endpoint) => (endpoint, true),
+                None => {
+                    attempt += 1;
+                    let Some(endpoint) = self.balancer.pick(&endpoints, &caller.tried).cloned()
+                    else {
+                        let error = ProxyError::AllEjected {
+                            service: self.service().to_owned(),
+                        };
+                        return self
+                            .answer_error(caller, &head, streamed.is_some(), error)
+                            .await;
+                    };
+                    caller.tried.push(endpoint.clone());
+                    (endpoint, false)
+                }
+            };
+            let can_retry = streamed.is_none() && attempt < self.settings.max_attempts;
+            let pooled = if fresh { None } else { endpoint.pool.take() };
+            let in_flight = endpoint.start();
+            let outcome = tokio::time::timeout_at(
+                deadline,
+                self.attempt(&endpoint, pooled, caller, &head, streamed),
+            )
+            .await;
+            let (mut connection, answer) = match outcome {
+                Err(_) => {
+                    self.fail(&endpoint);
+                    let error = ProxyError::Timeout {
+                        service: self.service().to_owned(),
+                        timeout_ms: self.settings.request_timeout.as_millis(),
+                    };
+                    // The request may be half sent: this caller connection is done after.
+                    return self.answer_error(caller, &head, true, error).await;
+                }
+                Ok(Err((Failure::Caller, _))) => return Next::Close,
+                Ok(Err((failure, reused))) => {
+                    drop(in_flight);
+                    let stale = matches!(
+                        failure,
+                        Failure::Endpoint {
+                            before_answer: true,
+                            ..
+                        }
+                    ) && reused
+                        && streamed.is_none();
+                    if stale {
+                        fresh_connection_for = Some(endpoint);
+                        continue;
+                    }
+                    self.fail(&endpoint);
+                    if can_retry && self.budget.withdraw() {
+                        self.count_retry();
+                        continue;
+                    }
+                    let reason = match failure {
+                        Failure::Connect(error) => error.to_string(),
+                        Failure::Endpoint { reason, .. } => reason,
+                        Failure::Caller => unreachable!("handled above"),
+                    };
+                    let error = ProxyError::Unreachable {
+                        service: self.service().to_owned(),
+                        endpoint: endpoint.authority.clone(),
+                        reason,
+                    };
+                    return self
+                        .answer_error(caller, &head, streamed.is_some(), error)
+                        .await;
+                }
+                Ok(Ok(answered)) => answered,
+            };
+            in_flight.finish();
+            let status = answer.status;
+            if status >= 500 {
+                self.fail(&endpoint);
+            } else {
+                endpoint.breaker.success();
+            }
+            if matches!(status, 502..=504) && head.idempotent && can_retry && self.budget.withdraw()
+            {
+                // The answer's body is not wanted: the connection goes rather than drains.
+                self.count_retry();
+                continue;
+            }
+            endpoint.responses[(status / 100).clamp(1, 5) as usize - 1].inc();
+            self.latency.observe(started.elapsed().as_secs_f64());
+            let relayed = body::relay(
+                &mut caller.response,
+                &mut connection.stream,
+                &mut connection.buffer,
+                &mut caller.stream,
+                Progress::new(answer.framing),
+            )
+            .await;
+            if let Err(error) = relayed {
+                tracing::debug!(service = %self.service(), %error, "relaying a response failed");
+                return Next::Close;
+            }
+            if answer.reusable && connection.buffer.is_empty() {
+                endpoint.pool.put(connection);
+            }
+            return if head.close || answer.framing == Framing::UntilClose {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            };
+        }
+    }
+
+    /// Sends the request over `pooled` or a new connection and reads the answer's head,
+    /// passing informational answers on. The error says whether the connection was reused.
+    async fn attempt(
+        &self,
+        endpoint: &EndpointState,
+        pooled: Option<Connection>,
+        caller: &mut Caller,
+        head: &RequestHead,
+        streamed: Option<Framing>,
+    ) -> Result<(Connection, ResponseHead), (Failure, bool)> {
+        let mut connection = match pooled {
+            Some(connection) => connection,
+            None => self
+                .connect(endpoint)
+                .await
+                .map_err(|error| (error, false))?,
+        };
+        let reused = connection.reused;
+        let endpoint_failed = |error: std::io::Error, before_answer: bool| {
+            (
+                Failure::Endpoint {
+                    reason: error.to_string(),
+                    before_answer,
+                },
+                reused,
+            )
+        };
+        match streamed {
+            None => connection
+                .stream
+                .write_all(&caller.request)
+                .await
+                .map_err(|error| endpoint_failed(error, true))?,
+            Some(framing) => {
+                let mut request_head = std::mem::take(&mut caller.request);
+                let sent = body::relay(
+                    &mut request_head,
+                    &mut caller.stream,
+                    &mut caller.buffer,
+                    &mut connection.stream,
+                    Progress::new(framing),
+                )
+                .await;
+                caller.request = request_head;
+                match sent {
+                    Ok(()) => {}
+                    Err(RelayError::Write(error)) => return Err(endpoint_failed(error, true)),
+                    Err(_) => return Err((Failure::Caller, reused)),
+                }
+            }
+        }
+        loop {
+            match codec::parse_response(
+                &connection.buffer,
+                MAX_RESPONSE_HEAD,
+                head.head_method,
+                head.close,
+                &mut caller.response,
+            ) {
+                ResponseVerdict::Final(answer) => {
+                    connection.buffer.advance(answer.length);
+                    return Ok((connection, answer));
+                }
+                ResponseVerdict::Interim(length) => {
+                    caller
+                        .stream
+                        .write_all(&connection.buffer[..length])
+                        .await
+                        .map_err(|_| (Failure::Caller, reused))?;
+                    connection.buffer.advance(length);
+                    continue;
+                }
+                ResponseVerdict::Invalid => {
+                    return Err((
+                        Failure::Endpoint {
+                            reason: "malformed response".into(),
+                            before_answer: false,
+                        },
+                        reused,
+                    ))
+                }
+                ResponseVerdict::Partial => {}
+            }
+            let before_answer = connection.buffer.is_empty();
+            connection.buffer.reserve(READ_BUFFER);
+            match connection.stream.read_buf(&mut connection.buffer).await {
+                Ok(0) => {
+                    let closed = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the connection closed before a complete answer",
+                    );
+                    return Err(endpoint_failed(closed, before_answer));
+                }
+                Ok(_) => {}
+                Err(error) => return Err(endpoint_failed(error, before_answer)),
+            }
+        }
+    }
+
+    async fn connect(&self, endpoint: &EndpointState) -> Result<Connection, Failure> {
+        let connecting = TcpStream::connect(endpoint.authority.as_str());
+        let stream = tokio::time::timeout(self.settings.connect_timeout, connecting)
+            .await
+            .map_err(|_| {
+                Failure::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })?
+            .map_err(Failure::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(Connection::new(stream))
+    }
+
+    /// Answers with the proxy's own error. `unread_body` when the request's body was not
+    /// (or not wholly) read: then the connection cannot carry another request.
+    async fn answer_error(
+        &self,
+        caller: &mut Caller,
+        head: &RequestHead,
+        unread_body: bool,
+        error: ProxyError,
+    ) -> Next {
+        tracing::debug!(service = %self.service(), %error, "proxy error");
+        self.errors.inc();
+        let close = unread_body || head.close;
+        let (status, reason) = error.status_and_reason();
+        let text = format!("{error}\n");
+        let answer = own_answer(status.as_u16(), reason, &text, head.head_method, close);
+        match caller.stream.write_all(&answer).await {
+            Ok(()) if !close => Next::KeepAlive,
+            _ => Next::Close,
+        }
+    }
+}
+
+/// An answer the proxy gives itself, with the reason in `x-ferry-error`.
+fn own_answer(status: u16, reason: &str, text: &str, head_request: bool, close: bool) -> Vec<u8> {
+    let phrase = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("");
+    let mut answer = format!(
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\nx-ferry-error: {reason}\r\ncontent-length: {}\r\n",
+        text.len()
+    );
+    if close {
+        answer.push_str("connection: close\r\n");
+    }
+    answer.push_str("\r\n");
+    if !head_request {
+        answer.push_str(text);
+    }
+    answer.into_bytes()
+}
