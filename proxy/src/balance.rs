@@ -63,16 +63,20 @@ impl EndpointState {
 
     /// Marks a request in flight until the guard is dropped.
     pub fn start(self: &Arc<Self>) -> InFlight {
+        self.start_at(Instant::now())
+    }
+
+    /// `start` for a caller that already read the clock.
+    pub fn start_at(self: &Arc<Self>, started: Instant) -> InFlight {
         self.pending.fetch_add(1, Ordering::Relaxed);
         InFlight {
             endpoint: self.clone(),
-            started: Instant::now(),
+            started,
         }
     }
 
-    fn observe(&self, rtt: Duration) {
+    fn observe(&self, rtt: Duration, now: Instant) {
         let mut ewma = self.ewma.lock();
-        let now = Instant::now();
         let rtt = rtt.as_nanos() as f64;
         let (estimate, last) = *ewma;
         let updated = if rtt > estimate {
@@ -100,7 +104,13 @@ pub struct InFlight {
 
 impl InFlight {
     pub fn finish(self) {
-        self.endpoint.observe(self.started.elapsed());
+        self.finish_at(Instant::now());
+    }
+
+    /// `finish` for a caller that already read the clock.
+    pub fn finish_at(self, now: Instant) {
+        self.endpoint
+            .observe(now.saturating_duration_since(self.started), now);
     }
 }
 
@@ -188,8 +198,8 @@ mod tests {
     fn the_faster_endpoint_gets_most_requests() {
         let fast = endpoint("fast");
         let slow = endpoint("slow");
-        fast.observe(Duration::from_millis(1));
-        slow.observe(Duration::from_millis(50));
+        fast.observe(Duration::from_millis(1), Instant::now());
+        slow.observe(Duration::from_millis(50), Instant::now());
         let endpoints = vec![fast.clone(), slow.clone()];
         let balancer = Balancer::new(Strategy::PeakEwma);
         let fast_picks = (0..1000)

@@ -10,6 +10,7 @@
 //! that turns out closed before any answer is retried once on a fresh connection, outside
 //! the budget: the server never saw the request.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use super::body::{self, Progress, RelayError};
 use super::codec::{self, Framing, RequestHead, RequestVerdict, ResponseHead, ResponseVerdict};
@@ -73,8 +75,17 @@ pub async fn serve(
         tried: Vec::with_capacity(4),
         body_timeout: limits.idle_timeout,
     };
+    // The timers and the shutdown signal live as long as the connection: moving a timer's
+    // deadline later is nearly free, registering a new one per request is not.
     let idle = tokio::time::sleep(limits.idle_timeout);
-    tokio::pin!(idle);
+    let deadline = tokio::time::sleep(limits.idle_timeout);
+    let stop = async move {
+        if shutdown.wait_for(|stop| *stop).await.is_err() {
+            // No one can ask for shutdown any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(idle, deadline, stop);
     loop {
         idle.as_mut()
             .reset(tokio::time::Instant::now() + limits.idle_timeout);
@@ -98,14 +109,11 @@ pub async fn serve(
                 }
                 RequestVerdict::Partial => {}
             }
-            if caller.buffer.is_empty() && *shutdown.borrow() {
-                return Served::Closed;
-            }
             caller.buffer.reserve(READ_BUFFER);
             let read = tokio::select! {
                 read = caller.stream.read_buf(&mut caller.buffer) => read,
                 () = &mut idle => return Served::Closed,
-                _ = shutdown.changed(), if caller.buffer.is_empty() => return Served::Closed,
+                () = &mut stop, if caller.buffer.is_empty() => return Served::Closed,
             };
             match read {
                 Ok(0) | Err(_) => return Served::Closed,
@@ -114,9 +122,10 @@ pub async fn serve(
         };
         caller.buffer.advance(head.length);
         // A panic is a bug: the caller gets a 500 and the connection closes.
-        let next = std::panic::AssertUnwindSafe(upstream.exchange(&mut caller, head))
-            .catch_unwind()
-            .await;
+        let next =
+            std::panic::AssertUnwindSafe(upstream.exchange(&mut caller, head, deadline.as_mut()))
+                .catch_unwind()
+                .await;
         match next {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => return Served::Closed,
@@ -144,7 +153,12 @@ enum Failure {
 }
 
 impl Upstream {
-    async fn exchange(&self, caller: &mut Caller, head: RequestHead) -> Next {
+    async fn exchange(
+        &self,
+        caller: &mut Caller,
+        head: RequestHead,
+        mut deadline: Pin<&mut Sleep>,
+    ) -> Next {
         let started = Instant::now();
         self.requests.inc();
         let replay_limit = self.settings.replay_limit;
@@ -177,7 +191,9 @@ impl Upstream {
                 .await;
         }
         self.budget.deposit();
-        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(started) + self.settings.request_timeout);
         caller.tried.clear();
         let mut attempt = 0;
         let mut fresh_connection_for = None;
@@ -200,13 +216,20 @@ impl Upstream {
                 }
             };
             let can_retry = streamed.is_none() && attempt < self.settings.max_attempts;
-            let pooled = if fresh { None } else { endpoint.pool.take() };
-            let in_flight = endpoint.start();
-            let outcome = tokio::time::timeout_at(
-                deadline,
-                self.attempt(&endpoint, pooled, caller, &head, streamed),
-            )
-            .await;
+            // The clock is read once per request where that is precise enough.
+            let first = caller.tried.len() == 1 && !fresh;
+            let attempt_started = if first { started } else { Instant::now() };
+            let pooled = if fresh {
+                None
+            } else {
+                endpoint.pool.take(attempt_started)
+            };
+            let in_flight = endpoint.start_at(attempt_started);
+            let outcome = tokio::select! {
+                biased;
+                outcome = self.attempt(&endpoint, pooled, caller, &head, streamed) => Ok(outcome),
+                () = deadline.as_mut() => Err(()),
+            };
             let (mut connection, answer) = match outcome {
                 Err(_) => {
                     self.fail(&endpoint);
@@ -253,7 +276,8 @@ impl Upstream {
                 }
                 Ok(Ok(answered)) => answered,
             };
-            in_flight.finish();
+            let answered = Instant::now();
+            in_flight.finish_at(answered);
             let status = answer.status;
             if status >= 500 {
                 self.fail(&endpoint);
@@ -267,7 +291,8 @@ impl Upstream {
                 continue;
             }
             endpoint.responses[(status / 100).clamp(1, 5) as usize - 1].inc();
-            self.latency.observe(started.elapsed().as_secs_f64());
+            self.latency
+                .observe(answered.duration_since(started).as_secs_f64());
             let relayed = body::relay(
                 &mut caller.response,
                 &mut connection.stream,
@@ -281,7 +306,7 @@ impl Upstream {
                 return Next::Close;
             }
             if answer.reusable && connection.buffer.is_empty() {
-                endpoint.pool.put(connection);
+                endpoint.pool.put(connection, answered);
             }
             return if head.close || answer.framing == Framing::UntilClose {
                 Next::Close

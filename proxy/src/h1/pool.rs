@@ -43,10 +43,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The most recently returned connection still fresh enough to reuse.
-    pub fn take(&self) -> Option<Connection> {
+    /// The most recently returned connection still fresh enough to reuse. The clock is the
+    /// caller's: the request path reads it once per request.
+    pub fn take(&self, now: Instant) -> Option<Connection> {
         let mut idle = self.idle.lock();
-        let now = Instant::now();
         // Oldest first: once one is fresh, all after it are.
         let stale = idle
             .iter()
@@ -62,11 +62,11 @@ impl Pool {
     }
 
     /// Keeps a connection whose last exchange ended cleanly.
-    pub fn put(&self, connection: Connection) {
+    pub fn put(&self, connection: Connection, now: Instant) {
         debug_assert!(connection.buffer.is_empty());
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
-            idle.push((connection, Instant::now()));
+            idle.push((connection, now));
         }
     }
 
