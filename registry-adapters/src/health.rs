@@ -7,7 +7,7 @@
 //! status or output changed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -53,13 +53,7 @@ pub fn spawn(
     settings: HealthSettings,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let clients = match Clients::new() {
-            Ok(clients) => Arc::new(clients),
-            Err(error) => {
-                tracing::error!(%error, "cannot build the health-check HTTP client; HTTP checks will not run");
-                return;
-            }
-        };
+        let clients = Arc::new(Clients::default());
         let permits = Arc::new(Semaphore::new(MAX_PARALLEL_PROBES));
         let (results, mut incoming) =
             tokio::sync::mpsc::unbounded_channel::<(String, Health, String)>();
@@ -165,25 +159,32 @@ fn apply(
     }
 }
 
+/// The HTTP clients of HTTP checks, built on the first check that needs one: building a
+/// TLS client loads the root certificates, which a node without HTTP checks never needs.
+#[derive(Default)]
 struct Clients {
-    verifying: reqwest::Client,
-    trusting: reqwest::Client,
+    verifying: OnceLock<Result<reqwest::Client, String>>,
+    trusting: OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl Clients {
-    fn new() -> Result<Clients, reqwest::Error> {
-        let build = |trust_any: bool| {
+    fn get(&self, trust_any: bool) -> Result<&reqwest::Client, &str> {
+        let slot = if trust_any {
+            &self.trusting
+        } else {
+            &self.verifying
+        };
+        slot.get_or_init(|| {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::limited(3))
                 .danger_accept_invalid_certs(trust_any)
                 .user_agent("Consul Health Check")
                 .pool_max_idle_per_host(0)
                 .build()
-        };
-        Ok(Clients {
-            verifying: build(false)?,
-            trusting: build(true)?,
+                .map_err(|error| format!("cannot build the HTTP client: {error}"))
         })
+        .as_ref()
+        .map_err(String::as_str)
     }
 }
 
@@ -198,10 +199,9 @@ async fn probe(clients: &Clients, check: &Check) -> (Health, String) {
             tls_skip_verify,
             ..
         } => {
-            let client = if *tls_skip_verify {
-                &clients.trusting
-            } else {
-                &clients.verifying
+            let client = match clients.get(*tls_skip_verify) {
+                Ok(client) => client,
+                Err(error) => return (Health::Critical, error.to_owned()),
             };
             let Ok(method_value) = reqwest::Method::from_bytes(method.as_bytes()) else {
                 return (Health::Critical, format!("invalid method {method}"));
