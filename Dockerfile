@@ -2,10 +2,10 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p ferry-bridge
+RUN cp "$(scripts/build-release.sh)" /src/ferry
 
 FROM debian:bookworm-slim
-COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
+COPY --from=build /src/ferry /usr/local/bin/ferry
 # Inside a container the listeners must face the network, not loopback.
 ENV FERRY_EUREKA_LISTEN=0.0.0.0:8761 \
     FERRY_CONSUL_LISTEN=0.0.0.0:8500 \

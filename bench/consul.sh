@@ -18,7 +18,8 @@ command -v taskset >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release --locked -p ferry-bridge -p ferry-bench-loadgen
+ferry=$(scripts/build-release.sh)
+cargo build --release --locked -p ferry-bench-loadgen
 
 work=$(mktemp -d)
 cleanup() { [ -n "${ferry_pid:-}" ] && kill "$ferry_pid" 2>/dev/null; rm -rf "$work"; }
@@ -27,7 +28,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 server_core=1; load_core=0
 [ "$(nproc)" -lt 2 ] && server_core=0
 
-taskset -c $server_core target/release/ferry --worker-threads 1 --eureka-listen off --admin-listen off \
+taskset -c $server_core "$ferry" --worker-threads 1 --eureka-listen off --admin-listen off \
     --consul-listen 127.0.0.1:$port --data-dir "$work/data" --log warn &
 ferry_pid=$!
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/v1/status/leader" && break; sleep 0.1; done

@@ -36,7 +36,7 @@ install_missing() {
     fi
 }
 install_missing
-cargo build --release --locked -p ferry-bridge
+ferry=$(scripts/build-release.sh)
 
 work=$(mktemp -d)
 chmod 755 "$work"  # nginx's worker runs as another user and must read the files
@@ -55,7 +55,7 @@ server_core=1
 load_core=0
 if [ "$(nproc)" -lt 2 ]; then server_core=0; fi
 
-taskset -c $server_core target/release/ferry --worker-threads 1 \
+taskset -c $server_core "$ferry" --worker-threads 1 \
     --eureka-listen 127.0.0.1:$eureka_port --admin-listen off \
     --data-dir "$work/ferry-data" --log warn &
 ferry_pid=$!

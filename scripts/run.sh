@@ -8,5 +8,5 @@ if ! command -v cargo >/dev/null; then
     echo "scripts/run.sh: cargo (Rust 1.85 or newer) is required" >&2
     exit 1
 fi
-cargo build --release --locked -p ferry-bridge
-exec target/release/ferry "$@"
+ferry=$(scripts/build-release.sh)
+exec "$ferry" "$@"
