@@ -12,9 +12,12 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "ferry",
     args_override_self = true,
     version,
-    about = "A Spring Cloud compatible registry (Eureka) and service-mesh sidecar",
-    long_about = "Ferry answers Spring Cloud clients as a Eureka server would. With no \
-                  arguments it runs a single node with an in-memory registry on loopback."
+    about = "A Spring Cloud compatible registry (Eureka, Consul, Config Server) and service-mesh sidecar",
+    long_about = "Ferry answers Spring Cloud clients as a Eureka server, a Consul agent and a \
+                  Spring Cloud Config Server would, from one registry, and proxies the traffic \
+                  of services cut over to the mesh (`ferry ctl ... cutover SERVICE mesh`). \
+                  With no arguments it runs a single node with an in-memory registry on \
+                  loopback."
 )]
 pub struct Cli {
     #[command(subcommand)]
