@@ -4,8 +4,9 @@
 //!
 //! The order of the steps matters: the retry budget is filled before the first attempt so
 //! a retry can never precede its own deposit; a body is buffered (and so replayable) only
-//! when it is small and its size is known; 5xx answers are retried only for idempotent
-//! methods, connection failures for any replayable request (it never reached the service).
+//! when it is small and its size is known; 5xx answers and failures after the request was
+//! sent are retried only for idempotent methods, failed connects for any replayable request
+//! (it never reached the service).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -354,7 +355,9 @@ impl Upstream {
                 Ok(Err(error)) => {
                     drop(in_flight);
                     self.fail(&endpoint);
-                    if can_retry && self.budget.withdraw() {
+                    // A request that reached the endpoint may have been acted on.
+                    let unsent = error.is_connect();
+                    if (unsent || idempotent) && can_retry && self.budget.withdraw() {
                         self.count_retry();
                         continue;
                     }

@@ -5,10 +5,12 @@
 //!
 //! The policy is the same as `upstream::Upstream::handle`'s: the retry budget is filled
 //! before the first attempt; a body is read ahead (and so replayable) only when small and
-//! of known length; 5xx answers are retried only for idempotent methods; the deadline runs
-//! from the first attempt until a response head arrives. A reused keep-alive connection
-//! that turns out closed before any answer is retried once on a fresh connection, outside
-//! the budget: the server never saw the request.
+//! of known length; 5xx answers, and failures after the request was sent, are retried only
+//! for idempotent methods, failed connects for any replayable request; the deadline runs
+//! from the first attempt until a response head arrives. An idempotent request sent over a
+//! reused keep-alive connection that turns out closed before any answer is resent once on
+//! a fresh connection, outside the budget; any other request is sent over a reused
+//! connection only after a check that the server has not closed it, and never resent.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -250,13 +252,16 @@ impl Upstream {
                             ..
                         }
                     ) && reused
-                        && streamed.is_none();
+                        && streamed.is_none()
+                        && head.idempotent;
                     if stale {
                         fresh_connection_for = Some(endpoint);
                         continue;
                     }
                     self.fail(&endpoint);
-                    if can_retry && self.budget.withdraw() {
+                    // A request that reached the endpoint may have been acted on.
+                    let unsent = matches!(failure, Failure::Connect(_));
+                    if (unsent || head.idempotent) && can_retry && self.budget.withdraw() {
                         self.count_retry();
                         continue;
                     }
@@ -327,8 +332,10 @@ impl Upstream {
         streamed: Option<Framing>,
     ) -> Result<(Connection, ResponseHead), (Failure, bool)> {
         let mut connection = match pooled {
-            Some(connection) => connection,
-            None => self
+            // A request that must not be sent twice goes only over a connection that has
+            // not been closed while idle; others are resent if it turns out it was.
+            Some(connection) if head.idempotent || connection.looks_open() => connection,
+            _ => self
                 .connect(endpoint)
                 .await
                 .map_err(|error| (error, false))?,

@@ -37,6 +37,18 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Whether the server has not closed the connection (nor sent anything unasked) while
+    /// it was idle; one non-blocking read.
+    pub fn looks_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            self.stream.try_read(&mut probe),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Pool {
     idle: Mutex<Vec<(Connection, Instant)>>,
