@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{mesh, start_ferry};
+use common::{mesh, start_ferry, start_ferry_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -292,4 +292,31 @@ async fn http_1_0_and_expect_continue_are_served_by_the_general_path() {
     assert!(interim.head.starts_with("HTTP/1.1 100"), "{}", interim.head);
     let answer = exchange(&mut caller, &mut buffer, b"data").await;
     assert_eq!(answer.body, b"data");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_ends_the_exchange_after_the_idle_timeout() {
+    let ferry = start_ferry_with(&["--idle-timeout", "1"]).await;
+    let (service_port, _) = service(
+        |_| b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..".to_vec(),
+        false,
+    )
+    .await;
+    let port = mesh(&ferry, "STALLS", service_port).await;
+    let mut caller = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    caller
+        .write_all(b"GET / HTTP/1.1\r\nHost: stalls\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), caller.read_to_end(&mut received))
+        .await
+        .expect("the proxy closes the caller's connection")
+        .unwrap();
+    assert!(
+        received.ends_with(b"only ten.."),
+        "what did arrive was passed on"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
 }

@@ -38,6 +38,11 @@ impl Drop for TempDir {
 }
 
 pub async fn start_ferry() -> Ferry {
+    start_ferry_with(&[]).await
+}
+
+/// `start_ferry` with extra command-line arguments.
+pub async fn start_ferry_with(extra: &[&str]) -> Ferry {
     let (eureka, admin) = (free_port(), free_port());
     let first_outbound = free_port();
     let data = std::env::temp_dir().join(format!(
@@ -60,6 +65,7 @@ pub async fn start_ferry() -> Ferry {
             &format!("{first_outbound}-{first_outbound}"),
         ])
         .args(["--data-dir", data.to_str().unwrap()])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("the ferry binary starts");

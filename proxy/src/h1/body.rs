@@ -3,9 +3,12 @@
 //! copied until the framing says the message is complete. Bytes past the end of the message
 //! (a pipelined next request) stay in the buffer.
 
+use std::time::Duration;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 use super::chunked::ChunkedScanner;
 use super::codec::Framing;
@@ -70,24 +73,32 @@ pub enum RelayError {
     Malformed,
     #[error("writing the body failed: {0}")]
     Write(std::io::Error),
+    #[error("no progress for {0:?}")]
+    Stalled(Duration),
 }
 
 /// Writes `head` followed by the body: first what `buffer` already holds, then what `from`
-/// sends, until the body is complete.
+/// sends, until the body is complete. A side that makes no progress for `idle` (a stalled
+/// sender, a reader that stopped reading) ends the relay.
 pub async fn relay(
     head: &mut Vec<u8>,
     from: &mut TcpStream,
     buffer: &mut BytesMut,
     to: &mut TcpStream,
     mut progress: Progress,
+    idle: Duration,
 ) -> Result<(), RelayError> {
+    let stalled = |_| RelayError::Stalled(idle);
     let taken = progress.take(buffer)?;
     head.extend_from_slice(&buffer[..taken]);
     buffer.advance(taken);
     to.write_all(head).await.map_err(RelayError::Write)?;
     while !progress.is_done() {
         buffer.reserve(READ_BUFFER);
-        let read = from.read_buf(buffer).await.map_err(RelayError::Read)?;
+        let read = timeout(idle, from.read_buf(buffer))
+            .await
+            .map_err(stalled)?
+            .map_err(RelayError::Read)?;
         if read == 0 {
             return match progress {
                 Progress::UntilClose => Ok(()),
@@ -95,8 +106,9 @@ pub async fn relay(
             };
         }
         let taken = progress.take(buffer)?;
-        to.write_all(&buffer[..taken])
+        timeout(idle, to.write_all(&buffer[..taken]))
             .await
+            .map_err(stalled)?
             .map_err(RelayError::Write)?;
         buffer.advance(taken);
     }

@@ -52,7 +52,7 @@ struct Caller {
     /// The response head as it goes back.
     response: Vec<u8>,
     tried: Vec<Arc<EndpointState>>,
-    /// How long a read-ahead body may take to arrive.
+    /// How long a body may make no progress (and a read-ahead body take to arrive).
     body_timeout: std::time::Duration,
 }
 
@@ -304,6 +304,7 @@ impl Upstream {
                 &mut connection.buffer,
                 &mut caller.stream,
                 Progress::new(answer.framing),
+                caller.body_timeout,
             )
             .await;
             if let Err(error) = relayed {
@@ -364,6 +365,7 @@ impl Upstream {
                     &mut caller.buffer,
                     &mut connection.stream,
                     Progress::new(framing),
+                    caller.body_timeout,
                 )
                 .await;
                 caller.request = request_head;
