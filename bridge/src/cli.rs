@@ -128,7 +128,8 @@ pub struct Cli {
     pub max_body_bytes: usize,
 
     /// Seconds a connection may take to send a request's headers, idle keep-alive time
-    /// included; then it is closed.
+    /// included; then it is closed. On outbound listeners, also the longest a request or
+    /// response body may make no progress.
     #[arg(long, env = "FERRY_IDLE_TIMEOUT", default_value_t = 60.0)]
     pub idle_timeout: f64,
 
