@@ -113,6 +113,7 @@ pub async fn serve(
             }
             caller.buffer.reserve(READ_BUFFER);
             let read = tokio::select! {
+                biased;
                 read = caller.stream.read_buf(&mut caller.buffer) => read,
                 () = &mut idle => return Served::Closed,
                 () = &mut stop, if caller.buffer.is_empty() => return Served::Closed,
