@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::cli::{CtlAction, CtlCommand};
+use crate::traffic::Traffic;
 
 pub fn run(command: &CtlCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -64,18 +65,11 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
                 .await?
                 .text()
                 .await?;
-            let upper = name.to_ascii_uppercase();
-            let figures: Vec<&str> = metrics
-                .lines()
-                .filter(|line| {
-                    line.starts_with("ferry_proxy_")
-                        && line.contains(&format!("service=\"{upper}\""))
-                })
-                .collect();
+            let traffic = Traffic::parse(&metrics, &name.to_ascii_uppercase());
             Ok(format!(
-                "{}\n{}",
+                "{}\n\n{}",
                 table(std::slice::from_ref(&service)),
-                figures.join("\n")
+                traffic.render()
             ))
         }
         CtlAction::Cutover { service, mode } => {

@@ -10,6 +10,7 @@ mod data_dir;
 mod metrics;
 mod node;
 mod shutdown;
+mod traffic;
 
 use std::process::ExitCode;
 

@@ -128,7 +128,9 @@ def test_failing_instances_are_hidden_by_retries_and_ejection(ferry, clients):
     assert 'ferry_proxy_retries_total{service="STOCK"}' in metrics
     assert 'ferry_proxy_ejections_total{service="STOCK",endpoint="stock-dead"}' in metrics
     figures = ctl(ferry, "service", "stock")
-    assert 'ferry_proxy_ejections_total{service="STOCK",endpoint="stock-dead"}' in figures
+    assert "requests 60," in figures, figures
+    dead = next(line for line in figures.splitlines() if line.startswith("stock-dead "))
+    assert int(dead.split()[-1]) >= 1, f"the refused instance shows as ejected: {figures}"
 
 
 

@@ -1,0 +1,184 @@
+//! One service's traffic figures for `ferry ctl service NAME`, read from the admin
+//! listener's Prometheus text: the exposition format is the proxy's public record of its
+//! traffic, so the command line reads the same numbers a dashboard would.
+
+use std::collections::BTreeMap;
+
+/// Totals since the proxy started.
+#[derive(Debug, Default, PartialEq)]
+pub struct Traffic {
+    pub requests: u64,
+    pub retries: u64,
+    /// Answers the proxy gave itself (503, 504, 502).
+    pub proxy_errors: u64,
+    pub open_connections: u64,
+    /// Upper bounds of the latency buckets holding the median and the 99th percentile.
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    /// Responses by status class (1xx..5xx) and ejections, by endpoint id.
+    pub endpoints: BTreeMap<String, ([u64; 5], u64)>,
+}
+
+impl Traffic {
+    /// The figures of `service` (upper case, as the metrics label it).
+    pub fn parse(metrics: &str, service: &str) -> Traffic {
+        let mut traffic = Traffic::default();
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        let mut count = 0;
+        for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+            let Some((name, labels, value)) = sample(line) else {
+                continue;
+            };
+            if label(labels, "service") != Some(service) {
+                continue;
+            }
+            let whole = value as u64;
+            match name {
+                "ferry_proxy_requests_total" => traffic.requests = whole,
+                "ferry_proxy_retries_total" => traffic.retries = whole,
+                "ferry_proxy_open_connections" => traffic.open_connections = whole,
+                "ferry_proxy_request_duration_seconds_count" => count = whole,
+                "ferry_proxy_request_duration_seconds_bucket" => {
+                    if let Some(bound) = label(labels, "le").and_then(|le| le.parse().ok()) {
+                        buckets.push((bound, whole));
+                    }
+                }
+                "ferry_proxy_responses_total" => {
+                    let endpoint = label(labels, "endpoint").unwrap_or("");
+                    let class = label(labels, "class").unwrap_or("");
+                    if endpoint.is_empty() && class == "error" {
+                        traffic.proxy_errors += whole;
+                    } else if let Some(slot) = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                        .iter()
+                        .position(|known| *known == class)
+                    {
+                        traffic.endpoints.entry(endpoint.to_owned()).or_default().0[slot] = whole;
+                    }
+                }
+                "ferry_proxy_ejections_total" => {
+                    let endpoint = label(labels, "endpoint").unwrap_or("");
+                    traffic.endpoints.entry(endpoint.to_owned()).or_default().1 = whole;
+                }
+                _ => {}
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let quantile = |q: f64| {
+            let rank = (q * count as f64).ceil() as u64;
+            buckets
+                .iter()
+                .find(|(_, cumulative)| count > 0 && *cumulative >= rank)
+                .map(|(bound, _)| *bound)
+        };
+        traffic.p50_seconds = quantile(0.5);
+        traffic.p99_seconds = quantile(0.99);
+        traffic
+    }
+
+    pub fn render(&self) -> String {
+        let bound = |seconds: Option<f64>| match seconds {
+            Some(seconds) if seconds.is_finite() => format!("≤ {}", milliseconds(seconds)),
+            Some(_) => "over 10 s".to_owned(),
+            None => "-".to_owned(),
+        };
+        let mut lines = vec![
+            format!(
+                "requests {}, retries {}, proxy errors {}, open connections {}",
+                self.requests, self.retries, self.proxy_errors, self.open_connections
+            ),
+            format!(
+                "latency to the response head: p50 {}, p99 {}",
+                bound(self.p50_seconds),
+                bound(self.p99_seconds)
+            ),
+            format!(
+                "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                "ENDPOINT", "1xx", "2xx", "3xx", "4xx", "5xx", "EJECTED"
+            ),
+        ];
+        for (endpoint, (classes, ejections)) in &self.endpoints {
+            lines.push(format!(
+                "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                endpoint, classes[0], classes[1], classes[2], classes[3], classes[4], ejections
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+fn milliseconds(seconds: f64) -> String {
+    let ms = seconds * 1000.0;
+    if ms < 1.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// A sample line: its metric name, its label text and its value.
+fn sample(line: &str) -> Option<(&str, &str, f64)> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let value = value.parse().ok()?;
+    match series.split_once('{') {
+        Some((name, labels)) => Some((name, labels.strip_suffix('}')?, value)),
+        None => Some((series, "", value)),
+    }
+}
+
+/// A label's value; Ferry's label values never hold quotes or commas.
+fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == key).then(|| value.trim_matches('"'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: &str = r#"# HELP ferry_proxy_requests Requests received by outbound listeners
+# TYPE ferry_proxy_requests counter
+ferry_proxy_requests_total{service="STOCK"} 60
+ferry_proxy_requests_total{service="OTHER"} 5
+ferry_proxy_responses_total{service="STOCK",endpoint="stock-1",class="2xx"} 58
+ferry_proxy_responses_total{service="STOCK",endpoint="stock-2",class="5xx"} 2
+ferry_proxy_responses_total{service="STOCK",endpoint="",class="error"} 1
+ferry_proxy_request_duration_seconds_sum{service="STOCK"} 0.3
+ferry_proxy_request_duration_seconds_count{service="STOCK"} 60
+ferry_proxy_request_duration_seconds_bucket{le="0.0005",service="STOCK"} 10
+ferry_proxy_request_duration_seconds_bucket{le="0.001",service="STOCK"} 40
+ferry_proxy_request_duration_seconds_bucket{le="0.005",service="STOCK"} 59
+ferry_proxy_request_duration_seconds_bucket{le="+Inf",service="STOCK"} 60
+ferry_proxy_retries_total{service="STOCK"} 7
+ferry_proxy_ejections_total{service="STOCK",endpoint="stock-dead"} 1
+ferry_proxy_open_connections{service="STOCK"} 3
+"#;
+
+    #[test]
+    fn reads_one_services_figures() {
+        let traffic = Traffic::parse(METRICS, "STOCK");
+        assert_eq!(traffic.requests, 60);
+        assert_eq!(traffic.retries, 7);
+        assert_eq!(traffic.proxy_errors, 1);
+        assert_eq!(traffic.open_connections, 3);
+        assert_eq!(traffic.p50_seconds, Some(0.001));
+        assert_eq!(traffic.p99_seconds, Some(f64::INFINITY));
+        assert_eq!(traffic.endpoints["stock-1"], ([0, 58, 0, 0, 0], 0));
+        assert_eq!(traffic.endpoints["stock-dead"], ([0; 5], 1));
+        let text = traffic.render();
+        assert!(text.contains("p50 ≤ 1 ms, p99 over 10 s"), "{text}");
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("stock-2")
+                    && line.split_whitespace().nth(5) == Some("2"))
+        );
+    }
+
+    #[test]
+    fn a_service_without_traffic_has_zeros() {
+        let traffic = Traffic::parse(METRICS, "NONE");
+        assert_eq!(traffic, Traffic::default());
+        assert!(traffic.render().contains("p50 -, p99 -"));
+    }
+}
