@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs the real third-party clients the tests use
 # (Python ones into .venv, Node ones into tests/node_modules), builds the workspace once,
-# runs the Rust tests, then the end-to-end tests against the built `ferry` binary.
+# runs the Rust tests, then the end-to-end tests against the built `ferry` binary, then a
+# representative few of them against the release build users run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,3 +42,8 @@ fi
 
 echo "== end-to-end tests: the real ferry binary with real clients"
 FERRY_BIN="$root/target/debug/ferry" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e
+
+echo "== the build users run (scripts/build-release.sh: release, static) with real clients"
+shipped="$root/$(scripts/build-release.sh)"
+FERRY_BIN="$shipped" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e \
+    -k "py_registration_is_seen_by_js or ttl_and_http_checks or survive_kill_9 or cutover_and_rollback or git_labels_and_new_commits"
