@@ -168,6 +168,59 @@ mod tests {
         assert_eq!(scanner.scan(b"more").unwrap(), 0);
     }
 
+    /// A valid chunked body from chunk sizes, optional extensions and trailer lines.
+    fn body(chunks: &[(usize, bool)], trailers: &[String]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (size, extension) in chunks {
+            body.extend_from_slice(format!("{size:X}").as_bytes());
+            if *extension {
+                body.extend_from_slice(b";name=\"v\"");
+            }
+            body.extend_from_slice(b"\r\n");
+            body.extend(std::iter::repeat_n(b'x', *size));
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n");
+        for trailer in trailers {
+            body.extend_from_slice(format!("X-{trailer}: 1\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_valid_body_ends_where_it_ends_however_it_is_split(
+            chunks in proptest::collection::vec((1usize..300, proptest::bool::ANY), 0..6),
+            trailers in proptest::collection::vec("[a-z]{1,8}", 0..3),
+            cuts in proptest::collection::vec(0usize..2000, 0..6),
+        ) {
+            let whole = body(&chunks, &trailers);
+            let mut input = whole.clone();
+            input.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut % input.len()).collect();
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let mut scanner = ChunkedScanner::default();
+            let (mut previous, mut consumed) = (0, 0);
+            for cut in cuts {
+                consumed += scanner.scan(&input[previous..cut]).unwrap();
+                previous = cut;
+            }
+            proptest::prop_assert!(scanner.is_done());
+            proptest::prop_assert_eq!(consumed, whole.len());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_or_overrun(input in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut scanner = ChunkedScanner::default();
+            if let Ok(taken) = scanner.scan(&input) {
+                proptest::prop_assert!(taken <= input.len());
+                proptest::prop_assert!(taken == input.len() || scanner.is_done());
+            }
+        }
+    }
+
     #[test]
     fn malformed_bodies_are_refused() {
         for bad in [

@@ -497,6 +497,68 @@ mod tests {
         assert_eq!((head.status, head.reusable), (503, false));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(input in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let mut out = Vec::new();
+            let _ = parse_request(&input, 256, &mut out);
+            let _ = parse_response(&input, 256, false, false, &mut out);
+        }
+
+        #[test]
+        fn a_forwarded_head_is_valid_http_without_hop_by_hop_headers(
+            method in "(GET|POST|PUT|DELETE|PATCH|OPTIONS)",
+            path in "/[a-z0-9/?=&]{0,20}",
+            headers in proptest::collection::vec(
+                ("(x-[a-z]{1,6}|accept|keep-alive|proxy-connection|connection|traceparent|b3)", "[ -~&&[^,]]{0,12}"),
+                0..8,
+            ),
+        ) {
+            let mut input = format!("{method} {path} HTTP/1.1\r\nHost: example\r\n");
+            for (name, value) in &headers {
+                input.push_str(&format!("{name}: {value}\r\n"));
+            }
+            input.push_str("\r\n");
+            let mut out = Vec::new();
+            let RequestVerdict::Forward(head) = parse_request(input.as_bytes(), 8192, &mut out) else {
+                // Connection: upgrade and the like go to hyper; nothing else to check.
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(head.length, input.len());
+            let mut parsed = [httparse::EMPTY_HEADER; 64];
+            let mut request = httparse::Request::new(&mut parsed);
+            proptest::prop_assert_eq!(request.parse(&out), Ok(httparse::Status::Complete(out.len())));
+            proptest::prop_assert_eq!(request.method, Some(method.as_str()));
+            proptest::prop_assert_eq!(request.path, Some(path.as_str()));
+            let named: Vec<String> = headers
+                .iter()
+                .filter(|(name, _)| name == "connection")
+                .flat_map(|(_, value)| value.split(',').map(|token| token.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+                .collect();
+            let sent: Vec<(String, String)> = request
+                .headers
+                .iter()
+                .map(|header| (header.name.to_ascii_lowercase(), String::from_utf8_lossy(header.value).into_owned()))
+                .collect();
+            for (name, _) in &sent {
+                proptest::prop_assert!(!["connection", "keep-alive", "proxy-connection", "b3"].contains(&name.as_str()), "{} forwarded", name);
+                proptest::prop_assert!(!named.contains(name), "{} is named by Connection", name);
+            }
+            proptest::prop_assert_eq!(sent.iter().filter(|(name, _)| name == "traceparent").count(), 1);
+            let kept: Vec<&(String, String)> = sent.iter().filter(|(name, _)| name.starts_with("x-") && !name.starts_with("x-b3-")).collect();
+            let expected: Vec<(String, String)> = headers
+                .iter()
+                .filter(|(name, _)| name.starts_with("x-") && !named.contains(name))
+                .map(|(name, value)| (name.clone(), value.trim().to_owned()))
+                .collect();
+            proptest::prop_assert_eq!(kept.len(), expected.len());
+            for ((name, value), (want_name, want_value)) in kept.into_iter().zip(&expected) {
+                proptest::prop_assert_eq!(name, want_name);
+                proptest::prop_assert_eq!(value.trim(), want_value);
+            }
+        }
+    }
+
     #[test]
     fn interim_and_broken_responses() {
         let mut out = Vec::new();
