@@ -320,3 +320,57 @@ async fn a_body_that_stops_arriving_ends_the_exchange_after_the_idle_timeout() {
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+#[tokio::test]
+async fn a_service_that_refuses_an_upload_early_is_answered_with_its_refusal() {
+    let ferry = start_ferry().await;
+    // Reads the head only, answers 413 at once, stops reading, closes after 3 s.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let refusal =
+                    b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo big\r\n";
+                let _ = stream.write_all(refusal).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            });
+        }
+    });
+    let port = mesh(&ferry, "UPLOADS", service_port).await;
+    let caller = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut reader, mut writer) = caller.into_split();
+    let size = 64 * 1024 * 1024;
+    tokio::spawn(async move {
+        let head = format!("PUT /big HTTP/1.1\r\nHost: uploads\r\nContent-Length: {size}\r\n\r\n");
+        let _ = writer.write_all(head.as_bytes()).await;
+        let chunk = vec![b'u'; 1024 * 1024];
+        for _ in 0..64 {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "the caller gets the service's refusal, not a proxy error: {answer}"
+    );
+    assert!(answer.to_ascii_lowercase().contains("connection: close"));
+    assert!(answer.ends_with("too big\r\n"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the refusal is passed on at once"
+    );
+}

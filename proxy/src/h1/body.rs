@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -82,9 +82,9 @@ pub enum RelayError {
 /// sender, a reader that stopped reading) ends the relay.
 pub async fn relay(
     head: &mut Vec<u8>,
-    from: &mut TcpStream,
+    from: &mut (impl AsyncRead + Unpin),
     buffer: &mut BytesMut,
-    to: &mut TcpStream,
+    to: &mut (impl AsyncWrite + Unpin),
     mut progress: Progress,
     idle: Duration,
 ) -> Result<(), RelayError> {

@@ -11,6 +11,10 @@
 //! reused keep-alive connection that turns out closed before any answer is resent once on
 //! a fresh connection, outside the budget; any other request is sent over a reused
 //! connection only after a check that the server has not closed it, and never resent.
+//!
+//! A streamed body is sent while watching the endpoint: if it answers before taking the
+//! whole body (a refused upload), sending stops, the answer goes to the caller with
+//! `Connection: close`, and the caller's connection closes after a short lingering drain.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -61,7 +65,14 @@ struct Caller {
 enum Next {
     KeepAlive,
     Close,
+    /// Close once the caller stops sending: it may still be sending a body the endpoint
+    /// refused, and closing a socket with unread input resets the connection, which can
+    /// destroy the answer before the caller reads it.
+    Linger,
 }
+
+/// How long a lingering close keeps reading and discarding.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn serve(
     stream: TcpStream,
@@ -132,6 +143,15 @@ pub async fn serve(
         match next {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => return Served::Closed,
+            Ok(Next::Linger) => {
+                let _ = caller.stream.shutdown().await;
+                let mut discard = [0u8; 16 * 1024];
+                let drain = async {
+                    while matches!(caller.stream.read(&mut discard).await, Ok(read) if read > 0) {}
+                };
+                let _ = tokio::time::timeout(LINGER, drain).await;
+                return Served::Closed;
+            }
             Err(_) => {
                 tracing::error!("the proxy's request handler panicked");
                 let answer = own_answer(500, "internal", "internal proxy error\n", false, true);
@@ -140,6 +160,15 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// An endpoint's answer head, and the connection it came on.
+struct Answered {
+    connection: Connection,
+    head: ResponseHead,
+    /// It came before the whole request body was sent: neither connection can carry
+    /// another request.
+    early: bool,
 }
 
 /// Why an attempt failed.
@@ -233,7 +262,11 @@ impl Upstream {
                 outcome = self.attempt(&endpoint, pooled, caller, &head, streamed) => Ok(outcome),
                 () = deadline.as_mut() => Err(()),
             };
-            let (mut connection, answer) = match outcome {
+            let Answered {
+                mut connection,
+                head: answer,
+                early,
+            } = match outcome {
                 Err(_) => {
                     self.fail(&endpoint);
                     let error = ProxyError::Timeout {
@@ -312,10 +345,12 @@ impl Upstream {
                 tracing::debug!(service = %self.service(), %error, "relaying a response failed");
                 return Next::Close;
             }
-            if answer.reusable && connection.buffer.is_empty() {
+            if answer.reusable && connection.buffer.is_empty() && !early {
                 endpoint.pool.put(connection, answered);
             }
-            return if head.close || answer.framing == Framing::UntilClose {
+            return if early {
+                Next::Linger
+            } else if head.close || answer.framing == Framing::UntilClose {
                 Next::Close
             } else {
                 Next::KeepAlive
@@ -332,7 +367,8 @@ impl Upstream {
         caller: &mut Caller,
         head: &RequestHead,
         streamed: Option<Framing>,
-    ) -> Result<(Connection, ResponseHead), (Failure, bool)> {
+    ) -> Result<Answered, (Failure, bool)> {
+        let mut early = false;
         let mut connection = match pooled {
             // A request that must not be sent twice goes only over a connection that has
             // not been closed while idle; others are resent if it turns out it was.
@@ -360,20 +396,29 @@ impl Upstream {
                 .map_err(|error| endpoint_failed(error, true))?,
             Some(framing) => {
                 let mut request_head = std::mem::take(&mut caller.request);
-                let sent = body::relay(
-                    &mut request_head,
-                    &mut caller.stream,
-                    &mut caller.buffer,
-                    &mut connection.stream,
-                    Progress::new(framing),
-                    caller.body_timeout,
-                )
-                .await;
+                let (from_endpoint, mut to_endpoint) = connection.stream.split();
+                let sent = tokio::select! {
+                    biased;
+                    sent = body::relay(
+                        &mut request_head,
+                        &mut caller.stream,
+                        &mut caller.buffer,
+                        &mut to_endpoint,
+                        Progress::new(framing),
+                        caller.body_timeout,
+                    ) => Some(sent),
+                    // The endpoint answers (or closes) before taking the whole body, as a
+                    // service refusing an upload does: stop sending and read the answer.
+                    _ = from_endpoint.readable() => None,
+                };
                 caller.request = request_head;
                 match sent {
-                    Ok(()) => {}
-                    Err(RelayError::Write(error)) => return Err(endpoint_failed(error, true)),
-                    Err(_) => return Err((Failure::Caller, reused)),
+                    Some(Ok(())) => {}
+                    Some(Err(RelayError::Write(error))) => {
+                        return Err(endpoint_failed(error, true))
+                    }
+                    Some(Err(_)) => return Err((Failure::Caller, reused)),
+                    None => early = true,
                 }
             }
         }
@@ -382,12 +427,16 @@ impl Upstream {
                 &connection.buffer,
                 MAX_RESPONSE_HEAD,
                 head.head_method,
-                head.close,
+                head.close || early,
                 &mut caller.response,
             ) {
                 ResponseVerdict::Final(answer) => {
                     connection.buffer.advance(answer.length);
-                    return Ok((connection, answer));
+                    return Ok(Answered {
+                        connection,
+                        head: answer,
+                        early,
+                    });
                 }
                 ResponseVerdict::Interim(length) => {
                     caller
