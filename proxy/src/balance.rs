@@ -89,6 +89,11 @@ impl EndpointState {
         *ewma = (updated, now);
     }
 
+    /// Counts an answer under its status class.
+    pub fn count_response(&self, status: u16) {
+        self.responses[usize::from((status / 100).clamp(1, 5)) - 1].inc();
+    }
+
     /// The current latency estimate, for tests and diagnostics.
     pub fn estimate(&self) -> Duration {
         Duration::from_nanos(self.ewma.lock().0 as u64)

@@ -5,6 +5,15 @@
 
 use std::time::Instant;
 
+/// Methods safe to send twice (RFC 9110 §9.2.2). Only their requests are retried after a
+/// 502/503/504 or after a failure once the request was sent.
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    )
+}
+
 use parking_lot::Mutex;
 
 const RATIO: f64 = 0.2;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ferry_registry_adapters::registry::Endpoint;
 use ferry_registry_adapters::{Registry, Status};
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -221,8 +221,7 @@ impl Upstream {
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let response = match self.forward(request, upgrade).await {
             Ok((response, endpoint)) => {
-                let slot = (response.status().as_u16() / 100).clamp(1, 5) as usize - 1;
-                endpoint.responses[slot].inc();
+                endpoint.count_response(response.status().as_u16());
                 response
             }
             Err(error) => {
@@ -271,15 +270,7 @@ impl Upstream {
                 .size_hint()
                 .exact()
                 .is_some_and(|size| size <= self.settings.replay_limit);
-        let idempotent = matches!(
-            parts.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
-        );
+        let idempotent = super::retry::is_idempotent(parts.method.as_str());
         let mut streaming = None;
         let buffered = if replayable {
             Some(
@@ -354,11 +345,8 @@ impl Upstream {
                 }
                 Ok(Err(error)) => {
                     drop(in_flight);
-                    self.fail(&endpoint);
-                    // A request that reached the endpoint may have been acted on.
-                    let unsent = error.is_connect();
-                    if (unsent || idempotent) && can_retry && self.budget.withdraw() {
-                        self.count_retry();
+                    let sent = !error.is_connect();
+                    if self.failed(&endpoint, sent, idempotent, can_retry) {
                         continue;
                     }
                     return Err(ProxyError::Unreachable {
@@ -370,17 +358,7 @@ impl Upstream {
                 Ok(Ok(response)) => {
                     in_flight.finish();
                     let status = response.status().as_u16();
-                    if status >= 500 {
-                        self.fail(&endpoint);
-                    } else {
-                        endpoint.breaker.success();
-                    }
-                    if matches!(status, 502..=504)
-                        && idempotent
-                        && can_retry
-                        && self.budget.withdraw()
-                    {
-                        self.count_retry();
+                    if self.answered(&endpoint, status, idempotent, can_retry) {
                         continue;
                     }
                     let (mut head, body) = response.into_parts();
@@ -412,8 +390,45 @@ impl Upstream {
         }
     }
 
-    pub(crate) fn count_retry(&self) {
-        self.retries.inc();
+    /// An endpoint answered `status`: its breaker learns of it. True when the request is to
+    /// be retried on another endpoint: a 502/503/504 to an idempotent request, with
+    /// attempts and budget left.
+    pub(crate) fn answered(
+        &self,
+        endpoint: &EndpointState,
+        status: u16,
+        idempotent: bool,
+        can_retry: bool,
+    ) -> bool {
+        if status >= 500 {
+            self.fail(endpoint);
+        } else {
+            endpoint.breaker.success();
+        }
+        let retry = matches!(status, 502..=504) && idempotent && can_retry;
+        retry && self.take_retry()
+    }
+
+    /// An attempt failed without an answer: the breaker learns of it. True when the request
+    /// is to be retried: one that may have reached the endpoint (`sent`) could have been
+    /// acted on, so only an idempotent one is.
+    pub(crate) fn failed(
+        &self,
+        endpoint: &EndpointState,
+        sent: bool,
+        idempotent: bool,
+        can_retry: bool,
+    ) -> bool {
+        self.fail(endpoint);
+        (!sent || idempotent) && can_retry && self.take_retry()
+    }
+
+    fn take_retry(&self) -> bool {
+        let granted = self.budget.withdraw();
+        if granted {
+            self.retries.inc();
+        }
+        granted
     }
 }
 

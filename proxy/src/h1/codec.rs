@@ -142,10 +142,7 @@ pub fn parse_request(input: &[u8], max_head: usize, out: &mut Vec<u8>) -> Reques
     RequestVerdict::Forward(RequestHead {
         length,
         framing,
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        ),
+        idempotent: crate::retry::is_idempotent(method),
         head_method: method == "HEAD",
         close: facts.close,
     })

@@ -292,11 +292,8 @@ impl Upstream {
                         fresh_connection_for = Some(endpoint);
                         continue;
                     }
-                    self.fail(&endpoint);
-                    // A request that reached the endpoint may have been acted on.
-                    let unsent = matches!(failure, Failure::Connect(_));
-                    if (unsent || head.idempotent) && can_retry && self.budget.withdraw() {
-                        self.count_retry();
+                    let sent = !matches!(failure, Failure::Connect(_));
+                    if self.failed(&endpoint, sent, head.idempotent, can_retry) {
                         continue;
                     }
                     let reason = match failure {
@@ -317,19 +314,11 @@ impl Upstream {
             };
             let answered = Instant::now();
             in_flight.finish_at(answered);
-            let status = answer.status;
-            if status >= 500 {
-                self.fail(&endpoint);
-            } else {
-                endpoint.breaker.success();
-            }
-            if matches!(status, 502..=504) && head.idempotent && can_retry && self.budget.withdraw()
-            {
+            if self.answered(&endpoint, answer.status, head.idempotent, can_retry) {
                 // The answer's body is not wanted: the connection goes rather than drains.
-                self.count_retry();
                 continue;
             }
-            endpoint.responses[(status / 100).clamp(1, 5) as usize - 1].inc();
+            endpoint.count_response(answer.status);
             self.latency
                 .observe(answered.duration_since(started).as_secs_f64());
             let relayed = body::relay(

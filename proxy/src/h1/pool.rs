@@ -81,8 +81,4 @@ impl Pool {
             idle.push((connection, now));
         }
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().len()
-    }
 }
