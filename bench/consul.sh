@@ -12,21 +12,15 @@ root=$(pwd)
 record=false
 [ "${1:-}" = "--record" ] && record=true
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v taskset >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing wrk:wrk
 ferry=$(scripts/build-release.sh)
 cargo build --release --locked -p ferry-bench-loadgen
 
 work=$(mktemp -d)
 cleanup() { [ -n "${ferry_pid:-}" ] && kill "$ferry_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-server_core=1; load_core=0
-[ "$(nproc)" -lt 2 ] && server_core=0
+port=$(free_port)
 
 taskset -c $server_core "$ferry" --worker-threads 1 --eureka-listen off --admin-listen off \
     --consul-listen 127.0.0.1:$port --data-dir "$work/data" --log warn &
@@ -37,7 +31,6 @@ loadgen() { taskset -c $load_core target/release/ferry-bench-loadgen "$@"; }
 watch_line=$(loadgen watchers 127.0.0.1:$port bench/watch/ 1000 5)
 single_line=$(loadgen kv-writes 127.0.0.1:$port 3000 1)
 parallel_line=$(loadgen kv-writes 127.0.0.1:$port 3000 16)
-field() { echo "$1" | tr ' ' '\n' | awk -F= -v key="$2" '$1 == key {print $2}'; }
 
 python3 - "$port" <<'EOF'
 import http.client, json, sys

@@ -26,16 +26,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-install_missing() {
-    local missing=()
-    command -v nginx >/dev/null || missing+=(nginx-light)
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v taskset >/dev/null || missing+=(util-linux)
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-}
-install_missing
+source bench/common.sh
+install_missing nginx:nginx-light wrk:wrk
 ferry=$(scripts/build-release.sh)
 
 work=$(mktemp -d)
@@ -48,12 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 eureka_port=$(free_port)
 nginx_port=$(free_port)
-server_core=1
-load_core=0
-if [ "$(nproc)" -lt 2 ]; then server_core=0; fi
 
 taskset -c $server_core "$ferry" --worker-threads 1 \
     --eureka-listen 127.0.0.1:$eureka_port --admin-listen off \

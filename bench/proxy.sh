@@ -14,14 +14,8 @@ record=false
 [ "${1:-}" = "--record" ] && record=true
 seconds=10
 
-missing=()
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v taskset >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing nginx:nginx-light haproxy:haproxy wrk:wrk
 ferry=$(scripts/build-release.sh)
 cargo build --release --locked -p ferry-bench-loadgen
 
@@ -34,11 +28,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-backend=$(port); nginx_proxy=$(port); haproxy_port=$(port); eureka=$(port); admin=$(port)
-outbound_first=$(port)
-proxy_core=1; load_core=0
-[ "$(nproc)" -lt 2 ] && proxy_core=0
+backend=$(free_port); nginx_proxy=$(free_port); haproxy_port=$(free_port)
+eureka=$(free_port); admin=$(free_port); outbound_first=$(free_port)
 
 cat > "$work/backend.conf" <<EOF
 worker_processes 1;
@@ -87,9 +78,9 @@ backend back
     server s1 127.0.0.1:$backend
 EOF
 taskset -c $load_core nginx -c "$work/backend.conf" -p "$work"
-taskset -c $proxy_core nginx -c "$work/proxy.conf" -p "$work"
-taskset -c $proxy_core haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
-taskset -c $proxy_core "$ferry" --worker-threads 1 --log warn \
+taskset -c $server_core nginx -c "$work/proxy.conf" -p "$work"
+taskset -c $server_core haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
+taskset -c $server_core "$ferry" --worker-threads 1 --log warn \
     --eureka-listen 127.0.0.1:$eureka --admin-listen 127.0.0.1:$admin --consul-listen off --config-listen off \
     --outbound-ports "$outbound_first-$outbound_first" --data-dir "$work/ferry-data" &
 ferry_pid=$!
@@ -110,7 +101,6 @@ max_rate() {
     echo "$output" | awk '/^Requests\/sec:/ {printf "%.0f", $2}'
 }
 fixed() { taskset -c $load_core target/release/ferry-bench-loadgen rate "127.0.0.1:$1" / 1000 $seconds 8; }
-field() { echo "$1" | tr ' ' '\n' | awk -F= -v key="$2" '$1 == key {print $2}'; }
 
 target_of() {
     case $1 in

@@ -1,0 +1,24 @@
+# What every benchmark script needs, sourced from the repository root: the tools it drives
+# (installed through apt when missing), free ports, the core layout, and reading the
+# `key=value` lines bench/loadgen prints.
+
+# Installs what is missing; arguments are `command:package` pairs.
+install_missing() {
+    local missing=() pair
+    for pair in "$@" taskset:util-linux; do
+        command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The server under test on core 1, load generators on core 0 (one core: both on 0).
+server_core=1
+load_core=0
+[ "$(nproc)" -lt 2 ] && server_core=0
+
+# `field LINE KEY`: the value of KEY in a line of key=value pairs.
+field() { echo "$1" | tr ' ' '\n' | awk -F= -v key="$2" '$1 == key {print $2}'; }
