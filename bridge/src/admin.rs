@@ -12,9 +12,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ferry_core::Registry;
 use ferry_proxy::cutover::Mode;
 use ferry_proxy::mesh::{Mesh, ServiceStatus};
-use ferry_registry_adapters::Registry;
 use serde_json::{json, Value};
 
 use crate::metrics::Metrics;

@@ -10,14 +10,14 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use ferry_registry_adapters::config_server::{self, ConfigSources, Repository};
-use ferry_registry_adapters::consul::{self, ConsulSettings, NodeInfo};
-use ferry_registry_adapters::eureka::{self, EurekaSettings};
-use ferry_registry_adapters::health::{self, HealthSettings};
-use ferry_registry_adapters::kv::KvStore;
-use ferry_registry_adapters::registry::eviction;
-use ferry_registry_adapters::store::MemoryStore;
-use ferry_registry_adapters::{Clock, Registry, RegistrySettings};
+use ferry_config_server::{ConfigSources, Repository};
+use ferry_consul::{ConsulSettings, NodeInfo};
+use ferry_core::health::{self, HealthSettings};
+use ferry_core::kv::KvStore;
+use ferry_core::registry::eviction;
+use ferry_core::store::MemoryStore;
+use ferry_core::{Clock, Registry, RegistrySettings};
+use ferry_eureka::EurekaSettings;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -25,8 +25,8 @@ use crate::admin::{self, Admin};
 use crate::cli::{seconds, Cli, Listen};
 use crate::metrics::{self, Metrics};
 use crate::shutdown;
+use ferry_http::listen::{serve, ConnectionLimits};
 use ferry_proxy::cutover::CutoverTable;
-use ferry_proxy::listen::{serve, ConnectionLimits};
 use ferry_proxy::mesh::{Mesh, MeshSettings};
 use ferry_proxy::metrics::ProxyMetrics;
 use ferry_proxy::upstream::UpstreamSettings;
@@ -76,7 +76,7 @@ pub async fn run(
     apis.push((
         "eureka",
         cli.eureka_listen,
-        eureka::routes(registry.clone(), eureka_settings),
+        ferry_eureka::routes(registry.clone(), eureka_settings),
     ));
     let mut consul_settings = ConsulSettings::new(node.clone());
     consul_settings.token = cli.consul_token.clone().filter(|token| !token.is_empty());
@@ -84,7 +84,7 @@ pub async fn run(
     apis.push((
         "consul",
         cli.consul_listen,
-        consul::routes(registry.clone(), kv.clone(), consul_settings),
+        ferry_consul::routes(registry.clone(), kv.clone(), consul_settings),
     ));
     let repository = match &cli.config_repo {
         Some(location) => Some(Arc::new(
@@ -95,7 +95,7 @@ pub async fn run(
     apis.push((
         "config",
         cli.config_listen,
-        config_server::routes(ConfigSources {
+        ferry_config_server::routes(ConfigSources {
             repository,
             kv: Some(kv.clone()),
         }),

@@ -9,10 +9,11 @@
 //!   `trace` (B3 and W3C headers), `error` (the answers the proxy gives itself), `metrics`.
 //! - `h1`: the outbound listeners' own HTTP/1.1 path (a head, a pooled endpoint connection,
 //!   bytes relayed); everything else on those listeners is handed to hyper.
-//! - `listen`: the accept loop every other Ferry listener uses.
 //!
 //! The proxy sees the registry only through its model (`Registry::endpoints`, result
-//! indexes, routes), never through a protocol view.
+//! indexes, routes), never through a protocol view; it
+//! depends on `ferry-core` and on `ferry-http` (the accept loop it shares with the APIs),
+//! and on no view.
 #![forbid(unsafe_code)]
 
 pub mod balance;
@@ -20,7 +21,6 @@ pub mod breaker;
 pub mod cutover;
 pub mod error;
 pub mod h1;
-pub mod listen;
 pub mod mesh;
 pub mod metrics;
 pub mod retry;

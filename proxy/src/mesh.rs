@@ -10,17 +10,17 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use ferry_registry_adapters::registry::{Endpoint, Route};
-use ferry_registry_adapters::Registry;
+use ferry_core::registry::{Endpoint, Route};
+use ferry_core::Registry;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::cutover::{CutoverError, CutoverTable, Mode, ServicePolicy};
-use super::listen::ConnectionLimits;
 use super::metrics::{ProxyMetrics, ServiceLabels};
 use super::upstream::{Upstream, UpstreamSettings};
+use ferry_http::listen::ConnectionLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_registry_adapters::registry::Endpoint;
-use ferry_registry_adapters::{Registry, Status};
+use ferry_core::registry::Endpoint;
+use ferry_core::{Registry, Status};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Version};
 use http_body::Body as _;

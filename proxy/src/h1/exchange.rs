@@ -32,8 +32,8 @@ use super::codec::{self, Framing, RequestHead, RequestVerdict, ResponseHead, Res
 use super::pool::{Connection, READ_BUFFER};
 use crate::balance::EndpointState;
 use crate::error::ProxyError;
-use crate::listen::ConnectionLimits;
 use crate::upstream::Upstream;
+use ferry_http::listen::ConnectionLimits;
 
 /// Largest response head accepted from an endpoint; larger is a 502.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;

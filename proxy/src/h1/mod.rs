@@ -29,8 +29,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::listen::{self, ConnectionLimits};
 use crate::upstream::Upstream;
+use ferry_http::listen::{self, ConnectionLimits};
 
 /// Accepts callers of one service until `shutdown`, then waits (up to the drain timeout)
 /// for open connections to finish their requests. `general` serves what is handed over.

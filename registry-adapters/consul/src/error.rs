@@ -1,0 +1,113 @@
+//! Consul's errors: a short plain-text reason with the status code the real agent uses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use ferry_core::kv::KvError;
+use ferry_core::registry::{AgentError, RegistryError};
+use ferry_core::store::StoreError;
+use ferry_http::request_body::BodyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Permission denied")]
+    PermissionDenied,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("Request body did not arrive in time")]
+    BodyTimeout,
+    #[error("{0}")]
+    Internal(String),
+    #[error("the store is unavailable")]
+    Unavailable(#[source] StoreError),
+}
+
+impl ConsulError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ConsulError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ConsulError::PermissionDenied => StatusCode::FORBIDDEN,
+            ConsulError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConsulError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ConsulError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ConsulError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ConsulError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ConsulError {
+    fn into_response(self) -> Response {
+        if let ConsulError::Unavailable(source) = &self {
+            tracing::warn!(error = %source, "consul write refused: store unavailable");
+        }
+        let mut response = (self.status(), self.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if matches!(self, ConsulError::TooLarge(_) | ConsulError::BodyTimeout) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl From<AgentError> for ConsulError {
+    fn from(error: AgentError) -> ConsulError {
+        match error {
+            AgentError::UnknownService(_) | AgentError::UnknownCheck(_) => {
+                ConsulError::NotFound(error.to_string())
+            }
+            AgentError::NotTtl(_) => ConsulError::Internal(error.to_string()),
+            AgentError::Registry(error) => error.into(),
+        }
+    }
+}
+
+impl From<RegistryError> for ConsulError {
+    fn from(error: RegistryError) -> ConsulError {
+        match error {
+            RegistryError::Store(error) => ConsulError::Unavailable(error),
+            other => ConsulError::NotFound(other.to_string()),
+        }
+    }
+}
+
+impl From<KvError> for ConsulError {
+    fn from(error: KvError) -> ConsulError {
+        match error {
+            KvError::UnknownSession(_) => ConsulError::Internal(error.to_string()),
+            KvError::Store(error) => ConsulError::Unavailable(error),
+        }
+    }
+}
+
+impl From<StoreError> for ConsulError {
+    fn from(error: StoreError) -> ConsulError {
+        ConsulError::Unavailable(error)
+    }
+}
+
+impl From<BodyError> for ConsulError {
+    fn from(error: BodyError) -> ConsulError {
+        match error {
+            BodyError::TooLarge { limit, size } => ConsulError::TooLarge(match size {
+                Some(size) => {
+                    format!("Request body({size} bytes) too large, max size: {limit} bytes")
+                }
+                None => format!("Request body too large, max size: {limit} bytes"),
+            }),
+            BodyError::Timeout => ConsulError::BodyTimeout,
+            BodyError::Unreadable | BodyError::BadGzip(_) => {
+                ConsulError::BadRequest(error.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The Consul agent view: the subset of Consul's HTTP API that Spring Cloud Consul and the
+//! common clients use (agent, catalog, health, KV, sessions, status), over the same
+//! registry as the Eureka view and the durable KV store, with blocking queries on the one
+//! change index.
+//!
+//! Layout: `agent`, `catalog` (catalog and health), `kv`, `session`, `status` hold the
+//! handlers; `decode` and `encode` convert bodies; `query` and `duration` parse parameters;
+//! `blocking` holds reads until their result index moves; `error` maps status codes.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod blocking;
+mod catalog;
+pub mod decode;
+pub mod duration;
+pub mod encode;
+mod error;
+mod kv;
+mod query;
+mod session;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::Value;
+
+pub use encode::NodeInfo;
+pub use error::ConsulError;
+
+use ferry_core::kv::KvStore;
+use ferry_core::registry::Registry;
+use query::Params;
+
+#[derive(Clone, Debug)]
+pub struct ConsulSettings {
+    pub node: NodeInfo,
+    /// When set, every request but `/v1/status/*` must carry this token.
+    pub token: Option<String>,
+    /// Bodies other than KV values above this size get 413.
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    /// The Consul version `/v1/agent/self` reports (clients check for 1.x).
+    pub version: String,
+}
+
+impl ConsulSettings {
+    pub fn new(node: NodeInfo) -> ConsulSettings {
+        ConsulSettings {
+            node,
+            token: None,
+            max_body_bytes: 4 << 20,
+            body_timeout: Duration::from_secs(10),
+            version: "1.18.0".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ConsulView {
+    registry: Arc<Registry>,
+    kv: Arc<KvStore>,
+    settings: Arc<ConsulSettings>,
+    /// Rendered service reads (health and catalog), keyed by the read and its result index,
+    /// so pollers of a large service share one rendering per change.
+    rendered: moka::sync::Cache<(String, u64), bytes::Bytes>,
+}
+
+impl ConsulView {
+    fn node(&self) -> &NodeInfo {
+        &self.settings.node
+    }
+}
+
+/// The Consul API under `/v1/`.
+pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSettings) -> Router {
+    let settings = Arc::new(settings);
+    let view = ConsulView {
+        registry,
+        kv,
+        settings: settings.clone(),
+        rendered: moka::sync::Cache::builder()
+            .max_capacity(32 << 20)
+            .weigher(|_, body: &bytes::Bytes| u32::try_from(body.len()).unwrap_or(u32::MAX))
+            .time_to_live(Duration::from_secs(60))
+            .build(),
+    };
+    Router::new()
+        .merge(agent::routes())
+        .merge(catalog::routes())
+        .merge(kv::routes())
+        .merge(session::routes())
+        .merge(status::routes())
+        .with_state(view)
+        .layer(axum::middleware::from_fn_with_state(settings, guard))
+}
+
+/// Checks what every endpoint shares before any handler runs: the ACL token, the
+/// datacenter, and flags that cannot go together. A refused request changes nothing.
+async fn guard(
+    State(settings): State<Arc<ConsulSettings>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let params = match axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
+        Ok(axum::extract::Query(pairs)) => Params(pairs),
+        Err(_) => return ConsulError::BadRequest("Invalid query string".into()).into_response(),
+    };
+    if let Some(expected) = &settings.token {
+        let public = request.uri().path().starts_with("/v1/status/");
+        if !public
+            && presented_token(&params, request.headers()).as_deref() != Some(expected.as_str())
+        {
+            return ConsulError::PermissionDenied.into_response();
+        }
+    }
+    if let Some(datacenter) = params.get("dc") {
+        if !datacenter.is_empty() && datacenter != settings.node.datacenter {
+            return ConsulError::Internal("No path to datacenter".into()).into_response();
+        }
+    }
+    if params.flag("stale") && params.flag("consistent") {
+        return ConsulError::BadRequest(
+            "Cannot specify ?stale with ?consistent, conflicting semantics.".into(),
+        )
+        .into_response();
+    }
+    if params
+        .get("filter")
+        .is_some_and(|filter| !filter.is_empty())
+    {
+        return ConsulError::BadRequest("filter not supported".into()).into_response();
+    }
+    next.run(request).await
+}
+
+/// The token from `?token=`, `X-Consul-Token` or `Authorization: Bearer`, in that order.
+fn presented_token(params: &Params, headers: &HeaderMap) -> Option<String> {
+    if let Some(token) = params.get("token").filter(|token| !token.is_empty()) {
+        return Some(token.to_owned());
+    }
+    if let Some(token) = headers
+        .get("x-consul-token")
+        .and_then(|value| value.to_str().ok())
+    {
+        return Some(token.trim().to_owned());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned())
+}
+
+/// A JSON answer.
+fn json_response(value: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// A rendered JSON body with Consul's index headers.
+fn indexed_bytes(index: u64, body: bytes::Bytes) -> Response {
+    let mut response = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    add_index_headers(response.headers_mut(), index);
+    response
+}
+
+/// A blocking-capable read's answer: the body with Consul's index headers.
+fn indexed(status: StatusCode, index: u64, body: Option<&Value>) -> Response {
+    let mut response = match body {
+        Some(value) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            value.to_string(),
+        )
+            .into_response(),
+        None => status.into_response(),
+    };
+    add_index_headers(response.headers_mut(), index);
+    response
+}
+
+fn add_index_headers(headers: &mut HeaderMap, index: u64) {
+    headers.insert("x-consul-index", HeaderValue::from(index.max(1)));
+    headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
+    headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,353 @@
+//! Reads Eureka documents into the model, leniently where the clients differ and strictly
+//! where a wrong value would corrupt the registry.
+//!
+//! Both formats arrive here as one tree: JSON as parsed, XML as converted by `xml::parse`
+//! into the shape Jackson and XStream give it (`@name` for attributes, `$` for text). So the
+//! field rules of the spec (§6.3) are written once: numbers may be numeric strings,
+//! booleans may be strings, unknown keys are ignored, `@class` is skipped in metadata.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use ferry_core::model::{
+    Action, DataCenter, DataCenterKind, Instance, Links, Millis, Port, Status,
+};
+use ferry_core::registry::lease_or_default;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("the document has no `{0}` root")]
+    MissingRoot(&'static str),
+    #[error("`{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("`{0}` is required")]
+    Missing(&'static str),
+    #[error("unknown data center `{0}`")]
+    UnknownDataCenter(String),
+}
+
+/// Which fields a document may set: a client's registration leaves the registry-owned ones
+/// (lease timestamps, action, last update) to the server; a registry document carries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Registration,
+    RegistryDocument,
+}
+
+/// A decoded `applications` document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applications {
+    pub versions_delta: String,
+    pub hashcode: String,
+    pub apps: Vec<(String, Vec<Instance>)>,
+}
+
+/// Reads an `{"instance": {...}}` document. `now` is the default `lastDirtyTimestamp`.
+pub fn instance_document(
+    document: &Value,
+    origin: Origin,
+    now: Millis,
+) -> Result<Instance, DecodeError> {
+    let body = document
+        .get("instance")
+        .and_then(Value::as_object)
+        .ok_or(DecodeError::MissingRoot("instance"))?;
+    instance(body, origin, now)
+}
+
+/// Reads an `{"applications": {...}}` document.
+pub fn applications_document(document: &Value, now: Millis) -> Result<Applications, DecodeError> {
+    let body = document
+        .get("applications")
+        .and_then(Value::as_object)
+        .ok_or(DecodeError::MissingRoot("applications"))?;
+    let header = |json_key: &str, xml_key: &str| {
+        body.get(json_key)
+            .or_else(|| body.get(xml_key))
+            .map(scalar_text)
+            .unwrap_or_default()
+    };
+    let mut apps = Vec::new();
+    for app in list(body.get("application")) {
+        let app = app.as_object().ok_or(DecodeError::WrongType {
+            field: "application",
+            expected: "an object",
+        })?;
+        let name = text(app, "name", "name")?.unwrap_or_default();
+        let mut instances = Vec::new();
+        for entry in list(app.get("instance")) {
+            let entry = entry.as_object().ok_or(DecodeError::WrongType {
+                field: "instance",
+                expected: "an object",
+            })?;
+            instances.push(instance(entry, Origin::RegistryDocument, now)?);
+        }
+        apps.push((name, instances));
+    }
+    Ok(Applications {
+        versions_delta: header("versions__delta", "versions_delta"),
+        hashcode: header("apps__hashcode", "apps_hashcode"),
+        apps,
+    })
+}
+
+fn instance(
+    body: &Map<String, Value>,
+    origin: Origin,
+    now: Millis,
+) -> Result<Instance, DecodeError> {
+    let data_center = data_center(body)?;
+    let explicit_id = text(body, "instanceId", "instanceId")?.filter(|id| !id.is_empty());
+    let host_name = text(body, "hostName", "hostName")?.unwrap_or_default();
+    let amazon_id = data_center
+        .as_ref()
+        .filter(|center| center.kind == DataCenterKind::Amazon)
+        .and_then(|center| center.metadata.get("instance-id").cloned())
+        .filter(|id| !id.is_empty());
+    let id_explicit = explicit_id.is_some();
+    let id = explicit_id
+        .or(amazon_id)
+        .or_else(|| Some(host_name.clone()).filter(|host| !host.is_empty()))
+        .ok_or(DecodeError::Missing("instanceId"))?;
+    if host_name.is_empty() {
+        return Err(DecodeError::Missing("hostName"));
+    }
+    let ip_addr = text(body, "ipAddr", "ipAddr")?.unwrap_or_default();
+    if ip_addr.is_empty() {
+        return Err(DecodeError::Missing("ipAddr"));
+    }
+    let app = text(body, "app", "app")?.unwrap_or_default();
+    if app.is_empty() {
+        return Err(DecodeError::Missing("app"));
+    }
+    let data_center = data_center.ok_or(DecodeError::Missing("dataCenterInfo"))?;
+
+    let status = match text(body, "status", "status")? {
+        Some(status) => Status::parse(&status).unwrap_or(Status::Unknown),
+        None => Status::Up,
+    };
+    let overridden_status = text(body, "overriddenStatus", "overriddenstatus")?
+        .or(text(body, "overriddenstatus", "overriddenStatus")?)
+        .map(|status| Status::parse(&status).unwrap_or(Status::Unknown))
+        .unwrap_or(Status::Unknown);
+
+    let lease_body = body.get("leaseInfo").and_then(Value::as_object);
+    let lease_number = |field: &'static str| -> Result<i64, DecodeError> {
+        Ok(match lease_body {
+            Some(lease) => number(lease.get(field), field)?.unwrap_or(0),
+            None => 0,
+        })
+    };
+    let mut lease = lease_or_default(
+        clamp_u32(lease_number("renewalIntervalInSecs")?),
+        clamp_u32(lease_number("durationInSecs")?),
+    );
+    let mut action = Action::Added;
+    let mut last_updated = 0;
+    if origin == Origin::RegistryDocument {
+        lease.registration = lease_number("registrationTimestamp")?;
+        lease.last_renewal = lease_number("lastRenewalTimestamp")?;
+        lease.eviction = lease_number("evictionTimestamp")?;
+        lease.service_up = lease_number("serviceUpTimestamp")?;
+        action = text(body, "actionType", "actionType")?
+            .and_then(|action| Action::parse(&action))
+            .unwrap_or(Action::Added);
+        last_updated =
+            number(body.get("lastUpdatedTimestamp"), "lastUpdatedTimestamp")?.unwrap_or(0);
+    }
+
+    Ok(Instance {
+        id,
+        id_explicit,
+        app: app.to_ascii_uppercase(),
+        host_name,
+        ip_addr,
+        sid: text(body, "sid", "sid")?,
+        status,
+        overridden_status,
+        port: port(
+            body.get("port"),
+            "port",
+            Port {
+                number: 7001,
+                enabled: true,
+            },
+        )?,
+        secure_port: port(
+            body.get("securePort"),
+            "securePort",
+            Port {
+                number: 7002,
+                enabled: false,
+            },
+        )?,
+        country_id: number(body.get("countryId"), "countryId")?.unwrap_or(1),
+        data_center,
+        lease,
+        metadata: string_map(body.get("metadata"), "metadata")?,
+        app_group: text(body, "appGroupName", "appGroupName")?,
+        links: Links {
+            home_page: text(body, "homePageUrl", "homePageUrl")?,
+            status_page: text(body, "statusPageUrl", "statusPageUrl")?,
+            health_check: text(body, "healthCheckUrl", "healthCheckUrl")?,
+            secure_health_check: text(body, "secureHealthCheckUrl", "secureHealthCheckUrl")?,
+        },
+        virtual_address: text(body, "vipAddress", "vipAddress")?,
+        secure_virtual_address: text(body, "secureVipAddress", "secureVipAddress")?,
+        last_updated,
+        last_dirty: number(body.get("lastDirtyTimestamp"), "lastDirtyTimestamp")?.unwrap_or(now),
+        action,
+        scaling_group: text(body, "asgName", "asgName")?,
+        origin: ferry_core::model::Origin::Eureka,
+        tags: Vec::new(),
+        checks: Vec::new(),
+        weights: (1, 1),
+        enable_tag_override: false,
+        tagged_addresses: BTreeMap::new(),
+        create_index: 0,
+        modify_index: 0,
+    })
+}
+
+fn data_center(body: &Map<String, Value>) -> Result<Option<DataCenter>, DecodeError> {
+    let Some(center) = body.get("dataCenterInfo").filter(|value| !value.is_null()) else {
+        return Ok(None);
+    };
+    let center = center.as_object().ok_or(DecodeError::WrongType {
+        field: "dataCenterInfo",
+        expected: "an object",
+    })?;
+    let name = text(center, "name", "name")?.ok_or(DecodeError::Missing("dataCenterInfo.name"))?;
+    let kind = DataCenterKind::parse(&name).ok_or(DecodeError::UnknownDataCenter(name))?;
+    Ok(Some(DataCenter {
+        kind,
+        metadata: string_map(center.get("metadata"), "dataCenterInfo.metadata")?,
+    }))
+}
+
+/// `{"$": 8080, "@enabled": "true"}`, or a bare number.
+fn port(value: Option<&Value>, field: &'static str, default: Port) -> Result<Port, DecodeError> {
+    match value {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Object(port)) => {
+            let number = number(port.get("$"), field)?.unwrap_or(i64::from(default.number));
+            let enabled = match port.get("@enabled") {
+                None | Some(Value::Null) => default.enabled,
+                Some(flag) => boolean(flag, field)?,
+            };
+            Ok(Port {
+                number: u32::try_from(number).map_err(|_| DecodeError::WrongType {
+                    field,
+                    expected: "a port number",
+                })?,
+                enabled,
+            })
+        }
+        Some(other) => {
+            let number = number(Some(other), field)?.unwrap_or(i64::from(default.number));
+            Ok(Port {
+                number: u32::try_from(number).map_err(|_| DecodeError::WrongType {
+                    field,
+                    expected: "a port number",
+                })?,
+                enabled: default.enabled,
+            })
+        }
+    }
+}
+
+fn string_map(
+    value: Option<&Value>,
+    field: &'static str,
+) -> Result<BTreeMap<String, String>, DecodeError> {
+    match value {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        // An empty XML element (`<metadata/>`) arrives as an empty string.
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(BTreeMap::new()),
+        Some(Value::Object(map)) => map
+            .iter()
+            .filter(|(key, _)| !key.starts_with('@'))
+            .map(|(key, value)| match value {
+                Value::Object(_) | Value::Array(_) => Err(DecodeError::WrongType {
+                    field,
+                    expected: "a map of strings",
+                }),
+                scalar => Ok((key.clone(), scalar_text(scalar))),
+            })
+            .collect(),
+        Some(_) => Err(DecodeError::WrongType {
+            field,
+            expected: "a map of strings",
+        }),
+    }
+}
+
+/// A string field; scalars of another type are taken as their text (Jackson does the same),
+/// objects and arrays are refused. `alias` covers spelling variants between clients.
+fn text(
+    body: &Map<String, Value>,
+    key: &'static str,
+    alias: &'static str,
+) -> Result<Option<String>, DecodeError> {
+    match body.get(key).or_else(|| body.get(alias)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(_) | Value::Array(_)) => Err(DecodeError::WrongType {
+            field: key,
+            expected: "a string",
+        }),
+        Some(scalar) => Ok(Some(scalar_text(scalar))),
+    }
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A number, or a string holding one; empty strings count as absent.
+fn number(value: Option<&Value>, field: &'static str) -> Result<Option<i64>, DecodeError> {
+    let wrong = || DecodeError::WrongType {
+        field,
+        expected: "a whole number",
+    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number)) => number.as_i64().map(Some).ok_or_else(wrong),
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+        Some(Value::String(text)) => text.trim().parse().map(Some).map_err(|_| wrong()),
+        Some(_) => Err(wrong()),
+    }
+}
+
+fn boolean(value: &Value, field: &'static str) -> Result<bool, DecodeError> {
+    match value {
+        Value::Bool(flag) => Ok(*flag),
+        Value::String(text) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(text) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(DecodeError::WrongType {
+            field,
+            expected: "true or false",
+        }),
+    }
+}
+
+/// A list that a server may have written as a bare object when it had one element.
+fn list(value: Option<&Value>) -> Vec<&Value> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(Value::String(text)) if text.trim().is_empty() => Vec::new(),
+        Some(single) => vec![single],
+    }
+}
+
+fn clamp_u32(value: i64) -> u32 {
+    value.clamp(0, i64::from(u32::MAX)) as u32
+}
