@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ferry_proxy::balance::Strategy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -177,6 +178,23 @@ pub enum Balancer {
     /// Power of two choices over a peak-EWMA latency estimate.
     PeakEwma,
     RoundRobin,
+}
+
+impl Balancer {
+    /// A balancer by the name the command line uses (`peak-ewma`, `round-robin`), so the
+    /// config file accepts exactly the same names.
+    pub fn parse(name: &str) -> Option<Balancer> {
+        <Balancer as ValueEnum>::from_str(name, false).ok()
+    }
+}
+
+impl From<Balancer> for Strategy {
+    fn from(balancer: Balancer) -> Strategy {
+        match balancer {
+            Balancer::PeakEwma => Strategy::PeakEwma,
+            Balancer::RoundRobin => Strategy::RoundRobin,
+        }
+    }
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {

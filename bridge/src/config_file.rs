@@ -28,7 +28,7 @@ use ferry_proxy::cutover::Mode;
 use ferry_proxy::mesh::ServiceOverrides;
 use serde::Deserialize;
 
-use crate::cli::Cli;
+use crate::cli::{Balancer, Cli};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -153,11 +153,10 @@ fn overrides(name: &str, section: ServiceSection) -> anyhow::Result<ServiceOverr
         connect_timeout: seconds(section.connect_timeout, "connect-timeout")?,
         strategy: section
             .balancer
-            .map(|balancer| match balancer.as_str() {
-                "peak-ewma" => Ok(Strategy::PeakEwma),
-                "round-robin" => Ok(Strategy::RoundRobin),
-                other => bail!(
-                    "[services.{name}] balancer `{other}` is neither peak-ewma nor round-robin"
+            .map(|balancer| match Balancer::parse(&balancer) {
+                Some(known) => Ok(Strategy::from(known)),
+                None => bail!(
+                    "[services.{name}] balancer `{balancer}` is neither peak-ewma nor round-robin"
                 ),
             })
             .transpose()?,

@@ -112,10 +112,7 @@ pub async fn run(
             upstream: UpstreamSettings {
                 request_timeout: seconds(cli.proxy_request_timeout, "proxy-request-timeout")?,
                 connect_timeout: seconds(cli.proxy_connect_timeout, "proxy-connect-timeout")?,
-                strategy: match cli.proxy_balancer {
-                    crate::cli::Balancer::PeakEwma => ferry_proxy::balance::Strategy::PeakEwma,
-                    crate::cli::Balancer::RoundRobin => ferry_proxy::balance::Strategy::RoundRobin,
-                },
+                strategy: cli.proxy_balancer.into(),
                 ..UpstreamSettings::default()
             },
             services,

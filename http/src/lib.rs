@@ -6,6 +6,7 @@
 //!   heads, HTTP/1.1 and h2c with upgrades) and graceful drain at shutdown.
 //! - `request_body`: a request body read within its size limit and deadline, gzip undone
 //!   under the same limit; each view maps `BodyError` to its protocol's status codes.
+//! - `test_client` (feature `test-util`): one in-process request to a router, for tests.
 //!
 //! This crate knows no protocol and no registry: it is plumbing under the views and the
 //! proxy, never a route to each other.
@@ -13,3 +14,5 @@
 
 pub mod listen;
 pub mod request_body;
+#[cfg(feature = "test-util")]
+pub mod test_client;

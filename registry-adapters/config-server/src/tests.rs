@@ -6,12 +6,11 @@ use std::process::Command;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use ferry_http::test_client::call;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 use super::*;
 use ferry_core::change_index::ChangeIndex;
@@ -37,32 +36,21 @@ fn router_for(path: &Path, kv: Option<Arc<KvStore>>) -> Router {
 }
 
 async fn get(router: &Router, uri: &str, accept: Option<&str>) -> (StatusCode, String, String) {
-    let mut request = Request::get(uri);
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
+    let headers: Vec<(&str, &str)> = accept
+        .map(|accept| ("accept", accept))
+        .into_iter()
+        .collect();
+    let reply = call(router, Method::GET, uri, &headers, Body::empty()).await;
+    let content_type = reply
+        .headers
         .get("content-type")
         .map(|value| value.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    let body = String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
+    (
+        reply.status,
+        content_type,
+        String::from_utf8(reply.body).unwrap(),
     )
-    .unwrap();
-    (status, content_type, body)
 }
 
 /// The golden requests: (URI, golden file).
@@ -162,12 +150,8 @@ async fn unknown_apps_labels_and_bad_paths_get_springs_answers() {
         let (status, _, body) = get(&router, uri, None).await;
         assert_eq!(status, expected, "{uri}: {body}");
     }
-    let response = router
-        .clone()
-        .oneshot(Request::post("/orders/dev").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let reply = call(&router, Method::POST, "/orders/dev", &[], Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
+use ferry_http::test_client::{call as call_with, Reply};
 
 use super::*;
 use ferry_core::change_index::ChangeIndex;
@@ -49,20 +49,12 @@ fn fixture() -> Fixture {
     fixture_with(None)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+/// The index a Consul read reports with its answer.
+trait ConsulIndex {
+    fn index(&self) -> u64;
 }
 
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("JSON expected: {}", self.text()))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
+impl ConsulIndex for Reply {
     fn index(&self) -> u64 {
         self.headers["x-consul-index"]
             .to_str()
@@ -74,38 +66,6 @@ impl Reply {
 
 async fn call(router: &Router, method: Method, uri: &str, body: impl Into<Body>) -> Reply {
     call_with(router, method, uri, &[], body).await
-}
-
-async fn call_with(
-    router: &Router,
-    method: Method,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Body>,
-) -> Reply {
-    let mut request = Request::builder().method(method).uri(uri);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
 }
 
 async fn register(router: &Router, body: Value) -> Reply {
