@@ -237,23 +237,16 @@ pub(super) fn agent_status(leases: &Leases, instance: &Instance) -> Status {
 mod tests {
     use super::*;
     use crate::model::Check;
+    use crate::registry::checks::maintenance_check;
 
     fn ttl_check(id: &str) -> Check {
         Check {
             id: id.to_owned(),
-            name: id.to_owned(),
             status: Health::Passing,
-            notes: String::new(),
-            output: String::new(),
             probe: Probe::Ttl {
                 ttl: Duration::from_secs(10),
             },
-            deregister_critical_after: None,
-            successes_before_passing: 1,
-            failures_before_critical: 1,
-            create_index: 0,
-            modify_index: 0,
-            critical_since: None,
+            ..maintenance_check(String::new(), None)
         }
     }
 

@@ -69,24 +69,7 @@ impl Registry {
         }
         let mut changed = entry.current();
         if enable {
-            changed.checks.push(Check {
-                id: check_id,
-                name: "Service Maintenance Mode".to_owned(),
-                status: Health::Critical,
-                notes: reason.unwrap_or_else(|| {
-                    "Maintenance mode is enabled for this service, but no reason was provided. \
-                     This is a default message."
-                        .to_owned()
-                }),
-                output: String::new(),
-                probe: Probe::Maintenance,
-                deregister_critical_after: None,
-                successes_before_passing: 1,
-                failures_before_critical: 1,
-                create_index: 0,
-                modify_index: 0,
-                critical_since: None,
-            });
+            changed.checks.push(maintenance_check(check_id, reason));
         } else {
             changed.checks.retain(|check| check.id != check_id);
         }
@@ -232,6 +215,28 @@ impl Registry {
         instance.action = Action::Modified;
         instance.last_updated = now;
         self.put(state, instance, now)
+    }
+}
+
+/// The critical check of its own that holds an instance in maintenance.
+pub(super) fn maintenance_check(check_id: String, reason: Option<String>) -> Check {
+    Check {
+        id: check_id,
+        name: "Service Maintenance Mode".to_owned(),
+        status: Health::Critical,
+        notes: reason.unwrap_or_else(|| {
+            "Maintenance mode is enabled for this service, but no reason was provided. \
+             This is a default message."
+                .to_owned()
+        }),
+        output: String::new(),
+        probe: Probe::Maintenance,
+        deregister_critical_after: None,
+        successes_before_passing: 1,
+        failures_before_critical: 1,
+        create_index: 0,
+        modify_index: 0,
+        critical_since: None,
     }
 }
 

@@ -359,23 +359,15 @@ fn a_route_changes_what_views_publish_but_not_the_endpoints() {
 fn a_write_stamps_only_the_checks_it_changed() {
     let registry = registry(true);
     let mut agent = instance("web-1");
-    agent.checks = vec![
-        Check {
-            id: "kept".into(),
-            name: "kept".into(),
-            status: crate::model::Health::Passing,
-            notes: String::new(),
-            output: String::new(),
-            probe: crate::model::Probe::Maintenance,
-            deregister_critical_after: None,
-            successes_before_passing: 1,
-            failures_before_critical: 1,
-            create_index: 0,
-            modify_index: 0,
-            critical_since: None,
-        };
-        2
-    ];
+    let passing = Check {
+        id: "kept".into(),
+        status: crate::model::Health::Passing,
+        probe: crate::model::Probe::Ttl {
+            ttl: std::time::Duration::from_secs(60),
+        },
+        ..checks::maintenance_check(String::new(), None)
+    };
+    agent.checks = vec![passing; 2];
     agent.checks[1].id = "changed".into();
     registry.register_agent(agent, true).unwrap();
     let created = registry.index();
