@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::clock::Clock;
+use crate::model::Status;
 use crate::store::MemoryStore;
 
 const START: Millis = 1_700_000_000_000;
@@ -351,5 +352,43 @@ fn a_route_changes_what_views_publish_but_not_the_endpoints() {
         registry.list_all().apps[0].1[0].instance.port.number,
         8080,
         "rolled back"
+    );
+}
+
+#[test]
+fn a_write_stamps_only_the_checks_it_changed() {
+    let registry = registry(true);
+    let mut agent = instance("web-1");
+    let passing = Check {
+        id: "kept".into(),
+        status: crate::model::Health::Passing,
+        probe: crate::model::Probe::Ttl {
+            ttl: std::time::Duration::from_secs(60),
+        },
+        ..checks::maintenance_check(String::new(), None)
+    };
+    agent.checks = vec![passing; 2];
+    agent.checks[1].id = "changed".into();
+    registry.register_agent(agent, true).unwrap();
+    let created = registry.index();
+    registry
+        .update_check(
+            "changed",
+            CheckUpdate {
+                status: crate::model::Health::Warning,
+                output: "slow".into(),
+            },
+            false,
+        )
+        .unwrap();
+    let kept = registry.check("kept").unwrap();
+    let changed = registry.check("changed").unwrap();
+    assert_eq!((kept.create_index, kept.modify_index), (created, created));
+    assert_eq!(changed.create_index, created);
+    assert_eq!(changed.modify_index, registry.index());
+    let record = registry.instance("ORDERS", "web-1").unwrap().instance;
+    assert_eq!(
+        (record.create_index, record.modify_index),
+        (created, registry.index())
     );
 }
