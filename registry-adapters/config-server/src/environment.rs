@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::error::ConfigError;
 use super::repository::Snapshot;
+use super::yaml::YamlError;
 use super::{properties, yaml};
 use ferry_core::kv::KvStore;
 
@@ -93,17 +94,15 @@ fn parse_file(
     extension: &str,
     bytes: &[u8],
 ) -> Result<Vec<yaml::Document>, ConfigError> {
-    if extension == "properties" {
-        return Ok(properties::parse(bytes));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|error| ConfigError::Malformed {
-        file: relative.to_owned(),
-        reason: error.to_string(),
-    })?;
-    yaml::parse(text).map_err(|reason| ConfigError::Malformed {
+    let malformed = |reason: String| ConfigError::Malformed {
         file: relative.to_owned(),
         reason,
-    })
+    };
+    if extension == "properties" {
+        return properties::parse(bytes).map_err(malformed);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|error| malformed(error.to_string()))?;
+    yaml::parse(text).map_err(|error| malformed(error.to_string()))
 }
 
 /// The documents that apply to `profiles`, later ones first, named as Spring names them.
@@ -179,21 +178,24 @@ fn kv_sources(
             }
             if rest == "data" {
                 let file = entry.key.as_str();
+                let malformed = |reason: String| ConfigError::Malformed {
+                    file: file.to_owned(),
+                    reason,
+                };
                 let documents = match yaml::parse(&String::from_utf8_lossy(&entry.value)) {
                     Ok(documents)
                         if documents.iter().any(|document| !document_is_text(document)) =>
                     {
                         documents
                     }
-                    Ok(_) => properties::parse(&entry.value),
-                    Err(reason) => {
+                    Ok(_) => properties::parse(&entry.value).map_err(malformed)?,
+                    // YAML past a bound is refused, never read again as properties.
+                    Err(YamlError::Limit(reason)) => return Err(malformed(reason)),
+                    Err(YamlError::Syntax(reason)) => {
                         // Not YAML: a properties document is the other format Spring reads.
-                        let parsed = properties::parse(&entry.value);
+                        let parsed = properties::parse(&entry.value).map_err(malformed)?;
                         if parsed.iter().all(|document| document.properties.is_empty()) {
-                            return Err(ConfigError::Malformed {
-                                file: file.to_owned(),
-                                reason,
-                            });
+                            return Err(malformed(reason));
                         }
                         parsed
                     }

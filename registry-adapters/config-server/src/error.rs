@@ -15,6 +15,10 @@ pub enum ConfigError {
     Malformed { file: String, reason: String },
     #[error("Cannot read {file}: {reason}")]
     Unreadable { file: String, reason: String },
+    /// The sources parse but the merged view cannot be written within the bounds of
+    /// `limits` (a name nested too deep, a list index too large, placeholders too deep).
+    #[error("Cannot render property {property}: {reason}")]
+    Unrenderable { property: String, reason: String },
 }
 
 impl ConfigError {
@@ -22,9 +26,9 @@ impl ConfigError {
         match self {
             ConfigError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ConfigError::UnknownLabel(_) | ConfigError::NotFound => StatusCode::NOT_FOUND,
-            ConfigError::Malformed { .. } | ConfigError::Unreadable { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ConfigError::Malformed { .. }
+            | ConfigError::Unreadable { .. }
+            | ConfigError::Unrenderable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -8,11 +8,12 @@
 
 mod environment;
 mod error;
-mod properties;
-mod render;
+pub mod limits;
+pub mod properties;
+pub mod render;
 mod repository;
 mod routes;
-mod yaml;
+pub mod yaml;
 
 use std::sync::Arc;
 

@@ -2,23 +2,29 @@
 //! separators, `\` line continuation, `#`/`!` comments, `\uXXXX` escapes, `key[]=a,b` lists,
 //! and `#---` document separators. Every value is a string.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
+use super::limits;
 use super::yaml::Document;
 
-pub fn parse(bytes: &[u8]) -> Vec<Document> {
+/// The documents of a properties file; an error when it exceeds the document size bound.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Document>, String> {
+    if bytes.len() > limits::MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "the document is larger than {} bytes",
+            limits::MAX_DOCUMENT_BYTES
+        ));
+    }
     // ISO-8859-1: every byte is the code point of the same value.
     let text: String = bytes.iter().map(|byte| char::from(*byte)).collect();
-    let mut documents = vec![Document {
-        properties: Vec::new(),
-    }];
+    let mut documents = vec![Properties::default()];
     let mut lines = text.lines();
     while let Some(first) = lines.next() {
         let trimmed = first.trim_start();
         if trimmed == "#---" || trimmed == "!---" {
-            documents.push(Document {
-                properties: Vec::new(),
-            });
+            documents.push(Properties::default());
             continue;
         }
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('!') {
@@ -33,27 +39,42 @@ pub fn parse(bytes: &[u8]) -> Vec<Document> {
             }
         }
         let (key, value) = split(&logical);
-        let properties = &mut documents.last_mut().expect("never empty").properties;
+        let properties = documents.last_mut().expect("never empty");
         if let Some(list) = key.strip_suffix("[]") {
             for (position, item) in value.split(',').enumerate() {
-                set(
-                    properties,
-                    format!("{list}[{position}]"),
-                    item.trim().to_owned(),
-                );
+                properties.set(format!("{list}[{position}]"), item.trim().to_owned());
             }
         } else {
-            set(properties, key, value);
+            properties.set(key, value);
         }
     }
-    documents
+    Ok(documents
+        .into_iter()
+        .map(|document| Document {
+            properties: document.properties,
+        })
+        .collect())
 }
 
-/// Later duplicates overwrite the value and keep the first position, as `Properties` does.
-fn set(properties: &mut Vec<(String, Value)>, key: String, value: String) {
-    match properties.iter_mut().find(|(existing, _)| *existing == key) {
-        Some((_, slot)) => *slot = Value::String(value),
-        None => properties.push((key, Value::String(value))),
+/// One document's properties in first-seen order, with the position of each name so a
+/// duplicate is found in constant time.
+#[derive(Default)]
+struct Properties {
+    properties: Vec<(String, Value)>,
+    positions: HashMap<String, usize>,
+}
+
+impl Properties {
+    /// Later duplicates overwrite the value and keep the first position, as `Properties`
+    /// does.
+    fn set(&mut self, key: String, value: String) {
+        match self.positions.get(&key) {
+            Some(&position) => self.properties[position].1 = Value::String(value),
+            None => {
+                self.positions.insert(key.clone(), self.properties.len());
+                self.properties.push((key, Value::String(value)));
+            }
+        }
     }
 }
 
@@ -127,7 +148,7 @@ mod tests {
     #[test]
     fn reads_java_properties_syntax() {
         let text = b"# comment\n! also\na=1\nb : two words\nc three\nd=multi\\\n    line\ne=\\u00e9t\\u00e9\nf[]=x, y\ng=\\#not-comment\nurl=http://x:8080/\na=again\n\xe9=latin\n#---\nspring.config.activate.on-profile=dev\nh=1\n";
-        let documents = parse(text);
+        let documents = parse(text).unwrap();
         assert_eq!(documents.len(), 2);
         let properties: Vec<(String, Value)> = documents[0].properties.clone();
         let expected = [

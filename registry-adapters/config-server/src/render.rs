@@ -6,27 +6,43 @@
 //! `[`, and a higher source's group removes the lower group first, so `[x, y]` over
 //! `[a, b, c]` yields `[x, y]` and never `[x, y, c]`.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 use super::environment::Environment;
+use super::error::ConfigError;
+use super::limits;
 
 /// Keys that select documents rather than configure anything; the views leave them out.
 const ACTIVATION_KEYS: [&str; 2] = ["spring.profiles", "spring.config.activate.on-profile"];
 
-/// The merged properties in first-seen order, without the activation keys.
+/// The merged properties in first-seen order, without the activation keys. Linear in the
+/// number of properties times the number of sources.
 pub fn merged(environment: &Environment) -> Vec<(String, Value)> {
     let mut merged: Vec<(String, Value)> = Vec::new();
+    let mut positions: HashMap<String, usize> = HashMap::new();
     for source in environment.sources.iter().rev() {
-        let groups: Vec<&str> = source
+        let groups: HashSet<&str> = source
             .source
             .iter()
             .filter_map(|(key, _)| list_group(key))
             .collect();
-        merged.retain(|(key, _)| list_group(key).is_none_or(|group| !groups.contains(&group)));
+        if !groups.is_empty() {
+            merged.retain(|(key, _)| list_group(key).is_none_or(|group| !groups.contains(group)));
+            positions = merged
+                .iter()
+                .enumerate()
+                .map(|(position, (key, _))| (key.clone(), position))
+                .collect();
+        }
         for (key, value) in &source.source {
-            match merged.iter_mut().find(|(existing, _)| existing == key) {
-                Some((_, slot)) => *slot = value.clone(),
-                None => merged.push((key.clone(), value.clone())),
+            match positions.get(key) {
+                Some(&position) => merged[position].1 = value.clone(),
+                None => {
+                    positions.insert(key.clone(), merged.len());
+                    merged.push((key.clone(), value.clone()));
+                }
             }
         }
     }
@@ -39,20 +55,46 @@ fn list_group(key: &str) -> Option<&str> {
 }
 
 /// Replaces `${name}` and `${name:default}` in string values; unresolvable placeholders stay
-/// as written and `\${...}` is a literal `${...}`.
-pub fn resolve_placeholders(properties: &mut [(String, Value)]) {
-    let lookup: Vec<(String, Value)> = properties.to_vec();
-    for (_, value) in properties.iter_mut() {
+/// as written and `\${...}` is a literal `${...}`. Placeholders nested deeper than
+/// `MAX_PLACEHOLDER_DEPTH`, or a value that grows past `MAX_RESOLVED_BYTES`, are an error
+/// naming the property.
+pub fn resolve_placeholders(properties: &mut [(String, Value)]) -> Result<(), ConfigError> {
+    let lookup: HashMap<String, String> = properties
+        .iter()
+        .map(|(key, value)| (key.clone(), plain(value)))
+        .collect();
+    for (key, value) in properties.iter_mut() {
         if let Value::String(text) = value {
-            *text = resolve(text, &lookup, 0);
+            *text = resolve(text, &lookup, 0).map_err(|reason| ConfigError::Unrenderable {
+                property: limits::excerpt(key),
+                reason,
+            })?;
         }
     }
+    Ok(())
 }
 
-fn resolve(text: &str, properties: &[(String, Value)], depth: usize) -> String {
+/// How deep a found value's own placeholders are followed; deeper, the value is taken as it
+/// is, which is what ends a cycle (`a: ${b}`, `b: ${a}`).
+const FOLLOWED_REFERENCES: usize = 8;
+
+fn resolve(
+    text: &str,
+    properties: &HashMap<String, String>,
+    depth: usize,
+) -> Result<String, String> {
+    if depth > limits::MAX_PLACEHOLDER_DEPTH {
+        return Err(format!(
+            "placeholders nest deeper than {} levels",
+            limits::MAX_PLACEHOLDER_DEPTH
+        ));
+    }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
+        if out.len() > limits::MAX_RESOLVED_BYTES {
+            break;
+        }
         if start > 0 && rest.as_bytes()[start - 1] == b'\\' {
             out.push_str(&rest[..start - 1]);
             out.push_str("${");
@@ -62,27 +104,32 @@ fn resolve(text: &str, properties: &[(String, Value)], depth: usize) -> String {
         out.push_str(&rest[..start]);
         let Some(length) = closing_brace(&rest[start + 2..]) else {
             out.push_str(&rest[start..]);
-            return out;
+            rest = "";
+            break;
         };
         let inner = &rest[start + 2..start + 2 + length];
         let (name, default) = match inner.split_once(':') {
             Some((name, default)) => (name, Some(default)),
             None => (inner, None),
         };
-        let found = properties
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| plain(value));
-        match (found, default) {
-            (Some(value), _) if depth < 8 => out.push_str(&resolve(&value, properties, depth + 1)),
-            (Some(value), _) => out.push_str(&value),
-            (None, Some(default)) => out.push_str(&resolve(default, properties, depth + 1)),
+        match (properties.get(name), default) {
+            (Some(value), _) if depth < FOLLOWED_REFERENCES => {
+                out.push_str(&resolve(value, properties, depth + 1)?)
+            }
+            (Some(value), _) => out.push_str(value),
+            (None, Some(default)) => out.push_str(&resolve(default, properties, depth + 1)?),
             (None, None) => out.push_str(&rest[start..start + 3 + length]),
         }
         rest = &rest[start + 3 + length..];
     }
     out.push_str(rest);
-    out
+    if out.len() > limits::MAX_RESOLVED_BYTES {
+        return Err(format!(
+            "the resolved value is larger than {} bytes",
+            limits::MAX_RESOLVED_BYTES
+        ));
+    }
+    Ok(out)
 }
 
 /// The length up to the brace that closes a placeholder, nested ones included.
@@ -158,18 +205,40 @@ fn segments(name: &str) -> Vec<Segment> {
     segments
 }
 
-/// The nested structure of the merged properties (maps and lists).
-pub fn to_tree(properties: &[(String, Value)]) -> Value {
+/// The nested structure of the merged properties (maps and lists). A name with more than
+/// `MAX_NAME_SEGMENTS` segments, or a list index above `MAX_LIST_INDEX`, is an error naming
+/// the property: the tree is built to the depth and the length the names ask for.
+pub fn to_tree(properties: &[(String, Value)]) -> Result<Value, ConfigError> {
     let mut root = Value::Object(Map::new());
     for (name, value) in properties {
-        if !insert(&mut root, &segments(name), value.clone()) {
+        let path = segments(name);
+        let unrenderable = |reason: String| ConfigError::Unrenderable {
+            property: limits::excerpt(name),
+            reason,
+        };
+        if path.len() > limits::MAX_NAME_SEGMENTS {
+            return Err(unrenderable(format!(
+                "the name nests deeper than {} levels",
+                limits::MAX_NAME_SEGMENTS
+            )));
+        }
+        let too_long = path.iter().any(
+            |segment| matches!(segment, Segment::Index(index) if *index > limits::MAX_LIST_INDEX),
+        );
+        if too_long {
+            return Err(unrenderable(format!(
+                "a list index is above {}",
+                limits::MAX_LIST_INDEX
+            )));
+        }
+        if !insert(&mut root, &path, value.clone()) {
             // A name that is both a value and a parent stays a literal dotted key.
             if let Value::Object(map) = &mut root {
                 map.insert(name.clone(), value.clone());
             }
         }
     }
-    root
+    Ok(root)
 }
 
 fn insert(node: &mut Value, path: &[Segment], value: Value) -> bool {
@@ -334,7 +403,7 @@ fn yaml_string(text: &str) -> String {
 mod tests {
     use serde_json::json;
 
-    use super::super::environment::PropertySource;
+    use super::super::environment::{Environment, PropertySource};
     use super::*;
 
     fn environment(sources: Vec<Vec<(&str, Value)>>) -> Environment {
@@ -393,7 +462,7 @@ mod tests {
             ("literal".to_owned(), json!("\\${host}")),
             ("chain".to_owned(), json!("${url}")),
         ];
-        resolve_placeholders(&mut properties);
+        resolve_placeholders(&mut properties).unwrap();
         assert_eq!(properties[1].1, json!("jdbc:db:5432/${missing}"));
         assert_eq!(properties[2].1, json!("${host}"));
         assert_eq!(properties[3].1, json!("jdbc:db:5432/${missing}"));
@@ -409,7 +478,7 @@ mod tests {
             ("a".into(), json!(1)),
             ("a.b".into(), json!(2)),
         ];
-        let tree = to_tree(&properties);
+        let tree = to_tree(&properties).unwrap();
         assert_eq!(
             tree,
             json!({"orders": {"db": {"pool": {"max-size": 10}}, "endpoints": [{"name": "primary"}, {"name": "fallback"}]},
@@ -419,5 +488,98 @@ mod tests {
             &json!({"orders": {"debug": "yes", "endpoints": [{"name": "p", "url": "http://p"}], "n": 2}, "list": ["a", "b"]}),
         );
         assert_eq!(yaml, "orders:\n  debug: \"yes\"\n  endpoints:\n  - name: p\n    url: http://p\n  n: 2\nlist:\n- a\n- b\n");
+    }
+
+    #[test]
+    fn names_too_deep_or_lists_too_long_are_refused_naming_the_property() {
+        let deep = format!("{}a", "a.".repeat(50_000));
+        let error = to_tree(&[(deep, json!(1))]).unwrap_err();
+        assert!(
+            error.to_string().contains("nests deeper than 100 levels"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("a.a.a."), "{error}");
+        assert_eq!(error.status().as_u16(), 500);
+
+        let indexed = format!("x{}", "[0]".repeat(40_000));
+        assert!(to_tree(&[(indexed, json!(1))]).is_err());
+
+        let huge_index = vec![("list[999999999]".to_owned(), json!(1))];
+        let error = to_tree(&huge_index).unwrap_err();
+        assert!(error.to_string().contains("list index"), "{error}");
+
+        // At the bounds a tree is still built.
+        let at_bound = format!("{}a", "a.".repeat(limits::MAX_NAME_SEGMENTS - 1));
+        assert!(to_tree(&[(at_bound, json!(1))]).is_ok());
+        let longest = vec![(format!("list[{}]", limits::MAX_LIST_INDEX), json!(1))];
+        assert!(to_tree(&longest).is_ok());
+    }
+
+    #[test]
+    fn nested_defaults_and_exploding_references_are_refused() {
+        let nested = format!("{}end{}", "${z:".repeat(40_000), "}".repeat(40_000));
+        let mut properties = vec![("deep".to_owned(), json!(nested))];
+        let error = resolve_placeholders(&mut properties).unwrap_err();
+        assert!(error.to_string().contains("deep"), "{error}");
+        assert!(error.to_string().contains("nest deeper"), "{error}");
+
+        // Within the depth bound, defaults still resolve.
+        let mut properties = vec![(
+            "ok".to_owned(),
+            json!(format!("{}end{}", "${z:".repeat(20), "}".repeat(20))),
+        )];
+        resolve_placeholders(&mut properties).unwrap();
+        assert_eq!(properties[0].1, json!("end"));
+
+        // Eight levels of a value that names the next level 64 times: 64^8 copies.
+        let mut properties: Vec<(String, Value)> = (0..8)
+            .map(|level| {
+                (
+                    format!("l{level}"),
+                    json!(format!("${{l{}}}", level + 1).repeat(64)),
+                )
+            })
+            .collect();
+        properties.push(("l8".to_owned(), json!("x")));
+        let error = resolve_placeholders(&mut properties).unwrap_err();
+        assert!(error.to_string().contains("larger than"), "{error}");
+    }
+
+    #[test]
+    fn a_long_list_merges_whole_and_renders() {
+        // The higher source's list replaces the lower one whole; how the time grows with
+        // the length is measured by `benches/render.rs`.
+        let items = |prefix: &str| -> Vec<(String, Value)> {
+            (0..32_000)
+                .map(|position| {
+                    (
+                        format!("list[{position}]"),
+                        json!(format!("{prefix}{position}")),
+                    )
+                })
+                .collect()
+        };
+        let environment = Environment {
+            name: "orders".to_owned(),
+            profiles: vec!["default".to_owned()],
+            label: None,
+            version: None,
+            sources: vec![
+                PropertySource {
+                    name: "high".to_owned(),
+                    source: items("h"),
+                },
+                PropertySource {
+                    name: "low".to_owned(),
+                    source: items("l"),
+                },
+            ],
+        };
+        let mut merged = merged(&environment);
+        assert_eq!(merged.len(), 32_000);
+        assert_eq!(merged[31_999].1, json!("h31999"));
+        resolve_placeholders(&mut merged).unwrap();
+        let tree = to_tree(&merged).unwrap();
+        assert_eq!(tree["list"].as_array().map(Vec::len), Some(32_000));
     }
 }

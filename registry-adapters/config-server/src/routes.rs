@@ -112,12 +112,12 @@ fn answer(sources: &ConfigSources, shape: Shape, resolve: bool) -> Result<Respon
             let environment = environment(sources, &application, &profiles, label.as_deref())?;
             let mut merged = render::merged(&environment);
             if resolve {
-                render::resolve_placeholders(&mut merged);
+                render::resolve_placeholders(&mut merged)?;
             }
             Ok(match format {
                 Format::Properties => text_body(render::to_properties(&merged)),
-                Format::Json => json_body(&render::to_tree(&merged), "application/json"),
-                Format::Yaml => text_body(render::to_yaml(&render::to_tree(&merged))),
+                Format::Json => json_body(&render::to_tree(&merged)?, "application/json"),
+                Format::Yaml => text_body(render::to_yaml(&render::to_tree(&merged)?)),
             })
         }
         Shape::File {

@@ -297,3 +297,57 @@ fn percent_decoding_never_splits_a_character() {
         "a/b"
     );
 }
+
+/// Issue 10, defects 1 and 2: a KV document anyone can write must not take the process down.
+/// Each of these overflowed the stack or expanded without bound before the limits.
+#[tokio::test]
+async fn hostile_kv_documents_are_refused_with_500_and_change_nothing() {
+    let kv = Arc::new(KvStore::in_memory(
+        Arc::new(ChangeIndex::new(1)),
+        Clock::System,
+        "n1",
+    ));
+    let put = |key: &str, value: String| {
+        kv.put(key, Bytes::from(value), 0, None, None).unwrap();
+    };
+    put(
+        "config/dotted/data",
+        format!("\"{}a\": 1\n", "a.".repeat(50_000)),
+    );
+    put(
+        "config/indexed/data",
+        format!("\"x{}\": 1\n", "[0]".repeat(40_000)),
+    );
+    put(
+        "config/placeholders/data",
+        format!(
+            "p=${{z:{}end{}\n",
+            "${z:".repeat(40_000),
+            "}".repeat(40_001)
+        ),
+    );
+    put("config/bomb/data", crate::yaml::tests::alias_bomb(5));
+    put("config/fine/data", "fine: yes\n".to_owned());
+    let router = router_for(&sample_repo(), Some(kv.clone()));
+
+    for (uri, says) in [
+        ("/dotted-default.json", "nests deeper than 100 levels"),
+        ("/dotted-default.yml", "nests deeper than 100 levels"),
+        ("/indexed-default.json", "nests deeper than 100 levels"),
+        ("/placeholders-default.properties", "nest deeper than 32"),
+        ("/bomb-default.json", "values in one document"),
+        ("/bomb/default", "values in one document"),
+    ] {
+        let (status, content_type, body) = get(&router, uri, None).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{uri}: {body}");
+        assert_eq!(content_type, "application/json", "{uri}");
+        assert!(body.contains(says), "{uri}: {body}");
+    }
+    // The flat Environment of a deep name is still served: nothing is nested there.
+    let (status, _, _) = get(&router, "/dotted/default", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Other applications are untouched.
+    let (status, _, body) = get(&router, "/fine-default.properties", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("fine: true"), "{body}");
+}
