@@ -1,7 +1,8 @@
 //! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
-//! load balancer stops sending traffic before connections are drained.
+//! load balancer stops sending traffic before connections are drained. Writes pass
+//! `admin_auth` first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use ferry_proxy::cutover::Mode;
 use ferry_proxy::mesh::{Mesh, ServiceStatus};
 use serde_json::{json, Value};
 
+use crate::admin_auth::{self, WritePolicy};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -27,7 +29,7 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn routes(admin: Admin) -> Router {
+pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
     Router::new()
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
@@ -38,6 +40,10 @@ pub fn routes(admin: Admin) -> Router {
             get(service).put(cutover).post(cutover),
         )
         .with_state(admin)
+        .layer(axum::middleware::from_fn_with_state(
+            writes,
+            admin_auth::guard,
+        ))
 }
 
 async fn ready(State(admin): State<Admin>) -> impl IntoResponse {

@@ -103,6 +103,11 @@ pub struct Cli {
     #[arg(long, env = "FERRY_ADMIN_LISTEN", default_value = "127.0.0.1:15000")]
     pub admin_listen: Listen,
 
+    /// Token that admin writes (a cutover) must carry as `Authorization: Bearer TOKEN`.
+    /// Without one, admin writes are accepted only when the admin listener is on loopback.
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Folder for Ferry's durable state. Created if missing; one process at a time may use it.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: PathBuf,
@@ -158,6 +163,10 @@ pub struct CtlCommand {
     /// The admin API of the ferry to talk to.
     #[arg(long, env = "FERRY_ADMIN", default_value = "127.0.0.1:15000")]
     pub admin: String,
+
+    /// The admin token, when the ferry was started with one (needed by `cutover`).
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 
     #[command(subcommand)]
     pub action: CtlAction,

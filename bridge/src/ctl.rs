@@ -76,11 +76,13 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
             if !matches!(mode.as_str(), "mesh" | "legacy") {
                 anyhow::bail!("the mode must be `mesh` or `legacy`, not `{mode}`");
             }
-            let response = client
+            let mut request = client
                 .put(format!("{base}/api/services/{service}"))
-                .json(&serde_json::json!({ "mode": mode }))
-                .send()
-                .await?;
+                .json(&serde_json::json!({ "mode": mode }));
+            if let Some(token) = &command.token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await?;
             let status = response.status();
             let text = response.text().await?;
             if !status.is_success() {

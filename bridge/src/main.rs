@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_auth;
 mod cli;
 mod config_file;
 mod ctl;

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::admin::{self, Admin};
+use crate::admin_auth::WritePolicy;
 use crate::cli::{seconds, Cli, Listen};
 use crate::metrics::{self, Metrics};
 use crate::shutdown;
@@ -127,7 +128,11 @@ pub async fn run(
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    apis.push(("admin", cli.admin_listen, admin::routes(admin)));
+    let writes = WritePolicy::new(
+        cli.admin_token.as_deref(),
+        matches!(cli.admin_listen, Listen::On(address) if address.ip().is_loopback()),
+    );
+    apis.push(("admin", cli.admin_listen, admin::routes(admin, writes)));
 
     // Bind everything before serving anything, so a bad address fails the start cleanly.
     let mut bound = Vec::new();

@@ -1,0 +1,175 @@
+//! Who may change the mesh through the admin API. A cutover redirects a service's traffic,
+//! so a write needs the admin token (`Authorization: Bearer TOKEN`) when one is set; with
+//! none set, writes are accepted only on an admin listener bound to loopback, so nothing
+//! beyond this host changes the mesh without authentication. Reads (`/metrics`, `/ready`,
+//! `GET /api/...`) stay open for probes and Prometheus.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// The rule for admin writes, fixed at start.
+#[derive(Clone, Debug)]
+pub enum WritePolicy {
+    /// Writes carry this bearer token.
+    Token(String),
+    /// No token is set and the listener is on loopback: local processes may write.
+    LoopbackOnly,
+    /// No token is set and the listener faces the network: no one may write.
+    Refused,
+}
+
+impl WritePolicy {
+    pub fn new(token: Option<&str>, listener_is_loopback: bool) -> WritePolicy {
+        match token.filter(|token| !token.is_empty()) {
+            Some(token) => WritePolicy::Token(token.to_owned()),
+            None if listener_is_loopback => WritePolicy::LoopbackOnly,
+            None => WritePolicy::Refused,
+        }
+    }
+}
+
+/// Lets reads through and holds writes to the policy.
+pub async fn guard(State(policy): State<WritePolicy>, request: Request, next: Next) -> Response {
+    let read = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if read {
+        return next.run(request).await;
+    }
+    match &policy {
+        WritePolicy::LoopbackOnly => next.run(request).await,
+        WritePolicy::Refused => (
+            StatusCode::FORBIDDEN,
+            "admin writes are off: this listener is not on loopback and no --admin-token is set\n",
+        )
+            .into_response(),
+        WritePolicy::Token(expected) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "));
+            match presented {
+                Some(token) if same_secret(token.trim().as_bytes(), expected.as_bytes()) => {
+                    next.run(request).await
+                }
+                Some(_) => {
+                    (StatusCode::FORBIDDEN, "the admin token is not valid\n").into_response()
+                }
+                None => {
+                    let mut response =
+                        (StatusCode::UNAUTHORIZED, "an admin token is required\n").into_response();
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"ferry-admin\""),
+                    );
+                    response
+                }
+            }
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing of
+/// how much of a guess was right.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    presented.len() == expected.len()
+        && presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use axum::Router;
+    use ferry_http::test_client::call;
+
+    use super::*;
+
+    fn guarded(policy: WritePolicy) -> Router {
+        Router::new()
+            .route(
+                "/api/services/{name}",
+                get(|| async { "read" }).put(|| async { "moved" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(policy, guard))
+    }
+
+    #[tokio::test]
+    async fn writes_need_the_token_or_loopback_and_reads_never_do() {
+        let uri = "/api/services/orders";
+        let token = guarded(WritePolicy::new(Some("s3cret"), false));
+        let put = |headers: &'static [(&'static str, &'static str)]| {
+            let token = token.clone();
+            async move { call(&token, Method::PUT, uri, headers, "").await }
+        };
+        let missing = put(&[]).await;
+        assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+        assert!(missing.headers.contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(
+            put(&[("authorization", "Bearer guess")]).await.status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            put(&[("authorization", "s3cret")]).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let allowed = put(&[("authorization", "Bearer s3cret")]).await;
+        assert_eq!(
+            (allowed.status, allowed.text().as_str()),
+            (StatusCode::OK, "moved")
+        );
+        assert_eq!(
+            call(&token, Method::GET, uri, &[], "").await.status,
+            StatusCode::OK
+        );
+
+        let open_network = guarded(WritePolicy::new(None, false));
+        let refused = call(&open_network, Method::PUT, uri, &[], "").await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(
+            refused.text().contains("--admin-token"),
+            "{}",
+            refused.text()
+        );
+        assert_eq!(
+            call(&open_network, Method::GET, uri, &[], "").await.status,
+            StatusCode::OK
+        );
+
+        let loopback = guarded(WritePolicy::new(None, true));
+        assert_eq!(
+            call(&loopback, Method::PUT, uri, &[], "").await.status,
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn the_policy_follows_the_token_and_the_listener() {
+        assert!(matches!(
+            WritePolicy::new(Some("s3"), false),
+            WritePolicy::Token(_)
+        ));
+        assert!(matches!(
+            WritePolicy::new(Some(""), true),
+            WritePolicy::LoopbackOnly
+        ));
+        assert!(matches!(
+            WritePolicy::new(None, true),
+            WritePolicy::LoopbackOnly
+        ));
+        assert!(matches!(
+            WritePolicy::new(None, false),
+            WritePolicy::Refused
+        ));
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+    }
+}
