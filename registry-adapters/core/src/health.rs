@@ -1,6 +1,7 @@
 //! The checks Ferry runs itself, as a Consul agent does: HTTP and TCP probes at each check's
 //! interval, TTL checks that turn critical when not renewed, the reaper for instances
-//! critical longer than `DeregisterCriticalServiceAfter`, and session expiry.
+//! critical longer than `DeregisterCriticalServiceAfter`, session expiry, and the reaping
+//! of KV tombstones older than their TTL.
 //!
 //! One supervisor task ticks every `TICK`; probes run as their own tasks (bounded in
 //! number) and report through `Registry::update_check`, which writes only when a check's
@@ -80,6 +81,11 @@ pub fn spawn(
                 if let Some(kv) = &kv {
                     if let Err(error) = kv.expire_sessions() {
                         tracing::warn!(%error, "session expiry failed");
+                    }
+                    match kv.reap_tombstones() {
+                        Ok(0) => {}
+                        Ok(reaped) => tracing::debug!(reaped, "KV tombstones reaped"),
+                        Err(error) => tracing::warn!(%error, "reaping KV tombstones failed"),
                     }
                 }
             }

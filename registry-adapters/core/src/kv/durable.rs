@@ -1,7 +1,7 @@
 //! The KV store's file: a redb database under the data directory. A write is committed
 //! (and synced) before the caller answers, so anything acknowledged survives `kill -9`.
-//! The same file keeps the change index's reservation and the tombstones of deleted keys,
-//! so neither the index nor any prefix's result index goes backwards after a restart.
+//! The same file keeps the change index's reservation, the tombstones of deleted keys and
+//! the watermarks of reaped ones, so neither the index nor any prefix's result index goes backwards after a restart.
 
 use std::path::Path;
 
@@ -14,6 +14,8 @@ use crate::store::StoreError;
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Directory -> the highest index of a tombstone reaped from it (see `tombstones`).
+const WATERMARKS: TableDefinition<&str, u64> = TableDefinition::new("tombstone_watermarks");
 const RESERVED_INDEX: &str = "index_reserved";
 
 #[derive(Debug)]
@@ -26,6 +28,7 @@ pub struct Durable {
 pub struct Loaded {
     pub entries: Vec<KvEntry>,
     pub tombstones: Vec<(String, u64)>,
+    pub watermarks: Vec<(String, u64)>,
     pub reserved_index: u64,
 }
 
@@ -50,6 +53,7 @@ impl Durable {
         transaction.open_table(ENTRIES).map_err(unavailable)?;
         transaction.open_table(TOMBSTONES).map_err(unavailable)?;
         transaction.open_table(META).map_err(unavailable)?;
+        transaction.open_table(WATERMARKS).map_err(unavailable)?;
         transaction.commit().map_err(unavailable)?;
 
         let read = self.database.begin_read().map_err(unavailable)?;
@@ -67,6 +71,13 @@ impl Durable {
             loaded
                 .tombstones
                 .push((key.value().to_owned(), index.value()));
+        }
+        let watermarks = read.open_table(WATERMARKS).map_err(unavailable)?;
+        for item in watermarks.iter().map_err(unavailable)? {
+            let (directory, index) = item.map_err(unavailable)?;
+            loaded
+                .watermarks
+                .push((directory.value().to_owned(), index.value()));
         }
         let meta = read.open_table(META).map_err(unavailable)?;
         loaded.reserved_index = meta
@@ -92,6 +103,25 @@ impl Durable {
             for (key, index) in removals {
                 entries.remove(*key).map_err(unavailable)?;
                 tombstones.insert(*key, *index).map_err(unavailable)?;
+            }
+        }
+        transaction.commit().map_err(unavailable)
+    }
+
+    /// Removes reaped tombstones and raises their directories' watermarks, in one synced
+    /// transaction: after a crash either both happened or neither.
+    pub fn reap(&self, keys: &[String], watermarks: &[(String, u64)]) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(unavailable)?;
+        {
+            let mut tombstones = transaction.open_table(TOMBSTONES).map_err(unavailable)?;
+            for key in keys {
+                tombstones.remove(key.as_str()).map_err(unavailable)?;
+            }
+            let mut marks = transaction.open_table(WATERMARKS).map_err(unavailable)?;
+            for (directory, index) in watermarks {
+                marks
+                    .insert(directory.as_str(), *index)
+                    .map_err(unavailable)?;
             }
         }
         transaction.commit().map_err(unavailable)

@@ -4,13 +4,13 @@
 //! Writes are serialized by one writer lock, take the next value of the shared change
 //! index, are committed to disk (`durable`), and only then applied to the in-memory copy
 //! that reads and blocking queries use. Deleted keys leave tombstones so a prefix's result
-//! index rises on a delete and never falls.
+//! index rises on a delete and never falls; old tombstones are reaped (`tombstones`).
 
 mod durable;
 pub mod sessions;
+mod tombstones;
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,9 +24,13 @@ use crate::model::Millis;
 use crate::store::StoreError;
 use durable::Durable;
 pub use sessions::{Behavior, Session, SessionRequest};
+use tombstones::{under, Tombstones};
 
 /// Consul's limit on one value.
 pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+
+/// How long a deleted key's tombstone is kept: Consul's default `tombstone_ttl`.
+pub const DEFAULT_TOMBSTONE_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvEntry {
@@ -59,8 +63,7 @@ pub enum KvError {
 #[derive(Debug, Default)]
 struct KvState {
     entries: BTreeMap<String, KvEntry>,
-    /// Deleted key -> index of its deletion.
-    tombstones: BTreeMap<String, u64>,
+    tombstones: Tombstones,
     /// Index of the latest KV write.
     last_index: u64,
     sessions: sessions::Sessions,
@@ -76,6 +79,7 @@ pub struct KvStore {
     index: Arc<ChangeIndex>,
     clock: Clock,
     node: String,
+    tombstone_ttl: Millis,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -102,7 +106,14 @@ impl KvStore {
             index,
             clock,
             node: node.to_owned(),
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL.as_millis() as Millis,
         }
+    }
+
+    /// Keeps tombstones for `ttl` instead of Consul's 15 minutes.
+    pub fn with_tombstone_ttl(mut self, ttl: std::time::Duration) -> KvStore {
+        self.tombstone_ttl = ttl.as_millis() as Millis;
+        self
     }
 
     /// Opens (or creates) the store file and builds the change index that continues
@@ -121,6 +132,7 @@ impl KvStore {
             .iter()
             .map(|entry| entry.modify_index)
             .chain(loaded.tombstones.iter().map(|(_, index)| *index))
+            .chain(loaded.watermarks.iter().map(|(_, index)| *index))
             .max()
             .unwrap_or(0)
             .max(loaded.reserved_index);
@@ -135,7 +147,7 @@ impl KvStore {
                 .into_iter()
                 .map(|entry| (entry.key.clone(), entry))
                 .collect(),
-            tombstones: loaded.tombstones.into_iter().collect(),
+            tombstones: Tombstones::restore(loaded.tombstones, loaded.watermarks, clock.now()),
             ..KvState::default()
         };
         let store = KvStore {
@@ -145,6 +157,7 @@ impl KvStore {
             index: index.clone(),
             clock,
             node: node.to_owned(),
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL.as_millis() as Millis,
         };
         store.release_orphaned_locks()?;
         Ok((store, index))
@@ -384,6 +397,29 @@ impl KvStore {
         Ok(true)
     }
 
+    /// Forgets tombstones older than the TTL; returns how many went. Prefix indexes keep
+    /// their values (see `tombstones`), so no blocking read wakes for it.
+    pub fn reap_tombstones(&self) -> Result<usize, KvError> {
+        let _writer = self.writer.lock();
+        let now = self.clock.now();
+        let Some(reaping) = self.state.read().tombstones.due(now, self.tombstone_ttl) else {
+            return Ok(0);
+        };
+        if let Some(durable) = &self.durable {
+            durable.reap(&reaping.keys, &reaping.watermarks)?;
+        }
+        self.state
+            .write()
+            .tombstones
+            .apply(&reaping, now, self.tombstone_ttl);
+        Ok(reaping.keys.len())
+    }
+
+    /// Tombstones kept now.
+    pub fn tombstone_count(&self) -> usize {
+        self.state.read().tombstones.len()
+    }
+
     fn release_orphaned_locks(&self) -> Result<(), StoreError> {
         let held: Vec<KvEntry> = self
             .state
@@ -412,6 +448,7 @@ impl KvStore {
 
     /// Stamps, persists, applies and publishes one write. The caller holds `writer`.
     fn commit(&self, mutations: Vec<Mutation>) -> Result<(), KvError> {
+        let now = self.clock.now();
         let index = self.index.allocate()?;
         let mut puts = Vec::new();
         let mut removals = Vec::new();
@@ -436,12 +473,12 @@ impl KvStore {
         {
             let mut state = self.state.write();
             for entry in puts {
-                state.tombstones.remove(&entry.key);
+                state.tombstones.revive(&entry.key);
                 state.entries.insert(entry.key.clone(), entry);
             }
             for key in removals {
                 state.entries.remove(&key);
-                state.tombstones.insert(key, index);
+                state.tombstones.bury(key, index, now);
             }
             state.last_index = index;
         }
@@ -450,21 +487,11 @@ impl KvStore {
     }
 }
 
-fn under<'a, V>(
-    map: &'a BTreeMap<String, V>,
-    prefix: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
-    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-        .take_while(move |(key, _)| key.starts_with(prefix))
-}
-
 fn prefix_index(state: &KvState, prefix: &str) -> u64 {
     let live = under(&state.entries, prefix)
         .map(|(_, entry)| entry.modify_index)
         .max();
-    let deleted = under(&state.tombstones, prefix)
-        .map(|(_, index)| *index)
-        .max();
+    let deleted = state.tombstones.newest_under(prefix);
     match live.max(deleted) {
         Some(index) => index,
         None => state.last_index.max(1),

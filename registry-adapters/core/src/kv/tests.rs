@@ -251,3 +251,70 @@ fn writes_survive_a_reopen_and_the_index_keeps_rising() {
     assert!(index.allocate().unwrap() > last);
     std::fs::remove_dir_all(folder).unwrap();
 }
+
+/// Issue 10, defect 11: put/delete churn of distinct keys no longer grows the store for
+/// ever, and reaping moves no prefix's result index, so no watcher wakes for it.
+#[test]
+fn tombstones_are_reaped_after_their_ttl_without_moving_any_prefix_index() {
+    let clock = Clock::manual(1_000_000);
+    let store = KvStore::in_memory(Arc::new(ChangeIndex::new(1)), clock.clone(), "n1");
+    put(&store, "config/orders/data", "a: 1");
+    for n in 0..20_000 {
+        let key = format!("churn/key-{n}");
+        put(&store, &key, "x");
+        store.delete(&key, false, None).unwrap();
+    }
+    assert_eq!(store.tombstone_count(), 20_000);
+    let watched = ["", "churn/", "config/", "config/orders/"];
+    let before: Vec<u64> = watched
+        .iter()
+        .map(|prefix| store.prefix_result_index(prefix))
+        .collect();
+
+    clock.advance(DEFAULT_TOMBSTONE_TTL.as_millis() as i64 - 1);
+    assert_eq!(store.reap_tombstones().unwrap(), 0, "younger than the TTL");
+    clock.advance(1);
+    assert_eq!(store.reap_tombstones().unwrap(), 20_000);
+    assert_eq!(store.tombstone_count(), 0);
+    let after: Vec<u64> = watched
+        .iter()
+        .map(|prefix| store.prefix_result_index(prefix))
+        .collect();
+    assert_eq!(after, before, "reaping moves no directory's index");
+
+    // A later delete still raises its prefix above everything before.
+    put(&store, "churn/late", "x");
+    store.delete("churn/late", false, None).unwrap();
+    assert!(store.prefix_result_index("churn/") > before[1]);
+}
+
+#[test]
+fn reaped_tombstones_stay_reaped_and_indexes_hold_across_a_reopen() {
+    let folder = std::env::temp_dir().join(format!("ferry-kv-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("kv.redb");
+    let clock = Clock::manual(1_000_000);
+    let (churn_index, last) = {
+        let (store, _) = KvStore::open(&path, clock.clone(), "n1").unwrap();
+        let store = store.with_tombstone_ttl(Duration::from_secs(60));
+        put(&store, "churn/kept", "x");
+        for n in 0..100 {
+            put(&store, &format!("churn/{n}"), "x");
+            store.delete(&format!("churn/{n}"), false, None).unwrap();
+        }
+        let churn_index = store.prefix_result_index("churn/");
+        clock.advance(60_000);
+        assert_eq!(store.reap_tombstones().unwrap(), 100);
+        assert_eq!(store.prefix_result_index("churn/"), churn_index);
+        (churn_index, store.prefix_result_index(""))
+    };
+    let (store, index) = KvStore::open(&path, clock.clone(), "n1").unwrap();
+    assert_eq!(store.tombstone_count(), 0, "the reaping was persisted");
+    assert_eq!(
+        store.prefix_result_index("churn/"),
+        churn_index,
+        "the watermark survives the restart"
+    );
+    assert!(index.allocate().unwrap() > last);
+    std::fs::remove_dir_all(folder).unwrap();
+}
