@@ -8,12 +8,17 @@ use std::path::Path;
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use std::time::Duration;
+
+use super::sessions::{Behavior, Session};
 use super::KvEntry;
 use crate::store::StoreError;
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Session id -> the session (see `encode_session`).
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// Directory -> the highest index of a tombstone reaped from it (see `tombstones`).
 const WATERMARKS: TableDefinition<&str, u64> = TableDefinition::new("tombstone_watermarks");
 const RESERVED_INDEX: &str = "index_reserved";
@@ -29,6 +34,7 @@ pub struct Loaded {
     pub entries: Vec<KvEntry>,
     pub tombstones: Vec<(String, u64)>,
     pub watermarks: Vec<(String, u64)>,
+    pub sessions: Vec<Session>,
     pub reserved_index: u64,
 }
 
@@ -54,6 +60,7 @@ impl Durable {
         transaction.open_table(TOMBSTONES).map_err(unavailable)?;
         transaction.open_table(META).map_err(unavailable)?;
         transaction.open_table(WATERMARKS).map_err(unavailable)?;
+        transaction.open_table(SESSIONS).map_err(unavailable)?;
         transaction.commit().map_err(unavailable)?;
 
         let read = self.database.begin_read().map_err(unavailable)?;
@@ -78,6 +85,14 @@ impl Durable {
             loaded
                 .watermarks
                 .push((directory.value().to_owned(), index.value()));
+        }
+        let sessions = read.open_table(SESSIONS).map_err(unavailable)?;
+        for item in sessions.iter().map_err(unavailable)? {
+            let (id, bytes) = item.map_err(unavailable)?;
+            match decode_session(id.value(), bytes.value()) {
+                Some(session) => loaded.sessions.push(session),
+                None => tracing::warn!(id = id.value(), "an unreadable session record is skipped"),
+            }
         }
         let meta = read.open_table(META).map_err(unavailable)?;
         loaded.reserved_index = meta
@@ -127,6 +142,27 @@ impl Durable {
         transaction.commit().map_err(unavailable)
     }
 
+    /// Keeps a new session, synced before the client hears of it.
+    pub fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(unavailable)?;
+        {
+            let mut sessions = transaction.open_table(SESSIONS).map_err(unavailable)?;
+            sessions
+                .insert(session.id.as_str(), encode_session(session).as_slice())
+                .map_err(unavailable)?;
+        }
+        transaction.commit().map_err(unavailable)
+    }
+
+    pub fn remove_session(&self, id: &str) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write().map_err(unavailable)?;
+        {
+            let mut sessions = transaction.open_table(SESSIONS).map_err(unavailable)?;
+            sessions.remove(id).map_err(unavailable)?;
+        }
+        transaction.commit().map_err(unavailable)
+    }
+
     /// Records a change-index reservation (see `change_index`).
     pub fn reserve_index(&self, reserved: u64) -> Result<(), StoreError> {
         let transaction = self.database.begin_write().map_err(unavailable)?;
@@ -172,4 +208,101 @@ fn decode(key: &str, bytes: &[u8]) -> Option<KvEntry> {
         session: (!session.is_empty()).then(|| session.to_owned()),
         value: Bytes::copy_from_slice(bytes.get(34 + session_len..)?),
     })
+}
+
+/// `create, modify, lock-delay ms, ttl ms (0: none)` as little-endian u64s, the behaviour
+/// (one byte), then the name, the node and each node check as a u16 length and bytes.
+fn encode_session(session: &Session) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + session.name.len() + session.node.len());
+    for number in [
+        session.create_index,
+        session.modify_index,
+        session.lock_delay.as_millis() as u64,
+        session.ttl.map_or(0, |ttl| ttl.as_millis() as u64),
+    ] {
+        out.extend_from_slice(&number.to_le_bytes());
+    }
+    out.push(match session.behavior {
+        Behavior::Release => 0,
+        Behavior::Delete => 1,
+    });
+    let texts = [session.name.as_str(), session.node.as_str()]
+        .into_iter()
+        .chain(session.node_checks.iter().map(String::as_str));
+    for text in texts {
+        let text = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        out.extend_from_slice(text);
+    }
+    out
+}
+
+fn decode_session(id: &str, bytes: &[u8]) -> Option<Session> {
+    let number = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let behavior = match bytes.get(32)? {
+        0 => Behavior::Release,
+        1 => Behavior::Delete,
+        _ => return None,
+    };
+    let mut texts = Vec::new();
+    let mut at = 33;
+    while at < bytes.len() {
+        let length = u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?) as usize;
+        texts.push(
+            std::str::from_utf8(bytes.get(at + 2..at + 2 + length)?)
+                .ok()?
+                .to_owned(),
+        );
+        at += 2 + length;
+    }
+    let mut texts = texts.into_iter();
+    let ttl = number(24)?;
+    Some(Session {
+        id: id.to_owned(),
+        name: texts.next()?,
+        node: texts.next()?,
+        node_checks: texts.collect(),
+        create_index: number(0)?,
+        modify_index: number(8)?,
+        lock_delay: Duration::from_millis(number(16)?),
+        ttl: (ttl > 0).then(|| Duration::from_millis(ttl)),
+        behavior,
+        expires_at: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_reads_back_as_it_was_written() {
+        let session = Session {
+            id: "5e1c".to_owned(),
+            name: "leader-lock".to_owned(),
+            node: "n1".to_owned(),
+            lock_delay: Duration::from_secs(15),
+            behavior: Behavior::Delete,
+            ttl: Some(Duration::from_secs(30)),
+            node_checks: vec!["serfHealth".to_owned(), String::new()],
+            create_index: 7,
+            modify_index: 9,
+            expires_at: None,
+        };
+        let back = decode_session("5e1c", &encode_session(&session)).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{session:?}"));
+        let no_ttl = Session {
+            ttl: None,
+            ..session
+        };
+        assert_eq!(
+            decode_session("5e1c", &encode_session(&no_ttl))
+                .unwrap()
+                .ttl,
+            None
+        );
+        assert!(decode_session("x", &[1, 2, 3]).is_none());
+    }
 }

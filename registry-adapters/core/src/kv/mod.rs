@@ -117,8 +117,8 @@ impl KvStore {
     }
 
     /// Opens (or creates) the store file and builds the change index that continues
-    /// above everything handed out before. Locks held by sessions of an earlier run are
-    /// released: sessions do not outlive the process.
+    /// above everything handed out before. Sessions of an earlier run continue, their TTLs
+    /// counted from now; a lock whose session is gone is released.
     pub fn open(
         path: &Path,
         clock: Clock,
@@ -148,6 +148,7 @@ impl KvStore {
                 .map(|entry| (entry.key.clone(), entry))
                 .collect(),
             tombstones: Tombstones::restore(loaded.tombstones, loaded.watermarks, clock.now()),
+            sessions: sessions::Sessions::restore(loaded.sessions, clock.now()),
             ..KvState::default()
         };
         let store = KvStore {
@@ -319,11 +320,11 @@ impl KvStore {
         let _writer = self.writer.lock();
         let index = self.index.allocate()?;
         let now = self.clock.now();
-        let session = self
-            .state
-            .write()
-            .sessions
-            .create(request, &self.node, index, now);
+        let session = sessions::Sessions::open(request, &self.node, index, now);
+        if let Some(durable) = &self.durable {
+            durable.put_session(&session)?;
+        }
+        self.state.write().sessions.insert(session.clone());
         self.index.publish(index);
         Ok(session)
     }
@@ -364,6 +365,14 @@ impl KvStore {
 
     fn end_session(&self, id: &str) -> Result<bool, KvError> {
         let now = self.clock.now();
+        if self.state.read().sessions.get(id).is_none() {
+            return Ok(false);
+        }
+        // Forgotten on disk first: after a crash here its locks are orphans, which the
+        // next start releases, as this end would have.
+        if let Some(durable) = &self.durable {
+            durable.remove_session(id)?;
+        }
         let (session, held) = {
             let mut state = self.state.write();
             let Some(session) = state.sessions.remove(id) else {
@@ -421,14 +430,20 @@ impl KvStore {
     }
 
     fn release_orphaned_locks(&self) -> Result<(), StoreError> {
-        let held: Vec<KvEntry> = self
-            .state
-            .read()
-            .entries
-            .values()
-            .filter(|entry| entry.session.is_some())
-            .cloned()
-            .collect();
+        let held: Vec<KvEntry> = {
+            let state = self.state.read();
+            state
+                .entries
+                .values()
+                .filter(|entry| {
+                    entry
+                        .session
+                        .as_deref()
+                        .is_some_and(|holder| state.sessions.get(holder).is_none())
+                })
+                .cloned()
+                .collect()
+        };
         if held.is_empty() {
             return Ok(());
         }

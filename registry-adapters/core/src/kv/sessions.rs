@@ -1,7 +1,8 @@
 //! Sessions: named holders of KV locks with an optional TTL. When a session ends (destroyed
 //! or expired) its locks are released or its keys deleted, per its behaviour, and the keys
-//! cannot be acquired again until its lock-delay has passed. Sessions live in memory: a
-//! restart ends them all (their locks are released at start).
+//! cannot be acquired again until its lock-delay has passed. Sessions are kept in the KV
+//! store's file, so a restart of Ferry ends none of them and releases none of their locks;
+//! their TTLs start again from the restart, as Consul's do after a leader change.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -54,14 +55,9 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn create(
-        &mut self,
-        request: SessionRequest,
-        node: &str,
-        index: u64,
-        now: Millis,
-    ) -> Session {
-        let session = Session {
+    /// A new session for `request`, not yet kept: the caller persists it first.
+    pub fn open(request: SessionRequest, node: &str, index: u64, now: Millis) -> Session {
+        Session {
             id: uuid::Uuid::new_v4().to_string(),
             name: request.name,
             node: node.to_owned(),
@@ -72,9 +68,24 @@ impl Sessions {
             create_index: index,
             modify_index: index,
             expires_at: request.ttl.map(|ttl| now + expiry_millis(ttl)),
-        };
-        self.by_id.insert(session.id.clone(), session.clone());
-        session
+        }
+    }
+
+    pub fn insert(&mut self, session: Session) {
+        self.by_id.insert(session.id.clone(), session);
+    }
+
+    /// Sessions read back at start, their TTLs running from `now`.
+    pub fn restore(sessions: impl IntoIterator<Item = Session>, now: Millis) -> Sessions {
+        Sessions {
+            by_id: sessions
+                .into_iter()
+                .map(|mut session| {
+                    session.expires_at = session.ttl.map(|ttl| now + expiry_millis(ttl));
+                    (session.id.clone(), session)
+                })
+                .collect(),
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Session> {

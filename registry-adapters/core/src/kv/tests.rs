@@ -244,11 +244,73 @@ fn writes_survive_a_reopen_and_the_index_keeps_rising() {
         deleted_at,
         "the tombstone survives"
     );
+    let holder = store.get("locked").1.unwrap().session;
+    assert!(holder.is_some(), "a restart releases no lock");
     assert!(
-        store.get("locked").1.unwrap().session.is_none(),
-        "orphaned locks are released"
+        store.session(holder.as_deref().unwrap()).is_some(),
+        "the lock's session survives the restart"
     );
     assert!(index.allocate().unwrap() > last);
+    std::fs::remove_dir_all(folder).unwrap();
+}
+
+/// Issue 10, defect 12: a lock holder keeps its lock across a restart of Ferry; the
+/// session's TTL starts again from the restart, and a session destroyed before the restart
+/// stays destroyed.
+#[test]
+fn sessions_and_their_locks_survive_a_restart_and_expire_from_it() {
+    let folder = std::env::temp_dir().join(format!("ferry-kv-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("kv.redb");
+    let clock = Clock::manual(1_000_000);
+    let (holder, gone) = {
+        let (store, _) = KvStore::open(&path, clock.clone(), "n1").unwrap();
+        let holder = session(&store, Behavior::Release, Some(Duration::from_secs(10)));
+        let gone = session(&store, Behavior::Release, None);
+        assert!(store
+            .put(
+                "service/leader",
+                Bytes::from_static(b"me"),
+                0,
+                None,
+                Some(LockOp::Acquire(holder.clone()))
+            )
+            .unwrap());
+        assert!(store.destroy_session(&gone).unwrap());
+        (holder, gone)
+    };
+    clock.advance(15_000);
+    let (store, _) = KvStore::open(&path, clock.clone(), "n1").unwrap();
+    let restored = store.session(&holder).expect("the session survives");
+    assert_eq!(restored.ttl, Some(Duration::from_secs(10)));
+    assert!(
+        store.session(&gone).is_none(),
+        "a destroyed session stays destroyed"
+    );
+    assert_eq!(
+        store.get("service/leader").1.unwrap().session,
+        Some(holder.clone())
+    );
+    let rival = session(&store, Behavior::Release, None);
+    assert!(
+        !store
+            .put(
+                "service/leader",
+                Bytes::from_static(b"rival"),
+                0,
+                None,
+                Some(LockOp::Acquire(rival))
+            )
+            .unwrap(),
+        "nobody else takes the lock after the restart"
+    );
+
+    // Twice the TTL from the restart, not from the last renewal before it.
+    clock.advance(20_000);
+    assert_eq!(store.expire_sessions().unwrap(), 0);
+    clock.advance(1);
+    assert_eq!(store.expire_sessions().unwrap(), 1);
+    assert_eq!(store.get("service/leader").1.unwrap().session, None);
     std::fs::remove_dir_all(folder).unwrap();
 }
 
