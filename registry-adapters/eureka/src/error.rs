@@ -1,6 +1,6 @@
 //! Every way a Eureka request can fail, and the status code Netflix's server (or the spec,
 //! where Ferry is stricter) answers it with. Reasons are short plain text; clients only
-//! look at the status.
+//! look at the status. A 404 has no body at all, as Netflix's has none.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -87,6 +87,14 @@ impl IntoResponse for EurekaError {
                 body,
             )
                 .into_response();
+        }
+        if let EurekaError::NotFound(reason) = &self {
+            // Netflix's server answers every 404 with no body, and the Java clients read a
+            // 404's body as the entity they asked for: Jersey 1's heartbeat (eureka-client
+            // 1.10) and Spring Cloud 2021's RestTemplate transport fail to decode a text
+            // body as an InstanceInfo, and then never re-register after a restart.
+            tracing::debug!(%reason, "eureka 404");
+            return status.into_response();
         }
         if let EurekaError::Unavailable(source) = &self {
             tracing::warn!(error = %source, "eureka write refused: store unavailable");

@@ -294,10 +294,11 @@ async fn renew_answers_200_404_and_409_as_eureka_does() {
         StatusCode::OK,
         "app names are case-insensitive"
     );
-    assert_eq!(
-        put("/eureka/apps/ORDERS/unknown", &[]).await.status,
-        StatusCode::NOT_FOUND
-    );
+    // Issue 10, defect 9: a 404 with a body breaks the Java clients' re-registration.
+    let unknown = put("/eureka/apps/ORDERS/unknown", &[]).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.is_empty(), "{}", unknown.text());
+    assert!(unknown.headers.get("content-type").is_none());
     assert_eq!(
         put(
             "/eureka/apps/ORDERS/a?lastDirtyTimestamp=1700000000001",
@@ -409,10 +410,9 @@ async fn reads_of_missing_things_are_404_and_vips_are_filtered() {
         get_json(&router, "/eureka/apps/NOPE").await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        get_json(&router, "/eureka/apps/ORDERS/nope").await.status,
-        StatusCode::NOT_FOUND
-    );
+    let missing = get_json(&router, "/eureka/apps/ORDERS/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.is_empty(), "{}", missing.text());
     assert_eq!(
         get_json(&router, "/eureka/instances/nope").await.status,
         StatusCode::NOT_FOUND
