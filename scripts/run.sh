@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
-    echo "scripts/run.sh: cargo (Rust 1.85 or newer) is required" >&2
+    echo "scripts/run.sh: cargo (Rust 1.90 or newer) is required" >&2
     exit 1
 fi
 ferry=$(scripts/build-release.sh)

@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 need() { command -v "$1" >/dev/null || { echo "scripts/test.sh: $1 is required ($2)" >&2; exit 1; }; }
-need cargo "Rust 1.85 or newer"
-need python3 "Python 3.9 or newer"
+need cargo "Rust 1.90 or newer"
+need python3 "Python 3.10 or newer"
 need node "Node.js 18 or newer, with npm"
 need npm "Node.js's package manager"
 
@@ -32,12 +32,22 @@ cargo test --locked --workspace
 echo "== compose files"
 if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
-        || echo "docker-compose could not be installed; compose files not validated"
+        || echo "docker-compose could not be installed"
 fi
 if command -v docker-compose >/dev/null; then
     for file in compose/*.yml; do
-        docker-compose -f "$file" config --quiet && echo "valid: $file"
+        # An invalid file fails the run: `if !` keeps `set -e` from being bypassed.
+        if ! docker-compose -f "$file" config --quiet; then
+            echo "invalid compose file: $file" >&2
+            exit 1
+        fi
+        echo "valid: $file"
     done
+elif [ -n "${CI:-}" ]; then
+    echo "docker-compose is required under CI to validate compose/*.yml" >&2
+    exit 1
+else
+    echo "docker-compose is missing: compose files NOT validated (install it, or run as root)"
 fi
 
 echo "== end-to-end tests: the real ferry binary with real clients"
