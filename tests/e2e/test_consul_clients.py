@@ -107,6 +107,27 @@ def test_sessions_and_locks_through_npm_consul(ferry, clients):
     assert [session["ID"] for session in js.call("session.list")] == [second]
 
 
+def test_a_lock_survives_a_restart_of_ferry(start_ferry):
+    """A lock holder still holds its lock after Ferry is killed and started again, and a
+    rival cannot take it; the session's TTL runs again from the restart."""
+    ferry = start_ferry()
+    py = ferry.consul()
+    holder = py.session.create(name="leader", ttl=30, behavior="release")
+    rival = py.session.create(name="standby")
+    assert py.kv.put("service/leader", "me", acquire=holder) is True
+    ferry.kill()
+    ferry.start()
+    py = ferry.consul()
+    _, restored = py.session.info(holder)
+    assert restored is not None and restored["TTL"] == "30s"
+    assert py.kv.get("service/leader")[1]["Session"] == holder
+    assert py.kv.put("service/leader", "rival", acquire=rival) is False
+    assert py.kv.get("service/leader")[1]["Value"] == b"me"
+    # The holder can still release it, and then the rival takes it.
+    assert py.kv.put("service/leader", "me", release=holder) is True
+    assert py.kv.put("service/leader", "rival", acquire=rival) is True
+
+
 def test_eureka_and_consul_see_one_registry(ferry, clients):
     py = ferry.consul()
     clients(PyEureka(ferry.eureka_url, app_name="orders", instance_host="127.0.0.1", instance_ip="127.0.0.1",
