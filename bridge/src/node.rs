@@ -15,7 +15,7 @@ use ferry_consul::{ConsulSettings, NodeInfo};
 use ferry_core::health::{self, HealthSettings};
 use ferry_core::kv::KvStore;
 use ferry_core::registry::eviction;
-use ferry_core::store::MemoryStore;
+use ferry_core::store::DurableStore;
 use ferry_core::{Clock, Registry, RegistrySettings};
 use ferry_eureka::EurekaSettings;
 use tokio::net::TcpListener;
@@ -48,6 +48,15 @@ pub async fn run(
     let (kv, index) = KvStore::open(&kv_path, Clock::System, &node.name)
         .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
     let kv = Arc::new(kv);
+    // Agent registrations are kept here, as a Consul agent keeps them; Eureka ones are
+    // leases in memory that clients re-create.
+    let registrations_path = cli.data_dir.join("registrations.redb");
+    let registrations = DurableStore::open(&registrations_path).with_context(|| {
+        format!(
+            "cannot open the registrations file {}",
+            registrations_path.display()
+        )
+    })?;
     let registry = Arc::new(Registry::with_index(
         RegistrySettings {
             self_preservation: cli.eureka_self_preservation,
@@ -55,9 +64,14 @@ pub async fn run(
             ..RegistrySettings::default()
         },
         Clock::System,
-        Arc::new(MemoryStore),
+        Arc::new(registrations),
         index,
     ));
+    // Before any listener serves: a client never sees the registry without them.
+    let restored = registry
+        .restore()
+        .context("cannot restore the agent registrations")?;
+    tracing::info!(restored, "agent registrations restored");
     let proxy_metrics = Arc::new(ProxyMetrics::new());
     let metrics = Arc::new(Metrics::new(&proxy_metrics));
     let ready = Arc::new(AtomicBool::new(false));

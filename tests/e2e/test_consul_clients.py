@@ -4,7 +4,9 @@ store and its blocking reads, and see the same registry as the Eureka clients.""
 
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import consul
 import httpx
 import pytest
 
@@ -170,6 +172,81 @@ def test_acknowledged_kv_writes_survive_kill_9(start_ferry):
     assert int(index_after) >= int(index_before), "the index never goes backwards"
     assert ferry.consul().kv.put("config/after", "x")
     assert ferry.consul().kv.get("config/after")[1]["ModifyIndex"] > int(index_before)
+
+
+class HealthEndpoint:
+    """A tiny local HTTP server for HTTP checks: 200 with `body` to requests that carry the
+    header `X-Probe: ferry`, 400 to any other."""
+
+    def __init__(self):
+        self.body = "up"
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                status = 200 if self.headers.get("X-Probe") == "ferry" else 400
+                data = endpoint.body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/health"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_agent_registrations_survive_kill_9(start_ferry, clients):
+    """Spring Cloud Consul registers once at start-up: a restart of its agent must keep the
+    registration, its checks and their state, as a Consul agent does."""
+    ferry = start_ferry()
+    py = ferry.consul()
+    web = clients(HealthEndpoint())
+    py.agent.service.register("billing", service_id="billing-ttl", address="127.0.0.1", port=9400,
+                              tags=["blue"], meta={"version": "2"}, check=consul.Check.ttl("6s"))
+    py.agent.service.register("billing", service_id="billing-http", address="127.0.0.1", port=web.port,
+                              check=consul.Check.http(web.url, "1s", header={"X-Probe": ["ferry"]}))
+    assert py.agent.check.ttl_pass("service:billing-ttl", notes="ready")
+    passed_at = time.monotonic()
+    wait_until(lambda: passing_ids(py, "billing") == ["billing-http", "billing-ttl"], 10,
+               what="both checks to pass")
+    time.sleep(max(0.0, passed_at + 3 - time.monotonic()))
+
+    ferry.kill()
+    web.body = "probed after the restart"
+    ferry.start()
+    py = ferry.consul()
+    services = py.agent.services()
+    assert sorted(services) == ["billing-http", "billing-ttl"]
+    assert services["billing-ttl"]["Tags"] == ["blue"] and services["billing-ttl"]["Meta"] == {"version": "2"}
+    assert sorted(node["ServiceID"] for node in py.catalog.service("billing")[1]) == ["billing-http", "billing-ttl"]
+    ttl_check = py.agent.checks()["service:billing-ttl"]
+    assert (ttl_check["Status"], ttl_check["Output"]) == ("passing", "ready")
+    # The HTTP check is probed again (the server's new body shows in its output), with the
+    # header it was registered with.
+    wait_until(lambda: "probed after the restart" in py.agent.checks()["service:billing-http"]["Output"],
+               10, what="the HTTP check to be probed again")
+    # More than the TTL has passed since the last pass, but its timer started again at the
+    # restart: still passing, until the TTL runs out after the restart.
+    time.sleep(max(0.0, passed_at + 7 - time.monotonic()))
+    assert passing_ids(py, "billing") == ["billing-http", "billing-ttl"]
+    wait_until(lambda: passing_ids(py, "billing") == ["billing-http"], 10, what="the TTL to run out")
+    assert py.agent.checks()["service:billing-ttl"]["Status"] == "critical"
+
+    assert py.agent.service.deregister("billing-ttl")
+    assert py.agent.service.deregister("billing-http")
+    assert py.health.service("billing")[1] == []
+    ferry.kill()
+    ferry.start()
+    assert ferry.consul().agent.services() == {}, "a deregistration is kept too"
 
 
 def test_an_instance_critical_too_long_is_deregistered(start_ferry):

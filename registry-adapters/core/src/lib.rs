@@ -8,8 +8,9 @@
 //!   serde, no protocol spellings.
 //! - `registry`: the one registry, its status rules, lease eviction and change log.
 //! - `change_index`: the single index every change bumps and every view reads.
-//! - `store`: where changes are recorded (`MemoryStore` by default; `store/etcd` is where
-//!   the distributed store lands).
+//! - `store`: where changes are recorded (`MemoryStore` by default; `DurableStore` keeps
+//!   agent registrations in a file for `Registry::restore`; `store/etcd` is where the
+//!   distributed store lands, sharing the record encoding in `store/record`).
 //! - `kv`: the durable key/value store with sessions and locks.
 //! - `health`: the checks Ferry runs itself (HTTP, TCP, TTL expiry, reaping).
 //! - `clock`: wall-clock time, replaceable in tests.

@@ -6,6 +6,10 @@
 //! its checks (a server-side override still wins), so a failing check shows as DOWN in
 //! every view and appears in the Eureka delta as MODIFIED. The checks themselves are
 //! changed in `checks.rs`.
+//!
+//! A store that keeps agent registrations (`store::DurableStore`) hands them back at start,
+//! and `Registry::restore` registers them again, as a Consul agent reloads the services and
+//! checks registered through its API.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -196,6 +200,31 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// Registers again, through `register_agent`, every agent instance the store kept (call
+    /// it once at start, before any listener serves); returns how many came back.
+    ///
+    /// A restored instance is what the agent last answered for: its checks keep their last
+    /// status, output and `critical_since` (so `DeregisterCriticalServiceAfter` keeps
+    /// counting from before the restart), and its status follows them again (a server-side
+    /// override set through Eureka was in memory only and is gone). A TTL check that is not
+    /// critical gets a full TTL from now, as a Consul agent gives its restored TTL checks;
+    /// HTTP and TCP checks are probed again by the health runner at once. Each instance
+    /// takes a new change index, so no view's index goes backwards and every watcher wakes,
+    /// and is written back with it as any registration is (one synced commit each).
+    pub fn restore(&self) -> Result<usize, AgentError> {
+        let mut restored = 0;
+        for instance in self.store.load().map_err(RegistryError::from)? {
+            if instance.origin != Origin::Agent {
+                tracing::warn!(app = %instance.app, id = %instance.id,
+                    "a stored registration not made through the agent is not restored");
+                continue;
+            }
+            self.register_agent(instance, true)?;
+            restored += 1;
+        }
+        Ok(restored)
     }
 
     pub fn deregister_agent(&self, id: &str) -> Result<(), AgentError> {

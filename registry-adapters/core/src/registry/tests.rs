@@ -1,9 +1,10 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::*;
 use crate::clock::Clock;
-use crate::model::Status;
-use crate::store::MemoryStore;
+use crate::model::{Health, Origin, Probe, Status};
+use crate::store::{DurableStore, MemoryStore};
 
 const START: Millis = 1_700_000_000_000;
 
@@ -391,4 +392,120 @@ fn a_write_stamps_only_the_checks_it_changed() {
         (record.create_index, record.modify_index),
         (created, registry.index())
     );
+}
+
+/// A check of `probe`'s kind, in `status`, as a registration sends it.
+fn agent_check(id: &str, status: Health, probe: Probe) -> Check {
+    Check {
+        id: id.into(),
+        status,
+        probe,
+        ..checks::maintenance_check(String::new(), None)
+    }
+}
+
+fn pass(registry: &Registry, check_id: &str, output: &str, ttl_only: bool) {
+    let update = CheckUpdate {
+        status: Health::Passing,
+        output: output.into(),
+    };
+    registry.update_check(check_id, update, ttl_only).unwrap();
+}
+
+#[test]
+fn agent_registrations_and_their_checks_survive_a_restart() {
+    let dir = crate::store::scratch_dir();
+    let path = dir.join("registrations.redb");
+    let open = |clock: Clock| {
+        let store = DurableStore::open(&path).unwrap();
+        Registry::new(RegistrySettings::default(), clock, Arc::new(store))
+    };
+    let ttl = Probe::Ttl {
+        ttl: Duration::from_secs(10),
+    };
+    let http = Probe::Http {
+        url: "http://10.0.0.1:8080/health".into(),
+        method: "GET".into(),
+        headers: Default::default(),
+        body: None,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        tls_skip_verify: false,
+    };
+    let registry = open(Clock::manual(START));
+    let mut web = instance("web-1");
+    web.tags = vec!["blue".into()];
+    web.checks = vec![
+        agent_check("ttl-1", Health::Critical, ttl.clone()),
+        agent_check("http-1", Health::Critical, http),
+    ];
+    registry.register_agent(web, true).unwrap();
+    let mut gone = instance("web-2");
+    gone.checks = vec![agent_check("ttl-2", Health::Passing, ttl.clone())];
+    registry.register_agent(gone, true).unwrap();
+    let mut doomed = instance("web-3");
+    doomed.checks = vec![Check {
+        deregister_critical_after: Some(Duration::from_secs(60)),
+        ..agent_check("ttl-3", Health::Critical, ttl.clone())
+    }];
+    registry.register_agent(doomed, true).unwrap();
+    registry.register(instance("eureka-1"), false).unwrap();
+    pass(&registry, "ttl-1", "ready", true);
+    pass(&registry, "http-1", "HTTP GET: 200 OK", false);
+    registry.set_maintenance("web-2", true, None).unwrap();
+    registry.deregister_agent("web-2").unwrap();
+    let before = registry.agent_instance("web-1").unwrap().instance;
+    drop(registry);
+
+    // Restarted 30 s later: the TTL check has not been renewed since, but its timer
+    // starts again at the restart.
+    let restarted = open(Clock::manual(START + 30_000));
+    assert_eq!(restarted.restore().unwrap(), 2);
+    let back = restarted.agent_instance("web-1").unwrap().instance;
+    let health = |instance: &Instance| -> Vec<(String, Health, String)> {
+        let checks = instance.checks.iter();
+        checks
+            .map(|check| (check.id.clone(), check.status, check.output.clone()))
+            .collect()
+    };
+    assert_eq!(health(&back), health(&before));
+    assert_eq!(
+        health(&back)[0],
+        ("ttl-1".into(), Health::Passing, "ready".into())
+    );
+    assert_eq!((back.status, back.origin), (Status::Up, Origin::Agent));
+    assert_eq!(back.tags, ["blue"]);
+    assert_eq!(back.checks[1].probe, before.checks[1].probe);
+    assert!(restarted.agent_instance("web-2").is_none(), "deregistered");
+    assert!(restarted.check("_service_maintenance:web-2").is_none());
+    assert!(
+        restarted.instance("ORDERS", "eureka-1").is_none(),
+        "a lease"
+    );
+    assert_eq!(
+        restarted.check("ttl-3").unwrap().critical_since,
+        Some(START)
+    );
+
+    restarted.clock().advance(10_000);
+    assert_eq!(
+        restarted.expire_ttls().unwrap(),
+        0,
+        "a full TTL from the restart"
+    );
+    restarted.clock().advance(1);
+    assert_eq!(restarted.expire_ttls().unwrap(), 1);
+    assert_eq!(restarted.check("ttl-1").unwrap().status, Health::Critical);
+    // Critical since before the restart, for longer than its 60 s: reaped at once.
+    restarted.clock().advance(20_000);
+    assert_eq!(restarted.reap_critical(Duration::ZERO).unwrap(), 1);
+    assert!(restarted.agent_instance("web-3").is_none());
+    restarted.deregister_agent("web-1").unwrap();
+    drop(restarted);
+
+    let again = open(Clock::manual(START + 90_000));
+    assert_eq!(again.restore().unwrap(), 0, "deregistrations are kept too");
+    assert!(again.agent_instances().is_empty());
+    drop(again);
+    std::fs::remove_dir_all(dir).unwrap();
 }

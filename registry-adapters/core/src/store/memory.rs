@@ -1,7 +1,8 @@
 //! The embedded default store: the registry's in-memory model is the whole of the state,
-//! so a write has nothing further to record and cannot fail.
+//! so a write has nothing further to record and cannot fail, and a start restores nothing.
 
 use super::{Change, Store, StoreError};
+use crate::model::Instance;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore;
@@ -13,5 +14,9 @@ impl Store for MemoryStore {
 
     fn write(&self, _change: &Change<'_>) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn load(&self) -> Result<Vec<Instance>, StoreError> {
+        Ok(Vec::new())
     }
 }

@@ -3,11 +3,18 @@
 //! The registry keeps the live model in memory and funnels every change through one
 //! `Store::write` call before any view can see it. The embedded default (`MemoryStore`) is
 //! that in-memory model and nothing more, which is what Eureka itself does: instances are
-//! leases that clients re-create by re-registering. A distributed backend (etcd) implements
-//! the same trait, so views and the registry's rules do not change when it slots in.
+//! leases that clients re-create by re-registering. `DurableStore` (what `ferry` runs)
+//! also keeps agent registrations in a file under the data directory, as a Consul agent
+//! keeps the services registered through its API, and hands them back at start
+//! (`Store::load`, then `Registry::restore`). A distributed backend (etcd) implements the
+//! same trait with the same record encoding (`record`), so views and the registry's rules
+//! do not change when it slots in.
 
+mod durable;
 mod memory;
+pub mod record;
 
+pub use durable::DurableStore;
 pub use memory::MemoryStore;
 
 use crate::model::Instance;
@@ -38,4 +45,15 @@ pub trait Store: Send + Sync + 'static {
     /// Records one change. An error means the change did not happen: the registry leaves
     /// its model as it was and the view answers 503.
     fn write(&self, change: &Change<'_>) -> Result<(), StoreError>;
+
+    /// The instances this store kept, for `Registry::restore` to register again at start.
+    fn load(&self) -> Result<Vec<Instance>, StoreError>;
+}
+
+/// A fresh directory under the system's temporary one, for tests that open files.
+#[cfg(test)]
+pub(crate) fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferry-store-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("the temporary directory is writable");
+    dir
 }
