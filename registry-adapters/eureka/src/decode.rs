@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use ferry_core::model::{
-    Action, DataCenter, DataCenterKind, Instance, Links, Millis, Port, Status,
-};
+use ferry_core::model::{Action, DataCenter, Instance, Links, Millis, Port, Registration, Status};
 use ferry_core::registry::lease_or_default;
+
+use super::spelling::{parse_action, parse_status, DataCenterKind};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -105,7 +105,7 @@ fn instance(
     let host_name = text(body, "hostName", "hostName")?.unwrap_or_default();
     let amazon_id = data_center
         .as_ref()
-        .filter(|center| center.kind == DataCenterKind::Amazon)
+        .filter(|center| DataCenterKind::of(center) == DataCenterKind::Amazon)
         .and_then(|center| center.metadata.get("instance-id").cloned())
         .filter(|id| !id.is_empty());
     let id_explicit = explicit_id.is_some();
@@ -127,12 +127,12 @@ fn instance(
     let data_center = data_center.ok_or(DecodeError::Missing("dataCenterInfo"))?;
 
     let status = match text(body, "status", "status")? {
-        Some(status) => Status::parse(&status).unwrap_or(Status::Unknown),
+        Some(status) => parse_status(&status).unwrap_or(Status::Unknown),
         None => Status::Up,
     };
     let overridden_status = text(body, "overriddenStatus", "overriddenstatus")?
         .or(text(body, "overriddenstatus", "overriddenStatus")?)
-        .map(|status| Status::parse(&status).unwrap_or(Status::Unknown))
+        .map(|status| parse_status(&status).unwrap_or(Status::Unknown))
         .unwrap_or(Status::Unknown);
 
     let lease_body = body.get("leaseInfo").and_then(Value::as_object);
@@ -154,7 +154,7 @@ fn instance(
         lease.eviction = lease_number("evictionTimestamp")?;
         lease.service_up = lease_number("serviceUpTimestamp")?;
         action = text(body, "actionType", "actionType")?
-            .and_then(|action| Action::parse(&action))
+            .and_then(|action| parse_action(&action))
             .unwrap_or(Action::Added);
         last_updated =
             number(body.get("lastUpdatedTimestamp"), "lastUpdatedTimestamp")?.unwrap_or(0);
@@ -202,7 +202,7 @@ fn instance(
         last_dirty: number(body.get("lastDirtyTimestamp"), "lastDirtyTimestamp")?.unwrap_or(now),
         action,
         scaling_group: text(body, "asgName", "asgName")?,
-        origin: ferry_core::model::Origin::Eureka,
+        registration: Registration::Lease,
         tags: Vec::new(),
         checks: Vec::new(),
         weights: (1, 1),
@@ -224,7 +224,7 @@ fn data_center(body: &Map<String, Value>) -> Result<Option<DataCenter>, DecodeEr
     let name = text(center, "name", "name")?.ok_or(DecodeError::Missing("dataCenterInfo.name"))?;
     let kind = DataCenterKind::parse(&name).ok_or(DecodeError::UnknownDataCenter(name))?;
     Ok(Some(DataCenter {
-        kind,
+        name: kind.model_name(),
         metadata: string_map(center.get("metadata"), "dataCenterInfo.metadata")?,
     }))
 }

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 use super::decode::{self, Origin};
 use super::hashcode::{apps_hashcode, Document};
+use super::spelling::DataCenterKind;
 use super::{json as json_codec, routes, xml, EurekaSettings};
 use ferry_core::model::*;
 use ferry_core::registry::{RegisteredInstance, Registry};
@@ -682,7 +683,7 @@ prop_compose! {
         };
         instance.metadata = metadata.clone();
         if amazon {
-            instance.data_center = DataCenter { kind: DataCenterKind::Amazon, metadata };
+            instance.data_center = DataCenter { name: DataCenterKind::Amazon.model_name(), metadata };
         }
         instance.links.home_page = links.clone();
         instance.links.health_check = links;

@@ -74,7 +74,7 @@ impl Registry {
                 check.critical_since = Some(now);
             }
         }
-        instance.origin = Origin::Agent;
+        instance.registration = Registration::Agent;
         instance.overridden_status = state
             .overrides
             .get(&instance.id)
@@ -305,7 +305,7 @@ impl Registry {
                 .apps
                 .values()
                 .flat_map(|instances| instances.values())
-                .filter(|entry| entry.instance.origin == Origin::Agent)
+                .filter(|entry| entry.instance.registration == Registration::Agent)
                 .filter(|entry| {
                     entry.instance.checks.iter().any(|check| {
                         match (check.deregister_critical_after, check.critical_since) {
@@ -339,7 +339,7 @@ impl Registry {
             .apps
             .values()
             .flat_map(|instances| instances.values())
-            .filter(|entry| entry.instance.origin == Origin::Agent)
+            .filter(|entry| entry.instance.registration == Registration::Agent)
             .map(|entry| entry.registered(&state.routes))
             .collect()
     }
@@ -445,7 +445,7 @@ impl Registry {
         mut instance: Instance,
         now: Millis,
     ) -> Result<(), RegistryError> {
-        if instance.origin == Origin::Agent {
+        if instance.registration == Registration::Agent {
             let status = agent_status(state, &instance);
             if status == Status::Up && instance.lease.service_up == 0 {
                 instance.lease.service_up = now;

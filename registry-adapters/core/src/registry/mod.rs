@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::change_index::ChangeIndex;
 use crate::clock::Clock;
-use crate::model::{Action, Instance, Lease, Millis, Origin, Status, StatusCounts};
+use crate::model::{Action, Instance, Lease, Millis, Registration, Status, StatusCounts};
 use crate::store::{Change, MemoryStore, Store, StoreError};
 use recent::{RecentChange, RecentChanges};
 use renewals::RenewalMeter;
@@ -718,7 +718,7 @@ impl Registry {
             .values()
             .flat_map(|instances| instances.values())
             // Agent registrations hold no lease: they stay until deregistered.
-            .filter(|entry| entry.instance.origin == Origin::Eureka)
+            .filter(|entry| entry.instance.registration == Registration::Lease)
             .filter(|entry| {
                 entry
                     .instance
@@ -731,7 +731,7 @@ impl Registry {
             .apps
             .values()
             .flat_map(|instances| instances.values())
-            .filter(|entry| entry.instance.origin == Origin::Eureka)
+            .filter(|entry| entry.instance.registration == Registration::Lease)
             .count();
         let limit = size - (size as f64 * self.settings.renewal_threshold).floor() as usize;
         expired.shuffle(&mut rand::thread_rng());
@@ -877,7 +877,7 @@ fn same_check(known: &crate::model::Check, check: &crate::model::Check) -> bool 
 
 /// Keeps the agent-id and check-id lookups in step with the records.
 fn remember_checks(state: &mut State, instance: &Instance) {
-    if instance.origin == Origin::Agent {
+    if instance.registration == Registration::Agent {
         state
             .agent_ids
             .insert(instance.id.clone(), instance.app.clone());
@@ -891,7 +891,7 @@ fn remember_checks(state: &mut State, instance: &Instance) {
 }
 
 fn forget_checks(state: &mut State, instance: &Instance) {
-    if instance.origin == Origin::Agent {
+    if instance.registration == Registration::Agent {
         state.agent_ids.remove(&instance.id);
     }
     for check in &instance.checks {
