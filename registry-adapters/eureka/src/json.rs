@@ -9,7 +9,7 @@ use ferry_core::model::{Instance, Millis};
 use ferry_core::registry::RegisteredInstance;
 
 use super::hashcode::Document;
-use super::spelling::{action_name, status_name, DataCenterKind};
+use super::spelling::{action_name, optional_fields, status_name, DataCenterKind};
 
 pub fn applications(document: &Document<'_>) -> Vec<u8> {
     let per_instance = 1100;
@@ -136,16 +136,7 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     } else {
         string_map(out, &instance.metadata);
     }
-    let optional = [
-        ("appGroupName", &instance.app_group),
-        ("homePageUrl", &instance.links.home_page),
-        ("statusPageUrl", &instance.links.status_page),
-        ("healthCheckUrl", &instance.links.health_check),
-        ("secureHealthCheckUrl", &instance.links.secure_health_check),
-        ("vipAddress", &instance.virtual_address),
-        ("secureVipAddress", &instance.secure_virtual_address),
-    ];
-    for (key, value) in optional {
+    for (key, value) in optional_fields(instance) {
         if let Some(value) = value {
             out.push(',');
             key_string(out, key, value);

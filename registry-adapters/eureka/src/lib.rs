@@ -3,8 +3,9 @@
 //!
 //! Layout: `routes` (handlers), `decode` (documents -> model, both formats), `json` and
 //! `xml` (model -> documents), `spelling` (Eureka's names for statuses, actions and
-//! data-centre kinds), `hashcode`, `negotiate` (formats and gzip), `cache` (rendered
-//! registry documents), `error` (status codes).
+//! data-centre kinds, and the optional instance fields both encoders write), `hashcode`,
+//! `negotiate` (formats and gzip), `cache` (rendered registry documents), `error` (status
+//! codes).
 #![forbid(unsafe_code)]
 
 mod cache;

@@ -1,8 +1,9 @@
 //! Eureka's words for the model's values: instance statuses, action types and data-centre
-//! kinds (with the Java classes clients bind them to). The model keeps none of these
-//! spellings; the decoder parses with these tables and the encoders write them.
+//! kinds (with the Java classes clients bind them to), and the names of the optional
+//! instance fields both encoders write. The model keeps none of these spellings; the
+//! decoder parses with these tables and the encoders write them.
 
-use ferry_core::model::{Action, DataCenter, Status};
+use ferry_core::model::{Action, DataCenter, Instance, Status};
 
 /// A status as Eureka spells it (`InstanceInfo.InstanceStatus`).
 pub fn status_name(status: Status) -> &'static str {
@@ -99,6 +100,21 @@ impl DataCenterKind {
     pub fn has_metadata(self) -> bool {
         self == DataCenterKind::Amazon
     }
+}
+
+/// The optional text fields of an instance by their name (the same in JSON and XML), in
+/// the order both documents list them, between `metadata` and
+/// `isCoordinatingDiscoveryServer`; an absent one is left out of the document.
+pub(crate) fn optional_fields(instance: &Instance) -> [(&'static str, &Option<String>); 7] {
+    [
+        ("appGroupName", &instance.app_group),
+        ("homePageUrl", &instance.links.home_page),
+        ("statusPageUrl", &instance.links.status_page),
+        ("healthCheckUrl", &instance.links.health_check),
+        ("secureHealthCheckUrl", &instance.links.secure_health_check),
+        ("vipAddress", &instance.virtual_address),
+        ("secureVipAddress", &instance.secure_virtual_address),
+    ]
 }
 
 #[cfg(test)]

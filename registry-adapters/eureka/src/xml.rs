@@ -17,7 +17,7 @@ use ferry_core::model::{Instance, Millis};
 use ferry_core::registry::RegisteredInstance;
 
 use super::hashcode::Document;
-use super::spelling::{action_name, status_name, DataCenterKind};
+use super::spelling::{action_name, optional_fields, status_name, DataCenterKind};
 
 /// Elements nest no deeper than this in any Eureka document; deeper input is refused
 /// rather than recursed into.
@@ -139,16 +139,7 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     } else {
         map_element(out, &instance.metadata);
     }
-    let optional = [
-        ("appGroupName", &instance.app_group),
-        ("homePageUrl", &instance.links.home_page),
-        ("statusPageUrl", &instance.links.status_page),
-        ("healthCheckUrl", &instance.links.health_check),
-        ("secureHealthCheckUrl", &instance.links.secure_health_check),
-        ("vipAddress", &instance.virtual_address),
-        ("secureVipAddress", &instance.secure_virtual_address),
-    ];
-    for (name, value) in optional {
+    for (name, value) in optional_fields(instance) {
         if let Some(value) = value {
             element(out, name, value);
         }
