@@ -72,7 +72,7 @@ fn service_json(status: &ServiceStatus) -> Value {
         "instances": status.endpoints.iter().map(|(endpoint, ejected)| json!({
             "id": endpoint.id,
             "address": format!("{}:{}", endpoint.host, endpoint.port),
-            "status": endpoint.status.as_str(),
+            "status": endpoint.status.to_string(),
             "ejected": ejected,
         })).collect::<Vec<_>>(),
     })

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::duration;
 use super::error::ConsulError;
 use ferry_core::kv::{Behavior, SessionRequest};
-use ferry_core::model::{Check, Health, Instance, Origin, Probe};
+use ferry_core::model::{Check, Health, Instance, Probe, Registration};
 
 /// A field by any spelling: case and underscores do not matter.
 pub fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -167,7 +167,7 @@ pub fn service_registration(body: &Value, node_address: &str) -> Result<Instance
         address
     };
     let mut instance = Instance::new(&name, &id, &host, &host, port);
-    instance.origin = Origin::Agent;
+    instance.registration = Registration::Agent;
     instance.metadata = string_map(object, "Meta")?;
     validate_meta(&instance.metadata)?;
     instance.tags = match field(object, "Tags") {

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::duration;
 use ferry_core::kv::{KvEntry, Session};
-use ferry_core::model::{Check, Health, Instance, Origin, Probe, Status};
+use ferry_core::model::{Check, Health, Instance, Probe, Registration, Status};
 
 /// This agent's node as the Consul view presents it.
 #[derive(Clone, Debug)]
@@ -128,7 +128,7 @@ pub fn health_entry(node_info: &NodeInfo, instance: &Instance) -> Value {
 
 /// Every check of an instance as Consul shows it: its own, or the Eureka status check.
 pub fn instance_checks(node: &NodeInfo, instance: &Instance) -> Vec<Value> {
-    if instance.origin == Origin::Eureka {
+    if instance.registration == Registration::Lease {
         return vec![eureka_status_check(node, instance)];
     }
     instance
@@ -141,9 +141,9 @@ pub fn instance_checks(node: &NodeInfo, instance: &Instance) -> Vec<Value> {
 /// The status every view agrees on for an instance's health: its checks' worst, or what
 /// Eureka says for a Eureka registration.
 pub fn instance_health(instance: &Instance) -> Health {
-    match instance.origin {
-        Origin::Eureka => eureka_health(instance.status),
-        Origin::Agent => instance.health(),
+    match instance.registration {
+        Registration::Lease => eureka_health(instance.status),
+        Registration::Agent => instance.health(),
     }
 }
 

@@ -1,7 +1,9 @@
-//! The registry's vocabulary: instances, their status, ports, lease figures and the kinds of
-//! change. Plain data with no serde, no HTTP and no protocol names, so that every view
-//! (Eureka today, Consul and Config next) converts at its own edge and none of them leaks
-//! its wire format into the others.
+//! The registry's vocabulary: instances, their status, ports, lease figures, checks and the
+//! kinds of change. Plain data with no serde and no HTTP. Each view (Eureka, Consul) spells
+//! and parses statuses, actions and data centres at its own edge, so none of them leaks
+//! its wire format into the model or into the others. `Status`'s `Display` is the
+//! registry's name for people (logs, admin API, `ferry ctl`). One exception is left:
+//! `Health` keeps its lower-case names (`passing`...), which are also Consul's.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,8 +13,9 @@ pub type Millis = i64;
 
 /// The health of an instance as the registry publishes it.
 ///
-/// The order of the variants is the byte order of their names, which the Eureka hashcode
-/// relies on when it lists counts per status.
+/// Each protocol view spells and parses statuses itself (the Eureka view writes its wire
+/// names); `Display` is the registry's own name for a status, for people: logs, the admin
+/// API and `ferry ctl`, and free-text output such as a check's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Status {
     Down,
@@ -31,23 +34,6 @@ impl Status {
         Status::Up,
     ];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Down => "DOWN",
-            Status::OutOfService => "OUT_OF_SERVICE",
-            Status::Starting => "STARTING",
-            Status::Unknown => "UNKNOWN",
-            Status::Up => "UP",
-        }
-    }
-
-    /// Parses a status name case-insensitively; `None` for anything that is not one.
-    pub fn parse(text: &str) -> Option<Status> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str().eq_ignore_ascii_case(text.trim()))
-    }
-
     /// Index into per-status counters.
     pub fn slot(self) -> usize {
         self as usize
@@ -56,7 +42,13 @@ impl Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(match self {
+            Status::Down => "DOWN",
+            Status::OutOfService => "OUT_OF_SERVICE",
+            Status::Starting => "STARTING",
+            Status::Unknown => "UNKNOWN",
+            Status::Up => "UP",
+        })
     }
 }
 
@@ -68,22 +60,6 @@ pub enum Action {
     Deleted,
 }
 
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Added => "ADDED",
-            Action::Modified => "MODIFIED",
-            Action::Deleted => "DELETED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Action> {
-        [Action::Added, Action::Modified, Action::Deleted]
-            .into_iter()
-            .find(|action| action.as_str().eq_ignore_ascii_case(text.trim()))
-    }
-}
-
 /// A port an instance listens on and whether clients should use it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Port {
@@ -91,38 +67,14 @@ pub struct Port {
     pub enabled: bool,
 }
 
-/// Where an instance runs. Cloud data centres carry a metadata map (instance id, zone...).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where an instance runs, as its registrant described it: `name` is the data centre's
+/// name as given (`None`: its owner's own, nothing more said), `metadata` what the
+/// registrant said about it (a cloud's instance id, zone...). The registry does not
+/// interpret either; a view that knows the names (Eureka's data-centre kinds) does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataCenter {
-    pub kind: DataCenterKind,
+    pub name: Option<String>,
     pub metadata: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataCenterKind {
-    MyOwn,
-    Netflix,
-    Amazon,
-}
-
-impl DataCenterKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataCenterKind::MyOwn => "MyOwn",
-            DataCenterKind::Netflix => "Netflix",
-            DataCenterKind::Amazon => "Amazon",
-        }
-    }
-
-    /// Data-centre names are matched exactly, as Netflix's enum does.
-    pub fn parse(text: &str) -> Option<DataCenterKind> {
-        match text.trim() {
-            "MyOwn" => Some(DataCenterKind::MyOwn),
-            "Netflix" => Some(DataCenterKind::Netflix),
-            "Amazon" => Some(DataCenterKind::Amazon),
-            _ => None,
-        }
-    }
 }
 
 /// Lease figures of one registration. `last_renewal` is the value at the moment this copy
@@ -161,13 +113,17 @@ impl Default for Lease {
     }
 }
 
-/// Which API registered an instance. It decides how the instance stays registered: a
-/// Eureka registration is a lease kept by heartbeats and evicted when they stop; an agent
-/// registration (Consul) stays until deregistered, and its health comes from its checks.
+/// How an instance stays registered, which decides how the registry keeps it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Origin {
+pub enum Registration {
+    /// A lease the instance renews with heartbeats: evicted once they stop for its lease
+    /// duration; its status is what the instance (or an override) reports. Eureka
+    /// registrations are leases.
     #[default]
-    Eureka,
+    Lease,
+    /// Held by an agent on the instance's behalf: kept until deregistered (or reaped after
+    /// staying critical), with no lease; its status comes from its checks. Consul
+    /// registrations are agent registrations.
     Agent,
 }
 
@@ -296,7 +252,7 @@ pub struct Instance {
     pub last_dirty: Millis,
     pub action: Action,
     pub scaling_group: Option<String>,
-    pub origin: Origin,
+    pub registration: Registration,
     /// Free-form labels clients filter on.
     pub tags: Vec<String>,
     pub checks: Vec<Check>,
@@ -331,10 +287,7 @@ impl Instance {
                 enabled: false,
             },
             country_id: 1,
-            data_center: DataCenter {
-                kind: DataCenterKind::MyOwn,
-                metadata: BTreeMap::new(),
-            },
+            data_center: DataCenter::default(),
             lease: Lease::default(),
             metadata: BTreeMap::new(),
             app_group: None,
@@ -345,7 +298,7 @@ impl Instance {
             last_dirty: 0,
             action: Action::Added,
             scaling_group: None,
-            origin: Origin::Eureka,
+            registration: Registration::Lease,
             tags: Vec::new(),
             checks: Vec::new(),
             weights: (1, 1),
@@ -405,7 +358,7 @@ impl StatusCounts {
         self.0.iter().sum()
     }
 
-    /// Counts by status in byte order of the status names, skipping zeroes.
+    /// Counts by status in `Status::ALL` order, skipping zeroes.
     pub fn nonzero(&self) -> impl Iterator<Item = (Status, usize)> + '_ {
         Status::ALL
             .into_iter()

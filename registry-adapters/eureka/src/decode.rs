@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use ferry_core::model::{
-    Action, DataCenter, DataCenterKind, Instance, Links, Millis, Port, Status,
-};
+use ferry_core::model::{DataCenter, Instance, Millis, Port, Status};
 use ferry_core::registry::lease_or_default;
+
+use super::spelling::{parse_action, parse_status, DataCenterKind};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -95,6 +95,10 @@ pub fn applications_document(document: &Value, now: Millis) -> Result<Applicatio
     })
 }
 
+/// The port a registration that gives none listens on (Eureka's default).
+const DEFAULT_PORT: u32 = 7001;
+
+/// Starts from `Instance::new`'s defaults and sets what the document carries.
 fn instance(
     body: &Map<String, Value>,
     origin: Origin,
@@ -105,7 +109,7 @@ fn instance(
     let host_name = text(body, "hostName", "hostName")?.unwrap_or_default();
     let amazon_id = data_center
         .as_ref()
-        .filter(|center| center.kind == DataCenterKind::Amazon)
+        .filter(|center| DataCenterKind::of(center) == DataCenterKind::Amazon)
         .and_then(|center| center.metadata.get("instance-id").cloned())
         .filter(|id| !id.is_empty());
     let id_explicit = explicit_id.is_some();
@@ -124,16 +128,26 @@ fn instance(
     if app.is_empty() {
         return Err(DecodeError::Missing("app"));
     }
-    let data_center = data_center.ok_or(DecodeError::Missing("dataCenterInfo"))?;
-
-    let status = match text(body, "status", "status")? {
-        Some(status) => Status::parse(&status).unwrap_or(Status::Unknown),
-        None => Status::Up,
+    // `Instance::new`'s defaults, with the strings decoded so far moved in, not copied.
+    let mut instance = Instance {
+        id,
+        id_explicit,
+        host_name,
+        ip_addr,
+        data_center: data_center.ok_or(DecodeError::Missing("dataCenterInfo"))?,
+        ..Instance::new(&app, "", "", "", DEFAULT_PORT)
     };
-    let overridden_status = text(body, "overriddenStatus", "overriddenstatus")?
-        .or(text(body, "overriddenstatus", "overriddenStatus")?)
-        .map(|status| Status::parse(&status).unwrap_or(Status::Unknown))
-        .unwrap_or(Status::Unknown);
+
+    if let Some(status) = text(body, "status", "status")? {
+        instance.status = parse_status(&status).unwrap_or(Status::Unknown);
+    }
+    if let Some(status) = text(body, "overriddenStatus", "overriddenstatus")?.or(text(
+        body,
+        "overriddenstatus",
+        "overriddenStatus",
+    )?) {
+        instance.overridden_status = parse_status(&status).unwrap_or(Status::Unknown);
+    }
 
     let lease_body = body.get("leaseInfo").and_then(Value::as_object);
     let lease_number = |field: &'static str| -> Result<i64, DecodeError> {
@@ -142,75 +156,45 @@ fn instance(
             None => 0,
         })
     };
-    let mut lease = lease_or_default(
+    instance.lease = lease_or_default(
         clamp_u32(lease_number("renewalIntervalInSecs")?),
         clamp_u32(lease_number("durationInSecs")?),
     );
-    let mut action = Action::Added;
-    let mut last_updated = 0;
     if origin == Origin::RegistryDocument {
+        let lease = &mut instance.lease;
         lease.registration = lease_number("registrationTimestamp")?;
         lease.last_renewal = lease_number("lastRenewalTimestamp")?;
         lease.eviction = lease_number("evictionTimestamp")?;
         lease.service_up = lease_number("serviceUpTimestamp")?;
-        action = text(body, "actionType", "actionType")?
-            .and_then(|action| Action::parse(&action))
-            .unwrap_or(Action::Added);
-        last_updated =
-            number(body.get("lastUpdatedTimestamp"), "lastUpdatedTimestamp")?.unwrap_or(0);
+        if let Some(action) =
+            text(body, "actionType", "actionType")?.and_then(|action| parse_action(&action))
+        {
+            instance.action = action;
+        }
+        if let Some(updated) = number(body.get("lastUpdatedTimestamp"), "lastUpdatedTimestamp")? {
+            instance.last_updated = updated;
+        }
     }
 
-    Ok(Instance {
-        id,
-        id_explicit,
-        app: app.to_ascii_uppercase(),
-        host_name,
-        ip_addr,
-        sid: text(body, "sid", "sid")?,
-        status,
-        overridden_status,
-        port: port(
-            body.get("port"),
-            "port",
-            Port {
-                number: 7001,
-                enabled: true,
-            },
-        )?,
-        secure_port: port(
-            body.get("securePort"),
-            "securePort",
-            Port {
-                number: 7002,
-                enabled: false,
-            },
-        )?,
-        country_id: number(body.get("countryId"), "countryId")?.unwrap_or(1),
-        data_center,
-        lease,
-        metadata: string_map(body.get("metadata"), "metadata")?,
-        app_group: text(body, "appGroupName", "appGroupName")?,
-        links: Links {
-            home_page: text(body, "homePageUrl", "homePageUrl")?,
-            status_page: text(body, "statusPageUrl", "statusPageUrl")?,
-            health_check: text(body, "healthCheckUrl", "healthCheckUrl")?,
-            secure_health_check: text(body, "secureHealthCheckUrl", "secureHealthCheckUrl")?,
-        },
-        virtual_address: text(body, "vipAddress", "vipAddress")?,
-        secure_virtual_address: text(body, "secureVipAddress", "secureVipAddress")?,
-        last_updated,
-        last_dirty: number(body.get("lastDirtyTimestamp"), "lastDirtyTimestamp")?.unwrap_or(now),
-        action,
-        scaling_group: text(body, "asgName", "asgName")?,
-        origin: ferry_core::model::Origin::Eureka,
-        tags: Vec::new(),
-        checks: Vec::new(),
-        weights: (1, 1),
-        enable_tag_override: false,
-        tagged_addresses: BTreeMap::new(),
-        create_index: 0,
-        modify_index: 0,
-    })
+    instance.sid = text(body, "sid", "sid")?;
+    instance.port = port(body.get("port"), "port", instance.port)?;
+    instance.secure_port = port(body.get("securePort"), "securePort", instance.secure_port)?;
+    if let Some(country) = number(body.get("countryId"), "countryId")? {
+        instance.country_id = country;
+    }
+    instance.metadata = string_map(body.get("metadata"), "metadata")?;
+    instance.app_group = text(body, "appGroupName", "appGroupName")?;
+    let links = &mut instance.links;
+    links.home_page = text(body, "homePageUrl", "homePageUrl")?;
+    links.status_page = text(body, "statusPageUrl", "statusPageUrl")?;
+    links.health_check = text(body, "healthCheckUrl", "healthCheckUrl")?;
+    links.secure_health_check = text(body, "secureHealthCheckUrl", "secureHealthCheckUrl")?;
+    instance.virtual_address = text(body, "vipAddress", "vipAddress")?;
+    instance.secure_virtual_address = text(body, "secureVipAddress", "secureVipAddress")?;
+    instance.last_dirty =
+        number(body.get("lastDirtyTimestamp"), "lastDirtyTimestamp")?.unwrap_or(now);
+    instance.scaling_group = text(body, "asgName", "asgName")?;
+    Ok(instance)
 }
 
 fn data_center(body: &Map<String, Value>) -> Result<Option<DataCenter>, DecodeError> {
@@ -224,7 +208,7 @@ fn data_center(body: &Map<String, Value>) -> Result<Option<DataCenter>, DecodeEr
     let name = text(center, "name", "name")?.ok_or(DecodeError::Missing("dataCenterInfo.name"))?;
     let kind = DataCenterKind::parse(&name).ok_or(DecodeError::UnknownDataCenter(name))?;
     Ok(Some(DataCenter {
-        kind,
+        name: kind.model_name(),
         metadata: string_map(center.get("metadata"), "dataCenterInfo.metadata")?,
     }))
 }

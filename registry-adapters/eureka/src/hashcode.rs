@@ -4,12 +4,19 @@
 use ferry_core::model::StatusCounts;
 use ferry_core::registry::RegisteredInstance;
 
+use super::spelling::status_name;
+
 /// `NAME_count_` per status with a count, in byte order of the names: `DOWN_1_UP_5_`;
 /// an empty scope gives the empty string.
 pub fn apps_hashcode(counts: &StatusCounts) -> String {
+    let mut named: Vec<(&str, usize)> = counts
+        .nonzero()
+        .map(|(status, count)| (status_name(status), count))
+        .collect();
+    named.sort_unstable();
     let mut hashcode = String::new();
-    for (status, count) in counts.nonzero() {
-        hashcode.push_str(status.as_str());
+    for (name, count) in named {
+        hashcode.push_str(name);
         hashcode.push('_');
         hashcode.push_str(itoa::Buffer::new().format(count));
         hashcode.push('_');

@@ -5,10 +5,11 @@
 //! breaks their registry fetch. A hand-written writer makes the key list visible in one
 //! place and avoids building an intermediate tree for 10,000 instances.
 
-use ferry_core::model::{DataCenterKind, Instance, Millis};
+use ferry_core::model::{Instance, Millis};
 use ferry_core::registry::RegisteredInstance;
 
 use super::hashcode::Document;
+use super::spelling::{action_name, optional_fields, status_name, DataCenterKind};
 
 pub fn applications(document: &Document<'_>) -> Vec<u8> {
     let per_instance = 1100;
@@ -82,9 +83,13 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
         key_string(out, "sid", sid);
     }
     out.push(',');
-    key_string(out, "status", instance.status.as_str());
+    key_string(out, "status", status_name(instance.status));
     out.push(',');
-    key_string(out, "overriddenStatus", instance.overridden_status.as_str());
+    key_string(
+        out,
+        "overriddenStatus",
+        status_name(instance.overridden_status),
+    );
     for (key, port) in [
         ("port", instance.port),
         ("securePort", instance.secure_port),
@@ -102,11 +107,12 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     }
     out.push_str(",\"countryId\":");
     number(out, instance.country_id);
+    let center = DataCenterKind::of(&instance.data_center);
     out.push_str(",\"dataCenterInfo\":{\"@class\":");
-    string(out, data_center_class(instance.data_center.kind));
+    string(out, center.class());
     out.push(',');
-    key_string(out, "name", instance.data_center.kind.as_str());
-    if instance.data_center.kind == DataCenterKind::Amazon {
+    key_string(out, "name", center.as_str());
+    if center.has_metadata() {
         out.push_str(",\"metadata\":");
         string_map(out, &instance.data_center.metadata);
     }
@@ -130,16 +136,7 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     } else {
         string_map(out, &instance.metadata);
     }
-    let optional = [
-        ("appGroupName", &instance.app_group),
-        ("homePageUrl", &instance.links.home_page),
-        ("statusPageUrl", &instance.links.status_page),
-        ("healthCheckUrl", &instance.links.health_check),
-        ("secureHealthCheckUrl", &instance.links.secure_health_check),
-        ("vipAddress", &instance.virtual_address),
-        ("secureVipAddress", &instance.secure_virtual_address),
-    ];
-    for (key, value) in optional {
+    for (key, value) in optional_fields(instance) {
         if let Some(value) = value {
             out.push(',');
             key_string(out, key, value);
@@ -150,21 +147,12 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     out.push_str("\",\"lastDirtyTimestamp\":\"");
     number(out, instance.last_dirty);
     out.push_str("\",");
-    key_string(out, "actionType", instance.action.as_str());
+    key_string(out, "actionType", action_name(instance.action));
     if let Some(group) = &instance.scaling_group {
         out.push(',');
         key_string(out, "asgName", group);
     }
     out.push('}');
-}
-
-pub(super) fn data_center_class(kind: DataCenterKind) -> &'static str {
-    match kind {
-        DataCenterKind::Amazon => "com.netflix.appinfo.AmazonInfo",
-        DataCenterKind::MyOwn | DataCenterKind::Netflix => {
-            "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"
-        }
-    }
 }
 
 fn string_map(out: &mut String, map: &std::collections::BTreeMap<String, String>) {

@@ -2,8 +2,10 @@
 //! Netflix) over the one registry, in JSON and XML, under `/eureka/` and `/eureka/v2/`.
 //!
 //! Layout: `routes` (handlers), `decode` (documents -> model, both formats), `json` and
-//! `xml` (model -> documents), `hashcode`, `negotiate` (formats and gzip),
-//! `cache` (rendered registry documents), `error` (status codes).
+//! `xml` (model -> documents), `spelling` (Eureka's names for statuses, actions and
+//! data-centre kinds, and the optional instance fields both encoders write), `hashcode`,
+//! `negotiate` (formats and gzip), `cache` (rendered registry documents), `error` (status
+//! codes).
 #![forbid(unsafe_code)]
 
 mod cache;
@@ -13,6 +15,7 @@ pub mod hashcode;
 pub mod json;
 mod negotiate;
 mod routes;
+pub mod spelling;
 pub mod xml;
 
 use std::time::Duration;

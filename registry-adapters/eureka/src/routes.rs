@@ -22,7 +22,7 @@ use super::decode::{self, Origin};
 use super::error::EurekaError;
 use super::hashcode::{apps_hashcode, Document};
 use super::negotiate::{accepts_gzip, body_format, Format};
-use super::{json, xml, EurekaSettings};
+use super::{json, spelling, xml, EurekaSettings};
 use ferry_http::request_body;
 
 const REPLICATION_HEADER: &str = "x-netflix-discovery-replication";
@@ -113,7 +113,7 @@ async fn renew(
 ) -> Result<StatusCode, EurekaError> {
     let request = RenewRequest {
         last_dirty: last_dirty(&query)?,
-        overridden_status: first(&query, "overriddenstatus").and_then(Status::parse),
+        overridden_status: first(&query, "overriddenstatus").and_then(spelling::parse_status),
         replication: is_replication(&headers),
     };
     view.registry
@@ -359,6 +359,6 @@ fn last_dirty(query: &[(String, String)]) -> Result<Option<Millis>, EurekaError>
 }
 
 fn parse_status(value: &str) -> Result<Status, EurekaError> {
-    Status::parse(value)
+    spelling::parse_status(value)
         .ok_or_else(|| EurekaError::BadRequest(format!("`{value}` is not an instance status")))
 }

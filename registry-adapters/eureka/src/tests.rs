@@ -13,6 +13,7 @@ use ferry_http::test_client::{call, Reply};
 
 use super::decode::{self, Origin};
 use super::hashcode::{apps_hashcode, Document};
+use super::spelling::DataCenterKind;
 use super::{json as json_codec, routes, xml, EurekaSettings};
 use ferry_core::model::*;
 use ferry_core::registry::{RegisteredInstance, Registry};
@@ -633,7 +634,7 @@ prop_compose! {
         };
         instance.metadata = metadata.clone();
         if amazon {
-            instance.data_center = DataCenter { kind: DataCenterKind::Amazon, metadata };
+            instance.data_center = DataCenter { name: DataCenterKind::Amazon.model_name(), metadata };
         }
         instance.links.home_page = links.clone();
         instance.links.health_check = links;

@@ -13,11 +13,11 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use serde_json::{Map, Value};
 
-use ferry_core::model::{DataCenterKind, Instance, Millis};
+use ferry_core::model::{Instance, Millis};
 use ferry_core::registry::RegisteredInstance;
 
 use super::hashcode::Document;
-use super::json::data_center_class;
+use super::spelling::{action_name, optional_fields, status_name, DataCenterKind};
 
 /// Elements nest no deeper than this in any Eureka document; deeper input is refused
 /// rather than recursed into.
@@ -90,8 +90,12 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     {
         element(out, "sid", sid);
     }
-    element(out, "status", instance.status.as_str());
-    element(out, "overriddenstatus", instance.overridden_status.as_str());
+    element(out, "status", status_name(instance.status));
+    element(
+        out,
+        "overriddenstatus",
+        status_name(instance.overridden_status),
+    );
     for (name, port) in [
         ("port", instance.port),
         ("securePort", instance.secure_port),
@@ -109,11 +113,12 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
         out.push('>');
     }
     number_element(out, "countryId", instance.country_id);
+    let center = DataCenterKind::of(&instance.data_center);
     out.push_str("<dataCenterInfo class=\"");
-    escaped(out, data_center_class(instance.data_center.kind));
+    escaped(out, center.class());
     out.push_str("\">");
-    element(out, "name", instance.data_center.kind.as_str());
-    if instance.data_center.kind == DataCenterKind::Amazon {
+    element(out, "name", center.as_str());
+    if center.has_metadata() {
         map_element(out, &instance.data_center.metadata);
     }
     out.push_str("</dataCenterInfo><leaseInfo>");
@@ -134,16 +139,7 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     } else {
         map_element(out, &instance.metadata);
     }
-    let optional = [
-        ("appGroupName", &instance.app_group),
-        ("homePageUrl", &instance.links.home_page),
-        ("statusPageUrl", &instance.links.status_page),
-        ("healthCheckUrl", &instance.links.health_check),
-        ("secureHealthCheckUrl", &instance.links.secure_health_check),
-        ("vipAddress", &instance.virtual_address),
-        ("secureVipAddress", &instance.secure_virtual_address),
-    ];
-    for (name, value) in optional {
+    for (name, value) in optional_fields(instance) {
         if let Some(value) = value {
             element(out, name, value);
         }
@@ -151,7 +147,7 @@ fn instance_body(out: &mut String, instance: &Instance, last_renewal: Millis) {
     element(out, "isCoordinatingDiscoveryServer", "false");
     number_element(out, "lastUpdatedTimestamp", instance.last_updated);
     number_element(out, "lastDirtyTimestamp", instance.last_dirty);
-    element(out, "actionType", instance.action.as_str());
+    element(out, "actionType", action_name(instance.action));
     if let Some(group) = &instance.scaling_group {
         element(out, "asgName", group);
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::leases::{service_up_since, Leases};
 use super::{RegisteredInstance, Registry, RegistryError};
-use crate::model::{Action, Health, Instance, Millis, Origin, Probe, Status};
+use crate::model::{Action, Health, Instance, Millis, Probe, Registration, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -78,7 +78,7 @@ impl Agents {
                 }
             }
         }
-        if instance.origin == Origin::Agent {
+        if instance.registration == Registration::Agent {
             self.agent_ids
                 .insert(instance.id.clone(), instance.app.clone());
         }
@@ -92,7 +92,7 @@ impl Agents {
 
     /// Follows a record that went.
     pub(super) fn forget(&mut self, instance: &Instance) {
-        if instance.origin == Origin::Agent {
+        if instance.registration == Registration::Agent {
             self.agent_ids.remove(&instance.id);
         }
         for check in &instance.checks {
@@ -172,7 +172,7 @@ impl Registry {
                 check.critical_since = Some(now);
             }
         }
-        instance.origin = Origin::Agent;
+        instance.registration = Registration::Agent;
         instance.overridden_status = state
             .leases
             .overridden(&instance.id)
@@ -216,7 +216,7 @@ impl Registry {
     pub fn restore(&self) -> Result<usize, AgentError> {
         let mut restored = 0;
         for instance in self.store.load().map_err(RegistryError::from)? {
-            if instance.origin != Origin::Agent {
+            if instance.registration != Registration::Agent {
                 tracing::warn!(app = %instance.app, id = %instance.id,
                     "a stored registration not made through the agent is not restored");
                 continue;
@@ -242,7 +242,7 @@ impl Registry {
         state
             .listings
             .entries()
-            .filter(|entry| entry.instance.origin == Origin::Agent)
+            .filter(|entry| entry.instance.registration == Registration::Agent)
             .map(|entry| entry.registered(&state.routes))
             .collect()
     }
@@ -283,7 +283,7 @@ mod tests {
     fn a_check_left_out_of_a_new_record_loses_its_owner_and_timer() {
         let mut agents = Agents::default();
         let mut first = Instance::new("web", "web-1", "10.0.0.1", "10.0.0.1", 80);
-        first.origin = Origin::Agent;
+        first.registration = Registration::Agent;
         first.checks = vec![ttl_check("a"), ttl_check("b")];
         agents.track(None, &first);
         agents.restart_ttl("a", Duration::from_secs(10), 0);

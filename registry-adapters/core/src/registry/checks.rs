@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::agent::{agent_status, AgentError, CheckUpdate};
 use super::listings::Entry;
 use super::{Registry, RegistryError, State};
-use crate::model::{Action, Check, Health, Instance, Millis, Origin, Probe, Status};
+use crate::model::{Action, Check, Health, Instance, Millis, Probe, Registration, Status};
 
 /// Outputs longer than this are cut, as Consul does.
 const MAX_OUTPUT: usize = 4096;
@@ -146,7 +146,7 @@ impl Registry {
             state
                 .listings
                 .entries()
-                .filter(|entry| entry.instance.origin == Origin::Agent)
+                .filter(|entry| entry.instance.registration == Registration::Agent)
                 .filter(|entry| {
                     entry.instance.checks.iter().any(|check| {
                         match (check.deregister_critical_after, check.critical_since) {
@@ -205,7 +205,7 @@ impl Registry {
         mut instance: Instance,
         now: Millis,
     ) -> Result<(), RegistryError> {
-        if instance.origin == Origin::Agent {
+        if instance.registration == Registration::Agent {
             let status = agent_status(&state.leases, &instance);
             if status == Status::Up && instance.lease.service_up == 0 {
                 instance.lease.service_up = now;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use rand::seq::SliceRandom;
 
 use super::{effective_status, not_registered, Registry, RegistryError};
-use crate::model::{Action, Instance, Lease, Millis, Origin, Status};
+use crate::model::{Action, Instance, Lease, Millis, Registration, Status};
 
 /// How a heartbeat went; its `Err` counterparts say why the client must act.
 #[derive(Debug, PartialEq, Eq)]
@@ -286,14 +286,14 @@ impl Registry {
             .listings
             .entries()
             // Agent registrations hold no lease: they stay until deregistered.
-            .filter(|entry| entry.instance.origin == Origin::Eureka)
+            .filter(|entry| entry.instance.registration == Registration::Lease)
             .filter(|entry| entry.instance.lease.is_expired(entry.last_renewal(), now))
             .map(|entry| (entry.instance.app.clone(), entry.instance.id.clone()))
             .collect();
         let size = state
             .listings
             .entries()
-            .filter(|entry| entry.instance.origin == Origin::Eureka)
+            .filter(|entry| entry.instance.registration == Registration::Lease)
             .count();
         let limit = size - (size as f64 * self.settings.renewal_threshold).floor() as usize;
         expired.shuffle(&mut rand::thread_rng());

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::Clock;
-use crate::model::{Health, Origin, Probe, Status};
+use crate::model::{Health, Probe, Registration, Status};
 use crate::store::{DurableStore, MemoryStore};
 
 const START: Millis = 1_700_000_000_000;
@@ -473,7 +473,10 @@ fn agent_registrations_and_their_checks_survive_a_restart() {
         health(&back)[0],
         ("ttl-1".into(), Health::Passing, "ready".into())
     );
-    assert_eq!((back.status, back.origin), (Status::Up, Origin::Agent));
+    assert_eq!(
+        (back.status, back.registration),
+        (Status::Up, Registration::Agent)
+    );
     assert_eq!(back.tags, ["blue"]);
     assert_eq!(back.checks[1].probe, before.checks[1].probe);
     assert!(restarted.agent_instance("web-2").is_none(), "deregistered");

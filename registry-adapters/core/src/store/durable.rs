@@ -3,7 +3,7 @@
 //! instance (`record.rs`), committed and synced before the registration, check change or
 //! deregistration is answered. `Registry::restore` reads them back at start.
 //!
-//! Only agent registrations (`Origin::Agent`) are recorded. Eureka registrations stay
+//! Only agent registrations (`Registration::Agent`) are recorded. Eureka registrations stay
 //! leases in memory, as Netflix Eureka keeps them: a client whose heartbeat gets a 404
 //! after a restart registers again, whereas Spring Cloud Consul registers once at start-up
 //! and never again. A write about an instance the file does not hold (every Eureka write)
@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{record, Change, Store, StoreError};
-use crate::model::{Instance, Origin};
+use crate::model::{Instance, Registration};
 
 /// (app, instance id) -> the instance's record.
 const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances");
@@ -86,7 +86,7 @@ impl Store for DurableStore {
 
     fn write(&self, change: &Change<'_>) -> Result<(), StoreError> {
         let (app, id, record) = match change {
-            Change::Put(instance) if instance.origin == Origin::Agent => (
+            Change::Put(instance) if instance.registration == Registration::Agent => (
                 instance.app.as_str(),
                 instance.id.as_str(),
                 Some(record::encode(instance)),
@@ -134,7 +134,7 @@ mod tests {
 
     fn agent(id: &str) -> Instance {
         let mut instance = Instance::new("web", id, "h", "10.0.0.1", 80);
-        instance.origin = Origin::Agent;
+        instance.registration = Registration::Agent;
         instance
     }
 

@@ -20,8 +20,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::model::{
-    Action, Check, DataCenter, DataCenterKind, Health, Instance, Lease, Links, Origin, Port, Probe,
-    Status,
+    Action, Check, DataCenter, Health, Instance, Lease, Links, Port, Probe, Registration, Status,
 };
 
 /// The version this module writes, and the only one it reads.
@@ -47,13 +46,13 @@ pub fn encode(instance: &Instance) -> Vec<u8> {
         "host_name": instance.host_name,
         "ip_addr": instance.ip_addr,
         "sid": instance.sid,
-        "status": instance.status.as_str(),
-        "overridden_status": instance.overridden_status.as_str(),
+        "status": instance.status.to_string(),
+        "overridden_status": instance.overridden_status.to_string(),
         "port": port(instance.port),
         "secure_port": port(instance.secure_port),
         "country_id": instance.country_id,
         "data_center": {
-            "kind": instance.data_center.kind.as_str(),
+            "name": instance.data_center.name,
             "metadata": instance.data_center.metadata,
         },
         "lease": {
@@ -76,11 +75,11 @@ pub fn encode(instance: &Instance) -> Vec<u8> {
         "secure_virtual_address": instance.secure_virtual_address,
         "last_updated": instance.last_updated,
         "last_dirty": instance.last_dirty,
-        "action": instance.action.as_str(),
+        "action": action_name(instance.action),
         "scaling_group": instance.scaling_group,
-        "origin": match instance.origin {
-            Origin::Eureka => "lease",
-            Origin::Agent => "agent",
+        "registration": match instance.registration {
+            Registration::Lease => "lease",
+            Registration::Agent => "agent",
         },
         "tags": instance.tags,
         "checks": instance.checks.iter().map(check).collect::<Vec<_>>(),
@@ -95,6 +94,28 @@ pub fn encode(instance: &Instance) -> Vec<u8> {
         "modify_index": instance.modify_index,
     });
     serde_json::to_vec(&value).expect("a JSON value always serializes")
+}
+
+/// A status as records spell it: the registry's own name (`Status`'s `Display`).
+fn parse_status(text: &str) -> Option<Status> {
+    Status::ALL
+        .into_iter()
+        .find(|status| status.to_string() == text)
+}
+
+/// The record's names for the kinds of change; its own, so no view's spelling is stored.
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Added => "added",
+        Action::Modified => "modified",
+        Action::Deleted => "deleted",
+    }
+}
+
+fn parse_action(text: &str) -> Option<Action> {
+    [Action::Added, Action::Modified, Action::Deleted]
+        .into_iter()
+        .find(|action| action_name(*action) == text)
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Instance, RecordError> {
@@ -115,13 +136,13 @@ pub fn decode(bytes: &[u8]) -> Result<Instance, RecordError> {
         host_name: record.string("host_name")?,
         ip_addr: record.string("ip_addr")?,
         sid: record.optional_string("sid")?,
-        status: record.parsed("status", Status::parse)?,
-        overridden_status: record.parsed("overridden_status", Status::parse)?,
+        status: record.parsed("status", parse_status)?,
+        overridden_status: record.parsed("overridden_status", parse_status)?,
         port: record.port("port")?,
         secure_port: record.port("secure_port")?,
         country_id: record.i64("country_id")?,
         data_center: DataCenter {
-            kind: data_center.parsed("kind", DataCenterKind::parse)?,
+            name: data_center.optional_string("name")?,
             metadata: data_center.strings("metadata")?,
         },
         lease: Lease {
@@ -144,11 +165,11 @@ pub fn decode(bytes: &[u8]) -> Result<Instance, RecordError> {
         secure_virtual_address: record.optional_string("secure_virtual_address")?,
         last_updated: record.i64("last_updated")?,
         last_dirty: record.i64("last_dirty")?,
-        action: record.parsed("action", Action::parse)?,
+        action: record.parsed("action", parse_action)?,
         scaling_group: record.optional_string("scaling_group")?,
-        origin: record.parsed("origin", |origin| match origin {
-            "lease" => Some(Origin::Eureka),
-            "agent" => Some(Origin::Agent),
+        registration: record.parsed("registration", |registration| match registration {
+            "lease" => Some(Registration::Lease),
+            "agent" => Some(Registration::Agent),
             _ => None,
         })?,
         tags: record
@@ -422,7 +443,7 @@ mod tests {
         };
         instance.country_id = -3;
         instance.data_center = DataCenter {
-            kind: DataCenterKind::Amazon,
+            name: Some("Amazon".to_owned()),
             metadata: BTreeMap::from([("zone".to_owned(), "eu-1a".to_owned())]),
         };
         instance.lease = Lease {
@@ -450,7 +471,7 @@ mod tests {
         instance.last_dirty = -1;
         instance.action = Action::Modified;
         instance.scaling_group = Some("asg-1".to_owned());
-        instance.origin = Origin::Agent;
+        instance.registration = Registration::Agent;
         instance.tags = vec!["blue".to_owned(), String::new(), "secure=true".to_owned()];
         instance.weights = (10, 2);
         instance.enable_tag_override = true;
@@ -528,7 +549,7 @@ mod tests {
     fn the_record_names_its_version_and_fields() {
         let value: Value = serde_json::from_slice(&encode(&full_instance())).unwrap();
         assert_eq!(value["v"], 1);
-        assert_eq!(value["origin"], "agent");
+        assert_eq!(value["registration"], "agent");
         assert_eq!(value["checks"][0]["probe"]["ttl_ns"], 30_000_000_005_u64);
         assert_eq!(
             value["tagged_addresses"]["wan"],
