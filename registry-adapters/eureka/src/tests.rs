@@ -723,3 +723,64 @@ proptest! {
         let _ = decode::instance_document(&body, Origin::Registration, 0);
     }
 }
+
+/// Issue 10, defect 4: a control character in one registration's metadata must not make
+/// the registry unreadable to every XML client.
+#[tokio::test]
+async fn control_characters_never_make_the_xml_documents_unreadable() {
+    let (router, _) = app();
+    let mut document = registration("ORDERS", "a");
+    document["instance"]["metadata"]["k"] = json!("a\u{1}b\u{1F}c\u{FFFE}");
+    let registered = call(
+        &router,
+        Method::POST,
+        "/eureka/apps/ORDERS",
+        &[("content-type", "application/json")],
+        document.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(registered.status, StatusCode::NO_CONTENT);
+    for uri in [
+        "/eureka/apps/",
+        "/eureka/apps/ORDERS",
+        "/eureka/apps/delta",
+        "/eureka/apps/ORDERS/a",
+    ] {
+        let reply = call(
+            &router,
+            Method::GET,
+            uri,
+            &[("accept", "application/xml")],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}");
+        // A strict XML 1.0 reader, as the XML clients use: every event must parse.
+        let mut reader = quick_xml::Reader::from_reader(reply.body.as_slice());
+        let mut buffer = Vec::new();
+        loop {
+            match reader.read_event_into(&mut buffer) {
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(quick_xml::events::Event::Text(text)) => {
+                    let text = text.unescape().expect("well-formed text");
+                    assert!(
+                        !text.chars().any(|c| c < ' ' && !"\t\n\r".contains(c)),
+                        "{uri}: {text:?}"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => panic!("{uri} is not well-formed XML: {error}"),
+            }
+            buffer.clear();
+        }
+        assert!(super::xml::parse(&reply.body).is_ok(), "{uri}");
+        assert!(
+            reply.text().contains("a\u{FFFD}b\u{FFFD}c\u{FFFD}"),
+            "{uri}: {}",
+            reply.text()
+        );
+    }
+    // JSON carries the value exactly as registered.
+    let json = get_json(&router, "/eureka/apps/ORDERS/a").await.json();
+    assert_eq!(json["instance"]["metadata"]["k"], "a\u{1}b\u{1F}c\u{FFFE}");
+}

@@ -186,8 +186,25 @@ fn number_element(out: &mut String, name: &str, value: i64) {
     out.push('>');
 }
 
+/// Text as XML 1.0 character data. Markup characters are escaped; characters XML 1.0 does
+/// not allow at all (control characters other than tab, CR and LF, U+FFFE, U+FFFF) have no
+/// escape, so each is written as U+FFFD. XStream, Netflix's writer, emits `&#x1;` there,
+/// which XML 1.0 parsers reject: one registration would break every XML client's fetch.
 fn escaped(out: &mut String, text: &str) {
-    out.push_str(&quick_xml::escape::escape(text));
+    let escaped = quick_xml::escape::escape(text);
+    if escaped.chars().all(allowed_in_xml) {
+        out.push_str(&escaped);
+    } else {
+        out.extend(
+            escaped
+                .chars()
+                .map(|c| if allowed_in_xml(c) { c } else { '\u{FFFD}' }),
+        );
+    }
+}
+
+fn allowed_in_xml(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// XStream's name coder, or `None` for a key that is no XML name even after coding.
