@@ -18,6 +18,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod clock;
 pub mod cutover;
 pub mod error;
 pub mod h1;
