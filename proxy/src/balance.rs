@@ -38,8 +38,10 @@ pub struct EndpointState {
     pending: AtomicUsize,
     ewma: Mutex<(f64, Instant)>,
     pub breaker: Breaker,
-    /// Idle HTTP/1.1 connections to this endpoint.
-    pub pool: crate::h1::pool::Pool,
+    /// This endpoint's index in per-endpoint tables kept by the transports (the HTTP/1.1
+    /// path's connection pools), unique among the endpoints listed with it: the request
+    /// path finds its entry by indexing, not by hashing a name.
+    pub slot: usize,
 }
 
 impl EndpointState {
@@ -52,7 +54,7 @@ impl EndpointState {
             pending: AtomicUsize::new(0),
             ewma: Mutex::new((DEFAULT_RTT.as_nanos() as f64, Instant::now())),
             breaker: Breaker::default(),
-            pool: Default::default(),
+            slot: 0,
         }
     }
 

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::clock::Ticker;
+
 pub const FAILURE_LIMIT: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -14,6 +16,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct Breaker {
     state: Mutex<State>,
+    ticker: Ticker,
 }
 
 #[derive(Debug, Default)]
@@ -28,13 +31,21 @@ struct State {
 }
 
 impl Breaker {
+    /// A breaker that reads time from `ticker`.
+    pub fn new(ticker: Ticker) -> Breaker {
+        Breaker {
+            state: Mutex::default(),
+            ticker,
+        }
+    }
+
     /// Whether a request may go to this endpoint now. After an ejection, exactly one probe
     /// is admitted until its result is known.
     pub fn admits(&self) -> bool {
         let mut state = self.state.lock();
         match state.ejected_until {
             None => true,
-            Some(until) if Instant::now() < until => false,
+            Some(until) if self.ticker.now() < until => false,
             Some(_) if state.probing => false,
             Some(_) => {
                 state.probing = true;
@@ -48,7 +59,7 @@ impl Breaker {
         let state = self.state.lock();
         match state.ejected_until {
             None => true,
-            Some(until) => Instant::now() >= until && !state.probing,
+            Some(until) => self.ticker.now() >= until && !state.probing,
         }
     }
 
@@ -56,7 +67,7 @@ impl Breaker {
         let state = self.state.lock();
         state
             .ejected_until
-            .is_some_and(|until| Instant::now() < until)
+            .is_some_and(|until| self.ticker.now() < until)
     }
 
     pub fn success(&self) {
@@ -73,7 +84,7 @@ impl Breaker {
             return false;
         }
         let backoff = state.next_backoff.unwrap_or(FIRST_BACKOFF);
-        state.ejected_until = Some(Instant::now() + backoff);
+        state.ejected_until = Some(self.ticker.now() + backoff);
         state.next_backoff = Some((backoff * 2).min(MAX_BACKOFF));
         state.probing = false;
         true
@@ -102,15 +113,54 @@ mod tests {
 
     #[test]
     fn a_failed_probe_ejects_again_for_longer() {
-        let breaker = Breaker::default();
+        let ticker = Ticker::manual();
+        let breaker = Breaker::new(ticker.clone());
         for _ in 0..FAILURE_LIMIT {
             breaker.failure();
         }
-        breaker.state.lock().ejected_until = Some(Instant::now() - Duration::from_millis(1));
+        ticker.advance(FIRST_BACKOFF);
         assert!(breaker.admits(), "one probe after the backoff");
         assert!(!breaker.admits(), "only one");
         assert!(breaker.failure());
-        let state = breaker.state.lock();
-        assert_eq!(state.next_backoff, Some(Duration::from_secs(4)));
+        assert_eq!(
+            breaker.state.lock().next_backoff,
+            Some(Duration::from_secs(4))
+        );
+        ticker.advance(FIRST_BACKOFF * 2 - Duration::from_millis(1));
+        assert!(
+            breaker.is_ejected(),
+            "the second ejection lasts twice as long"
+        );
+        ticker.advance(Duration::from_millis(1));
+        assert!(breaker.admits(), "then the next probe");
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_limit_and_a_success_closes_the_breaker() {
+        let ticker = Ticker::manual();
+        let breaker = Breaker::new(ticker.clone());
+        for _ in 0..FAILURE_LIMIT {
+            breaker.failure();
+        }
+        let mut backoff = FIRST_BACKOFF;
+        for _ in 0..8 {
+            assert!(!breaker.admits_now());
+            ticker.advance(backoff);
+            assert!(
+                breaker.admits_now() && breaker.admits(),
+                "a probe after {backoff:?}"
+            );
+            assert!(!breaker.admits_now(), "while the probe is out");
+            assert!(breaker.failure(), "a failed probe ejects again");
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        assert_eq!(backoff, MAX_BACKOFF);
+        ticker.advance(MAX_BACKOFF);
+        assert!(breaker.admits());
+        breaker.success();
+        assert!(!breaker.is_ejected() && breaker.admits_now());
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(!breaker.failure(), "the count starts again after a success");
+        }
     }
 }

@@ -1,19 +1,21 @@
 //! One upstream service as the outbound listener sees it: its live endpoints (UP instances
-//! from the registry), the balancer, the retry budget, the clients, and the request path:
-//! trace headers, endpoint choice, timeout, retries, circuit breaking, metrics.
+//! from the registry) with the HTTP/1.1 path's connection pools alongside, the balancer,
+//! the retry budget, the hyper clients and the metric handles; and the general path's side
+//! of a request: trace headers, hop-by-hop headers, bodies, upgrades. The policy over the
+//! attempts (endpoint choice, retries, deadline, breaking) is `attempt`'s, shared with the
+//! HTTP/1.1 path.
 //!
-//! The order of the steps matters: the retry budget is filled before the first attempt so
-//! a retry can never precede its own deposit; a body is buffered (and so replayable) only
-//! when it is small and its size is known; 5xx answers and failures after the request was
-//! sent are retried only for idempotent methods, failed connects for any replayable request
-//! (it never reached the service).
+//! A body is buffered (and so replayable) only when it is small and its size is known.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ferry_core::registry::Endpoint;
 use ferry_core::{Registry, Status};
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap};
+use http::request::Parts;
 use http::{Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -23,14 +25,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
 
-use super::balance::{Balancer, EndpointState, Strategy};
-use super::error::ProxyError;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::metrics::{EndpointLabels, ProxyMetrics, ResponseLabels, ServiceLabels};
-use super::retry::RetryBudget;
-use super::{trace, BoxError, RequestBody, ResponseBody};
+use crate::attempt::{Delivered, Outcome, Plan, Stop, Transport};
+use crate::balance::{Balancer, EndpointState, Strategy};
+use crate::error::ProxyError;
+use crate::h1::pool::Pools;
+use crate::metrics::{ProxyMetrics, ResponseLabels, ServiceLabels};
+use crate::retry::RetryBudget;
+use crate::{hop_by_hop, trace, BoxError, RequestBody, ResponseBody};
 
 /// Per-service settings, as plain values.
 #[derive(Clone, Debug)]
@@ -55,23 +59,29 @@ impl Default for UpstreamSettings {
     }
 }
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `te` is kept
-/// for `trailers`, which gRPC needs end to end.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
+/// One service's endpoints as of one registry read, and the HTTP/1.1 path's connection
+/// pools for them: kept together so that a request finds an endpoint's pool in the list
+/// it picked the endpoint from.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    list: Vec<Arc<EndpointState>>,
+    pub(crate) pools: Pools,
+}
+
+impl Deref for Endpoints {
+    type Target = [Arc<EndpointState>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
 
 /// The endpoints as of the app's last seen result index; endpoint state (latency estimate,
-/// breaker) survives refreshes.
+/// breaker, pool) survives refreshes.
 #[derive(Default)]
 struct EndpointCache {
     app_index: u64,
-    endpoints: Arc<Vec<Arc<EndpointState>>>,
+    endpoints: Arc<Endpoints>,
     /// The global change index when last checked: while it stands still, nothing changed.
     global_index: u64,
 }
@@ -86,12 +96,12 @@ pub struct Upstream {
     http1: Client<HttpConnector, RequestBody>,
     http2: Client<HttpConnector, RequestBody>,
     pub(crate) settings: UpstreamSettings,
-    metrics: Arc<ProxyMetrics>,
+    pub(crate) metrics: Arc<ProxyMetrics>,
     /// Metric handles bound to this service's labels, so the request path never builds
     /// label sets.
     pub(crate) requests: Counter,
     pub(crate) latency: Histogram,
-    retries: Counter,
+    pub(crate) retries: Counter,
     pub(crate) errors: Counter,
 }
 
@@ -156,7 +166,7 @@ impl Upstream {
     }
 
     /// UP endpoints, re-read from the registry only when the app's index moved.
-    pub fn current_endpoints(&self) -> Arc<Vec<Arc<EndpointState>>> {
+    pub fn current_endpoints(&self) -> Arc<Endpoints> {
         // Nothing anywhere changed since the last look: skip the registry entirely.
         let global = self.registry.change_index().current();
         {
@@ -172,34 +182,43 @@ impl Upstream {
             return cached.endpoints.clone();
         }
         let (index, listed) = self.registry.endpoints(&self.service);
-        let fresh: Vec<Arc<EndpointState>> = listed
+        let previous = &cached.endpoints;
+        let mut fresh: Vec<Arc<EndpointState>> = Vec::new();
+        for Endpoint { id, host, port, .. } in listed
             .into_iter()
             .filter(|endpoint| endpoint.status == Status::Up)
-            .map(|Endpoint { id, host, port, .. }| {
-                let authority = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
-                cached
-                    .endpoints
-                    .iter()
-                    .find(|known| known.id == id && known.authority == authority)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(self.endpoint_state(id, authority)))
-            })
-            .collect();
+        {
+            let authority = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let known = previous
+                .iter()
+                .find(|known| known.id == id && known.authority == authority)
+                .cloned();
+            let endpoint = known.unwrap_or_else(|| {
+                // A slot no endpoint of either list holds: those that stay keep theirs.
+                let slot = (0..)
+                    .find(|slot| !previous.iter().chain(&fresh).any(|e| e.slot == *slot))
+                    .unwrap_or_default();
+                Arc::new(self.endpoint_state(id, authority, slot))
+            });
+            fresh.push(endpoint);
+        }
+        let pools = Pools::follow(&previous.pools, previous, &fresh);
         *cached = EndpointCache {
             app_index: index,
-            endpoints: Arc::new(fresh),
+            endpoints: Arc::new(Endpoints { list: fresh, pools }),
             global_index: global,
         };
         cached.endpoints.clone()
     }
 
     /// A new endpoint with its response counters bound to its labels.
-    fn endpoint_state(&self, id: String, authority: String) -> EndpointState {
+    fn endpoint_state(&self, id: String, authority: String, slot: usize) -> EndpointState {
         let mut endpoint = EndpointState::new(id, authority);
+        endpoint.slot = slot;
         for (slot, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
             endpoint.responses[slot] = self
                 .metrics
@@ -214,23 +233,20 @@ impl Upstream {
         endpoint
     }
 
+    /// The general path: a request hyper has parsed, and its answer.
     pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         self.requests.inc();
         let upgrade = is_upgrade(request.headers());
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let response = match self.forward(request, upgrade).await {
-            Ok((response, endpoint)) => {
-                endpoint.count_response(response.status().as_u16());
-                response
-            }
+        let response = match self.forward(request, upgrade, started).await {
+            Ok(response) => response,
             Err(error) => {
                 tracing::debug!(service = %self.service, %error, "proxy error");
                 self.errors.inc();
                 return error.into_response();
             }
         };
-        self.latency.observe(started.elapsed().as_secs_f64());
         match downstream_upgrade {
             Some(downstream) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 splice(downstream, response)
@@ -243,7 +259,8 @@ impl Upstream {
         &self,
         request: Request<Incoming>,
         upgrade: bool,
-    ) -> Result<(Response<ResponseBody>, Arc<EndpointState>), ProxyError> {
+        started: Instant,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         trace::propagate(&mut parts.headers);
         let upgrade_headers = upgrade.then(|| {
@@ -252,7 +269,7 @@ impl Upstream {
                 parts.headers.get(header::UPGRADE).cloned(),
             )
         });
-        strip_hop_by_hop(&mut parts.headers);
+        hop_by_hop::strip(&mut parts.headers);
         if let Some((connection, protocol)) = upgrade_headers {
             if let (Some(connection), Some(protocol)) = (connection, protocol) {
                 parts.headers.insert(header::CONNECTION, connection);
@@ -270,7 +287,6 @@ impl Upstream {
                 .size_hint()
                 .exact()
                 .is_some_and(|size| size <= self.settings.replay_limit);
-        let idempotent = super::retry::is_idempotent(parts.method.as_str());
         let mut streaming = None;
         let buffered = if replayable {
             Some(
@@ -286,149 +302,116 @@ impl Upstream {
             );
             None
         };
-        self.budget.deposit();
-        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
-        let http2 = parts.version == Version::HTTP_2;
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let mut tried: Vec<Arc<EndpointState>> = Vec::new();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let endpoint = self
-                .balancer
-                .pick(&endpoints, &tried)
+        let plan = Plan {
+            started,
+            first_attempt: Instant::now(),
+            replayable: buffered.is_some(),
+            idempotent: super::retry::is_idempotent(parts.method.as_str()),
+        };
+        let deadline = tokio::time::sleep(self.settings.request_timeout);
+        tokio::pin!(deadline);
+        let mut transport = General {
+            upstream: self,
+            path: parts
+                .uri
+                .path_and_query()
                 .cloned()
-                .ok_or_else(|| ProxyError::AllEjected {
-                    service: self.service.clone(),
-                })?;
-            tried.push(endpoint.clone());
-            let body = match (&buffered, streaming.take()) {
-                (Some(bytes), _) => Full::new(bytes.clone())
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-                (None, Some(stream)) => stream,
-                (None, None) => unreachable!("a streamed body is sent once"),
-            };
-            let unreachable = || ProxyError::Unreachable {
-                service: self.service.clone(),
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            parts: &parts,
+            buffered,
+            streaming,
+        };
+        let delivered = self
+            .attempts(plan, &endpoints, &mut Vec::new(), deadline, &mut transport)
+            .await;
+        let Delivered { answer, .. } = delivered.map_err(|stop| match stop {
+            Stop::Error(error) => error,
+            Stop::CallerGone => unreachable!("a caller's failing body fails hyper's send"),
+        })?;
+        let (mut head, body) = answer.into_parts();
+        if head.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            hop_by_hop::strip(&mut head.headers);
+        }
+        // The caller's connection speaks the caller's version, whatever the endpoint
+        // answered with.
+        head.version = parts.version;
+        let body = body
+            .map_err(|error| Box::new(error) as BoxError)
+            .boxed_unsync();
+        Ok(Response::from_parts(head, body))
+    }
+}
+
+/// One attempt on the general path: the request rebuilt for the chosen endpoint, sent with
+/// hyper's client.
+struct General<'a> {
+    upstream: &'a Upstream,
+    parts: &'a Parts,
+    path: http::uri::PathAndQuery,
+    /// A replayable body, sent whole on every attempt.
+    buffered: Option<Bytes>,
+    /// A body streamed once: the request is not replayable.
+    streaming: Option<RequestBody>,
+}
+
+impl Transport for General<'_> {
+    type Answer = Response<Incoming>;
+
+    async fn send(
+        &mut self,
+        endpoint: &Arc<EndpointState>,
+        _at: Instant,
+        _fresh: bool,
+    ) -> Outcome<Response<Incoming>> {
+        let body = match (&self.buffered, self.streaming.take()) {
+            (Some(bytes), _) => Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+            (None, Some(stream)) => stream,
+            (None, None) => unreachable!("a streamed body is sent once"),
+        };
+        let unreachable = || {
+            Outcome::Stop(Stop::Error(ProxyError::Unreachable {
+                service: self.upstream.service.clone(),
                 endpoint: endpoint.authority.clone(),
                 reason: "invalid address".into(),
-            };
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(http::uri::Scheme::HTTP);
-            uri.authority = Some(endpoint.uri_authority.clone().ok_or_else(unreachable)?);
-            uri.path_and_query = Some(path.clone());
-            let mut upstream_request = Request::new(body);
-            *upstream_request.method_mut() = parts.method.clone();
-            *upstream_request.uri_mut() = http::Uri::from_parts(uri).map_err(|_| unreachable())?;
-            *upstream_request.headers_mut() = parts.headers.clone();
-            *upstream_request.version_mut() = if http2 {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            };
-            let client = if http2 { &self.http2 } else { &self.http1 };
-            let in_flight = endpoint.start();
-            let outcome = tokio::time::timeout_at(deadline, client.request(upstream_request)).await;
-            let can_retry = buffered.is_some() && attempt < self.settings.max_attempts;
-            match outcome {
-                Err(_) => {
-                    self.fail(&endpoint);
-                    return Err(ProxyError::Timeout {
-                        service: self.service.clone(),
-                        timeout_ms: self.settings.request_timeout.as_millis(),
-                    });
-                }
-                Ok(Err(error)) => {
-                    drop(in_flight);
-                    let sent = !error.is_connect();
-                    if self.failed(&endpoint, sent, idempotent, can_retry) {
-                        continue;
-                    }
-                    return Err(ProxyError::Unreachable {
-                        service: self.service.clone(),
-                        endpoint: endpoint.authority.clone(),
-                        reason: error_chain(&error),
-                    });
-                }
-                Ok(Ok(response)) => {
-                    in_flight.finish();
-                    let status = response.status().as_u16();
-                    if self.answered(&endpoint, status, idempotent, can_retry) {
-                        continue;
-                    }
-                    let (mut head, body) = response.into_parts();
-                    if status != 101 {
-                        strip_hop_by_hop(&mut head.headers);
-                    }
-                    // The caller's connection speaks the caller's version, whatever the
-                    // endpoint answered with.
-                    head.version = parts.version;
-                    let body = body
-                        .map_err(|error| Box::new(error) as BoxError)
-                        .boxed_unsync();
-                    return Ok((Response::from_parts(head, body), endpoint));
-                }
-            }
-        }
-    }
-
-    pub(crate) fn fail(&self, endpoint: &EndpointState) {
-        if endpoint.breaker.failure() {
-            tracing::info!(service = %self.service, endpoint = %endpoint.id, "endpoint ejected");
-            self.metrics
-                .ejections
-                .get_or_create(&EndpointLabels {
-                    service: self.service.clone(),
-                    endpoint: endpoint.id.clone(),
-                })
-                .inc();
-        }
-    }
-
-    /// An endpoint answered `status`: its breaker learns of it. True when the request is to
-    /// be retried on another endpoint: a 502/503/504 to an idempotent request, with
-    /// attempts and budget left.
-    pub(crate) fn answered(
-        &self,
-        endpoint: &EndpointState,
-        status: u16,
-        idempotent: bool,
-        can_retry: bool,
-    ) -> bool {
-        if status >= 500 {
-            self.fail(endpoint);
+            }))
+        };
+        let Some(authority) = endpoint.uri_authority.clone() else {
+            return unreachable();
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(self.path.clone());
+        let Ok(uri) = http::Uri::from_parts(uri) else {
+            return unreachable();
+        };
+        let http2 = self.parts.version == Version::HTTP_2;
+        let mut request = Request::new(body);
+        *request.method_mut() = self.parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.parts.headers.clone();
+        *request.version_mut() = if http2 {
+            Version::HTTP_2
         } else {
-            endpoint.breaker.success();
+            Version::HTTP_11
+        };
+        let client = if http2 {
+            &self.upstream.http2
+        } else {
+            &self.upstream.http1
+        };
+        match client.request(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                Outcome::Answered(response, status)
+            }
+            Err(error) => Outcome::Failed {
+                sent: !error.is_connect(),
+                reason: error_chain(&error),
+            },
         }
-        let retry = matches!(status, 502..=504) && idempotent && can_retry;
-        retry && self.take_retry()
-    }
-
-    /// An attempt failed without an answer: the breaker learns of it. True when the request
-    /// is to be retried: one that may have reached the endpoint (`sent`) could have been
-    /// acted on, so only an idempotent one is.
-    pub(crate) fn failed(
-        &self,
-        endpoint: &EndpointState,
-        sent: bool,
-        idempotent: bool,
-        can_retry: bool,
-    ) -> bool {
-        self.fail(endpoint);
-        (!sent || idempotent) && can_retry && self.take_retry()
-    }
-
-    fn take_retry(&self) -> bool {
-        let granted = self.budget.withdraw();
-        if granted {
-            self.retries.inc();
-        }
-        granted
     }
 }
 
@@ -443,23 +426,6 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
                     .split(',')
                     .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
             })
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the `Connection` header names are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
 
 /// Joins the two halves of an upgraded connection (WebSocket) once both have switched.
@@ -490,4 +456,50 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_core::Instance;
+
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_their_state_and_slots_across_refreshes_and_slots_stay_unique() {
+        let registry = Arc::new(Registry::default());
+        let register = |id: &str, port: u32| {
+            let instance = Instance::new("orders", id, "127.0.0.1", "127.0.0.1", port);
+            registry.register(instance, false).unwrap();
+        };
+        register("a", 8001);
+        register("b", 8002);
+        let upstream = Upstream::new(
+            "ORDERS",
+            registry.clone(),
+            UpstreamSettings::default(),
+            Arc::new(ProxyMetrics::new()),
+        );
+        let first = upstream.current_endpoints();
+        assert_eq!(first.len(), 2);
+        let a = first.iter().find(|endpoint| endpoint.id == "a").unwrap();
+
+        registry.cancel("ORDERS", "b").unwrap();
+        register("c", 8003);
+        register("d", 8004);
+        let second = upstream.current_endpoints();
+        assert_eq!(second.len(), 3);
+        let kept = second.iter().find(|endpoint| endpoint.id == "a").unwrap();
+        assert!(Arc::ptr_eq(a, kept), "a stays the same endpoint");
+        assert!(Arc::ptr_eq(
+            first.pools.of(a).unwrap(),
+            second.pools.of(kept).unwrap()
+        ));
+        let mut slots: Vec<usize> = second.iter().map(|endpoint| endpoint.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), 3, "no two endpoints share a slot");
+        for endpoint in second.iter() {
+            assert!(second.pools.of(endpoint).is_some());
+        }
+    }
 }

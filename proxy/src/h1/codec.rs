@@ -9,6 +9,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::hop_by_hop::HOP_BY_HOP;
 use crate::trace;
 
 /// More headers than this is answered 431, as an oversized head is.
@@ -324,16 +325,9 @@ impl<'h> Facts<'h> {
         Ok(facts)
     }
 
-    /// Headers that describe one connection (RFC 9110 §7.6.1). `TE` is kept for
-    /// `trailers`; `Transfer-Encoding` is kept because the body is relayed as it came.
+    /// Headers that describe one connection: the shared list and those `Connection`
+    /// names. `Transfer-Encoding` is kept because the body is relayed as it came.
     fn is_hop_by_hop(&self, name: &str) -> bool {
-        const HOP_BY_HOP: [&str; 5] = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "upgrade",
-            "proxy-authenticate",
-        ];
         HOP_BY_HOP
             .iter()
             .chain(&self.named[..self.named_count])

@@ -3,14 +3,13 @@
 //! caller happens in one task, with no hand-off between tasks per request; that, and
 //! buffers reused across requests, is what makes this path faster than the general one.
 //!
-//! The policy is the same as `upstream::Upstream::handle`'s: the retry budget is filled
-//! before the first attempt; a body is read ahead (and so replayable) only when small and
-//! of known length; 5xx answers, and failures after the request was sent, are retried only
-//! for idempotent methods, failed connects for any replayable request; the deadline runs
-//! from the first attempt until a response head arrives. An idempotent request sent over a
-//! reused keep-alive connection that turns out closed before any answer is resent once on
-//! a fresh connection, outside the budget; any other request is sent over a reused
-//! connection only after a check that the server has not closed it, and never resent.
+//! The policy over the attempts is `attempt`'s, the one the general path runs too; this
+//! module sends each attempt (`H1`, its `Transport`). A body is read ahead (and so
+//! replayable) only when small and of known length; the deadline runs from the request's
+//! head until a response head arrives. An idempotent request sent over a reused
+//! keep-alive connection that turns out closed before any answer is resent once on a fresh
+//! connection, outside the budget; any other request is sent over a reused connection only
+//! after a check that the server has not closed it, and never resent.
 //!
 //! A streamed body is sent while watching the endpoint: if it answers before taking the
 //! whole body (a refused upload), sending stops, the answer goes to the caller with
@@ -18,7 +17,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
@@ -29,7 +28,8 @@ use tokio::time::Sleep;
 
 use super::body::{self, Progress, RelayError};
 use super::codec::{self, Framing, RequestHead, RequestVerdict, ResponseHead, ResponseVerdict};
-use super::pool::{Connection, READ_BUFFER};
+use super::pool::{Connection, Pools, READ_BUFFER};
+use crate::attempt::{Delivered, Outcome, Plan, Stop, Transport};
 use crate::balance::EndpointState;
 use crate::error::ProxyError;
 use crate::upstream::Upstream;
@@ -55,9 +55,8 @@ struct Caller {
     request: Vec<u8>,
     /// The response head as it goes back.
     response: Vec<u8>,
-    tried: Vec<Arc<EndpointState>>,
     /// How long a body may make no progress (and a read-ahead body take to arrive).
-    body_timeout: std::time::Duration,
+    body_timeout: Duration,
 }
 
 /// After an exchange: serve the next request or close.
@@ -72,7 +71,7 @@ enum Next {
 }
 
 /// How long a lingering close keeps reading and discarding.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(2);
 
 pub async fn serve(
     stream: TcpStream,
@@ -85,9 +84,10 @@ pub async fn serve(
         buffer: BytesMut::with_capacity(READ_BUFFER),
         request: Vec::with_capacity(1024),
         response: Vec::with_capacity(1024),
-        tried: Vec::with_capacity(4),
         body_timeout: limits.idle_timeout,
     };
+    // Apart from `caller`, which each attempt borrows whole.
+    let mut tried = Vec::with_capacity(4);
     // The timers and the shutdown signal live as long as the connection: moving a timer's
     // deadline later is nearly free, registering a new one per request is not.
     let idle = tokio::time::sleep(limits.idle_timeout);
@@ -136,10 +136,8 @@ pub async fn serve(
         };
         caller.buffer.advance(head.length);
         // A panic is a bug: the caller gets a 500 and the connection closes.
-        let next =
-            std::panic::AssertUnwindSafe(upstream.exchange(&mut caller, head, deadline.as_mut()))
-                .catch_unwind()
-                .await;
+        let exchanged = exchange(upstream, &mut caller, &mut tried, head, deadline.as_mut());
+        let next = std::panic::AssertUnwindSafe(exchanged).catch_unwind().await;
         match next {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => return Served::Closed,
@@ -184,186 +182,176 @@ enum Failure {
     Caller,
 }
 
-impl Upstream {
-    async fn exchange(
-        &self,
-        caller: &mut Caller,
-        head: RequestHead,
-        mut deadline: Pin<&mut Sleep>,
-    ) -> Next {
-        let started = Instant::now();
-        self.requests.inc();
-        let replay_limit = self.settings.replay_limit;
-        let streamed = match head.framing {
-            Framing::Length(length) if length > replay_limit => Some(head.framing),
-            Framing::Chunked | Framing::UntilClose => Some(head.framing),
-            Framing::Empty => None,
-            Framing::Length(length) => {
-                let length = length as usize;
-                let filled = tokio::time::timeout(
-                    caller.body_timeout,
-                    body::fill(&mut caller.stream, &mut caller.buffer, length),
-                )
-                .await;
-                if !matches!(filled, Ok(Ok(()))) {
-                    return Next::Close;
-                }
-                caller.request.extend_from_slice(&caller.buffer[..length]);
-                caller.buffer.advance(length);
-                None
-            }
-        };
-        let endpoints = self.current_endpoints();
-        if endpoints.is_empty() {
-            let error = ProxyError::NoEndpoints {
-                service: self.service().to_owned(),
-            };
-            return self
-                .answer_error(caller, &head, streamed.is_some(), error)
-                .await;
-        }
-        self.budget.deposit();
-        deadline
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(started) + self.settings.request_timeout);
-        caller.tried.clear();
-        let mut attempt = 0;
-        let mut fresh_connection_for = None;
-        loop {
-            let (endpoint, fresh) = match fresh_connection_for.take() {
-                Some(endpoint) => (endpoint, true),
-                None => {
-                    attempt += 1;
-                    let Some(endpoint) = self.balancer.pick(&endpoints, &caller.tried).cloned()
-                    else {
-                        let error = ProxyError::AllEjected {
-                            service: self.service().to_owned(),
-                        };
-                        return self
-                            .answer_error(caller, &head, streamed.is_some(), error)
-                            .await;
-                    };
-                    caller.tried.push(endpoint.clone());
-                    (endpoint, false)
-                }
-            };
-            let can_retry = streamed.is_none() && attempt < self.settings.max_attempts;
-            // The clock is read once per request where that is precise enough.
-            let first = caller.tried.len() == 1 && !fresh;
-            let attempt_started = if first { started } else { Instant::now() };
-            let pooled = if fresh {
-                None
-            } else {
-                endpoint.pool.take(attempt_started)
-            };
-            let in_flight = endpoint.start_at(attempt_started);
-            let outcome = tokio::select! {
-                biased;
-                outcome = self.attempt(&endpoint, pooled, caller, &head, streamed) => Ok(outcome),
-                () = deadline.as_mut() => Err(()),
-            };
-            let Answered {
-                mut connection,
-                head: answer,
-                early,
-            } = match outcome {
-                Err(_) => {
-                    self.fail(&endpoint);
-                    let error = ProxyError::Timeout {
-                        service: self.service().to_owned(),
-                        timeout_ms: self.settings.request_timeout.as_millis(),
-                    };
-                    // The request may be half sent: this caller connection is done after.
-                    return self.answer_error(caller, &head, true, error).await;
-                }
-                Ok(Err((Failure::Caller, _))) => return Next::Close,
-                Ok(Err((failure, reused))) => {
-                    drop(in_flight);
-                    let stale = matches!(
-                        failure,
-                        Failure::Endpoint {
-                            before_answer: true,
-                            ..
-                        }
-                    ) && reused
-                        && streamed.is_none()
-                        && head.idempotent;
-                    if stale {
-                        fresh_connection_for = Some(endpoint);
-                        continue;
-                    }
-                    let sent = !matches!(failure, Failure::Connect(_));
-                    if self.failed(&endpoint, sent, head.idempotent, can_retry) {
-                        continue;
-                    }
-                    let reason = match failure {
-                        Failure::Connect(error) => error.to_string(),
-                        Failure::Endpoint { reason, .. } => reason,
-                        Failure::Caller => unreachable!("handled above"),
-                    };
-                    let error = ProxyError::Unreachable {
-                        service: self.service().to_owned(),
-                        endpoint: endpoint.authority.clone(),
-                        reason,
-                    };
-                    return self
-                        .answer_error(caller, &head, streamed.is_some(), error)
-                        .await;
-                }
-                Ok(Ok(answered)) => answered,
-            };
-            let answered = Instant::now();
-            in_flight.finish_at(answered);
-            if self.answered(&endpoint, answer.status, head.idempotent, can_retry) {
-                // The answer's body is not wanted: the connection goes rather than drains.
-                continue;
-            }
-            endpoint.count_response(answer.status);
-            self.latency
-                .observe(answered.duration_since(started).as_secs_f64());
-            let relayed = body::relay(
-                &mut caller.response,
-                &mut connection.stream,
-                &mut connection.buffer,
-                &mut caller.stream,
-                Progress::new(answer.framing),
+/// One request on a caller connection, from its parsed head to the end of its answer.
+async fn exchange(
+    upstream: &Upstream,
+    caller: &mut Caller,
+    tried: &mut Vec<Arc<EndpointState>>,
+    head: RequestHead,
+    mut deadline: Pin<&mut Sleep>,
+) -> Next {
+    let started = Instant::now();
+    upstream.requests.inc();
+    let replay_limit = upstream.settings.replay_limit;
+    let streamed = match head.framing {
+        Framing::Length(length) if length > replay_limit => Some(head.framing),
+        Framing::Chunked | Framing::UntilClose => Some(head.framing),
+        Framing::Empty => None,
+        Framing::Length(length) => {
+            let length = length as usize;
+            let filled = tokio::time::timeout(
                 caller.body_timeout,
+                body::fill(&mut caller.stream, &mut caller.buffer, length),
             )
             .await;
-            if let Err(error) = relayed {
-                tracing::debug!(service = %self.service(), %error, "relaying a response failed");
+            if !matches!(filled, Ok(Ok(()))) {
                 return Next::Close;
             }
-            if answer.reusable && connection.buffer.is_empty() && !early {
-                endpoint.pool.put(connection, answered);
-            }
-            return if early {
-                Next::Linger
-            } else if head.close || answer.framing == Framing::UntilClose {
-                Next::Close
-            } else {
-                Next::KeepAlive
-            };
+            caller.request.extend_from_slice(&caller.buffer[..length]);
+            caller.buffer.advance(length);
+            None
+        }
+    };
+    let endpoints = upstream.current_endpoints();
+    if endpoints.is_empty() {
+        let error = ProxyError::NoEndpoints {
+            service: upstream.service().to_owned(),
+        };
+        return answer_error(upstream, caller, &head, streamed.is_some(), error).await;
+    }
+    deadline
+        .as_mut()
+        .reset(tokio::time::Instant::from_std(started) + upstream.settings.request_timeout);
+    let plan = Plan {
+        started,
+        first_attempt: started,
+        replayable: streamed.is_none(),
+        idempotent: head.idempotent,
+    };
+    let mut transport = H1 {
+        caller: &mut *caller,
+        head: &head,
+        streamed,
+        pools: &endpoints.pools,
+        connect_timeout: upstream.settings.connect_timeout,
+    };
+    let delivered = upstream
+        .attempts(plan, &endpoints, tried, deadline, &mut transport)
+        .await;
+    let Delivered {
+        answer,
+        endpoint,
+        at: answered,
+    } = match delivered {
+        Ok(delivered) => delivered,
+        Err(Stop::CallerGone) => return Next::Close,
+        Err(Stop::Error(error)) => {
+            // After a timeout the request may be half sent: this caller connection is done.
+            let unread_body = streamed.is_some() || matches!(error, ProxyError::Timeout { .. });
+            return answer_error(upstream, caller, &head, unread_body, error).await;
+        }
+    };
+    let Answered {
+        mut connection,
+        head: answer,
+        early,
+    } = answer;
+    let relayed = body::relay(
+        &mut caller.response,
+        &mut connection.stream,
+        &mut connection.buffer,
+        &mut caller.stream,
+        Progress::new(answer.framing),
+        caller.body_timeout,
+    )
+    .await;
+    if let Err(error) = relayed {
+        tracing::debug!(service = %upstream.service(), %error, "relaying a response failed");
+        return Next::Close;
+    }
+    if answer.reusable && connection.buffer.is_empty() && !early {
+        if let Some(pool) = endpoints.pools.of(&endpoint) {
+            pool.put(connection, answered);
         }
     }
+    if early {
+        Next::Linger
+    } else if head.close || answer.framing == Framing::UntilClose {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
 
+/// One attempt on this path: the caller's request over a pooled or new connection.
+struct H1<'a> {
+    caller: &'a mut Caller,
+    head: &'a RequestHead,
+    /// The body still to come from the caller, when it is not read ahead.
+    streamed: Option<Framing>,
+    pools: &'a Pools,
+    connect_timeout: Duration,
+}
+
+impl Transport for H1<'_> {
+    type Answer = Answered;
+
+    async fn send(
+        &mut self,
+        endpoint: &Arc<EndpointState>,
+        at: Instant,
+        fresh: bool,
+    ) -> Outcome<Answered> {
+        let pooled = match self.pools.of(endpoint) {
+            Some(pool) if !fresh => pool.take(at),
+            _ => None,
+        };
+        match self.attempt(endpoint, pooled).await {
+            Ok(answered) => {
+                let status = answered.head.status;
+                Outcome::Answered(answered, status)
+            }
+            Err((Failure::Caller, _)) => Outcome::Stop(Stop::CallerGone),
+            Err((failure, reused)) => {
+                let stale = matches!(
+                    failure,
+                    Failure::Endpoint {
+                        before_answer: true,
+                        ..
+                    }
+                ) && reused
+                    && self.streamed.is_none()
+                    && self.head.idempotent;
+                if stale {
+                    return Outcome::Resend;
+                }
+                let sent = !matches!(failure, Failure::Connect(_));
+                let reason = match failure {
+                    Failure::Connect(error) => error.to_string(),
+                    Failure::Endpoint { reason, .. } => reason,
+                    Failure::Caller => unreachable!("handled above"),
+                };
+                Outcome::Failed { sent, reason }
+            }
+        }
+    }
+}
+
+impl H1<'_> {
     /// Sends the request over `pooled` or a new connection and reads the answer's head,
     /// passing informational answers on. The error says whether the connection was reused.
     async fn attempt(
-        &self,
+        &mut self,
         endpoint: &EndpointState,
         pooled: Option<Connection>,
-        caller: &mut Caller,
-        head: &RequestHead,
-        streamed: Option<Framing>,
     ) -> Result<Answered, (Failure, bool)> {
+        let (caller, head, streamed) = (&mut *self.caller, self.head, self.streamed);
         let mut early = false;
         let mut connection = match pooled {
             // A request that must not be sent twice goes only over a connection that has
             // not been closed while idle; others are resent if it turns out it was.
             Some(connection) if head.idempotent || connection.looks_open() => connection,
-            _ => self
-                .connect(endpoint)
+            _ => connect(endpoint, self.connect_timeout)
                 .await
                 .map_err(|error| (error, false))?,
         };
@@ -462,41 +450,41 @@ impl Upstream {
             }
         }
     }
+}
 
-    async fn connect(&self, endpoint: &EndpointState) -> Result<Connection, Failure> {
-        let connecting = TcpStream::connect(endpoint.authority.as_str());
-        let stream = tokio::time::timeout(self.settings.connect_timeout, connecting)
-            .await
-            .map_err(|_| {
-                Failure::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
-            .map_err(Failure::Connect)?;
-        let _ = stream.set_nodelay(true);
-        Ok(Connection::new(stream))
-    }
+async fn connect(endpoint: &EndpointState, timeout: Duration) -> Result<Connection, Failure> {
+    let connecting = TcpStream::connect(endpoint.authority.as_str());
+    let stream = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| {
+            Failure::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        })?
+        .map_err(Failure::Connect)?;
+    let _ = stream.set_nodelay(true);
+    Ok(Connection::new(stream))
+}
 
-    /// Answers with the proxy's own error. `unread_body` when the request's body was not
-    /// (or not wholly) read: then the connection cannot carry another request.
-    async fn answer_error(
-        &self,
-        caller: &mut Caller,
-        head: &RequestHead,
-        unread_body: bool,
-        error: ProxyError,
-    ) -> Next {
-        tracing::debug!(service = %self.service(), %error, "proxy error");
-        self.errors.inc();
-        let close = unread_body || head.close;
-        let (status, reason) = error.status_and_reason();
-        let text = format!("{error}\n");
-        let answer = own_answer(status.as_u16(), reason, &text, head.head_method, close);
-        match caller.stream.write_all(&answer).await {
-            Ok(()) if !close => Next::KeepAlive,
-            _ => Next::Close,
-        }
+/// Answers with the proxy's own error. `unread_body` when the request's body was not
+/// (or not wholly) read: then the connection cannot carry another request.
+async fn answer_error(
+    upstream: &Upstream,
+    caller: &mut Caller,
+    head: &RequestHead,
+    unread_body: bool,
+    error: ProxyError,
+) -> Next {
+    tracing::debug!(service = %upstream.service(), %error, "proxy error");
+    upstream.errors.inc();
+    let close = unread_body || head.close;
+    let (status, reason) = error.status_and_reason();
+    let text = format!("{error}\n");
+    let answer = own_answer(status.as_u16(), reason, &text, head.head_method, close);
+    match caller.stream.write_all(&answer).await {
+        Ok(()) if !close => Next::KeepAlive,
+        _ => Next::Close,
     }
 }
 

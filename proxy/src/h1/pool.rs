@@ -1,17 +1,22 @@
-//! Idle keep-alive connections to one endpoint. Each endpoint keeps its own, so a
+//! Idle keep-alive connections to one endpoint. Each endpoint has its own pool, so a
 //! connection is only ever reused for the address it was opened to, and an endpoint that
-//! leaves the registry takes its connections with it.
+//! leaves the registry takes its connections with it. The pools belong to this path, not
+//! to the balancer: `Pools` holds those of one list of endpoints by their slot, and moves
+//! along with the list when the registry changes.
 //!
 //! Last in, first out: the most recently used connection is the least likely to have been
 //! closed by the server's own idle timeout. Connections idle longer than `IDLE_TIMEOUT` are
 //! closed rather than reused; it is shorter than the keep-alive timeouts of the servers
 //! Spring Boot apps run on (Tomcat's 20 s default among them is the shortest).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
+
+use crate::balance::EndpointState;
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_IDLE: usize = 256;
@@ -80,5 +85,67 @@ impl Pool {
         if idle.len() < MAX_IDLE {
             idle.push((connection, now));
         }
+    }
+}
+
+/// The pools of one list of endpoints, by `EndpointState::slot`.
+#[derive(Debug, Default)]
+pub struct Pools {
+    by_slot: Vec<Option<Arc<Pool>>>,
+}
+
+impl Pools {
+    /// The pools of `endpoints`, which replace `previous_endpoints`: an endpoint listed in
+    /// both keeps its pool (and its idle connections); the pools of those gone are dropped
+    /// with the last request still using the previous list.
+    pub fn follow(
+        previous: &Pools,
+        previous_endpoints: &[Arc<EndpointState>],
+        endpoints: &[Arc<EndpointState>],
+    ) -> Pools {
+        let slots = endpoints.iter().map(|endpoint| endpoint.slot + 1).max();
+        let mut by_slot = vec![None; slots.unwrap_or(0)];
+        for endpoint in endpoints {
+            let kept = previous_endpoints
+                .iter()
+                .any(|known| Arc::ptr_eq(known, endpoint))
+                .then(|| previous.of(endpoint).cloned())
+                .flatten();
+            by_slot[endpoint.slot] = Some(kept.unwrap_or_default());
+        }
+        Pools { by_slot }
+    }
+
+    /// The pool of `endpoint`, one of the endpoints these pools were made for.
+    pub fn of(&self, endpoint: &EndpointState) -> Option<&Arc<Pool>> {
+        self.by_slot.get(endpoint.slot)?.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str, slot: usize) -> Arc<EndpointState> {
+        let mut endpoint = EndpointState::new(id.into(), format!("{id}:80"));
+        endpoint.slot = slot;
+        Arc::new(endpoint)
+    }
+
+    #[test]
+    fn an_endpoint_keeps_its_pool_across_refreshes_and_a_newcomer_gets_its_own() {
+        let (a, b) = (endpoint("a", 0), endpoint("b", 1));
+        let first = vec![a.clone(), b.clone()];
+        let pools = Pools::follow(&Pools::default(), &[], &first);
+        let (pool_a, pool_b) = (pools.of(&a).unwrap(), pools.of(&b).unwrap());
+        assert!(!Arc::ptr_eq(pool_a, pool_b));
+
+        // `b` leaves; `c` arrives in a slot `b` held, as a later refresh may give it.
+        let c = endpoint("c", 1);
+        let second = vec![a.clone(), c.clone()];
+        let next = Pools::follow(&pools, &first, &second);
+        assert!(Arc::ptr_eq(next.of(&a).unwrap(), pool_a));
+        assert!(!Arc::ptr_eq(next.of(&c).unwrap(), pool_b));
+        assert!(Pools::default().of(&a).is_none());
     }
 }
