@@ -187,8 +187,32 @@ class PyEureka:
         return seen
 
     def stop(self):
+        """Deregisters as py-eureka-client's own stop() does (DOWN, then cancel), once its
+        heartbeat thread can no longer register the instance again.
+
+        That thread is a `Timer` whose function loops for ever, so the `Timer.cancel()` in
+        the client's stop() cannot end it once it has run: a beat that comes after the
+        cancel finds the client not alive and registers the instance UP again, against
+        Netflix Eureka as against Ferry. (This is what made
+        `test_py_registration_is_seen_by_js_through_full_fetch_and_delta` fail now and then:
+        the instance came back a second after its cancel.) The beat looks up these
+        attributes on every pass, so it finds the inert ones from now on, a beat already
+        under way included."""
+        client = self.client
+        registered = client.should_register
+        register, cancel = client.register, client.cancel
+
+        async def inert(*_args, **_kwargs):
+            return None
+
+        client._EurekaClient__should_register = False
+        client._EurekaClient__should_discover = False
+        client.register = inert
+        client.send_heartbeat = inert
         try:
-            self.run(self.client.stop())
+            if registered:
+                self.run(register(status="DOWN"))
+                self.run(cancel())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
