@@ -310,7 +310,8 @@ async fn a_body_that_stops_arriving_ends_the_exchange_after_the_idle_timeout() {
         .unwrap();
     let started = std::time::Instant::now();
     let mut received = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), caller.read_to_end(&mut received))
+    // The bound only fails a proxy that never closes; the 1 s is checked below.
+    tokio::time::timeout(Duration::from_secs(30), caller.read_to_end(&mut received))
         .await
         .expect("the proxy closes the caller's connection")
         .unwrap();
@@ -324,11 +325,16 @@ async fn a_body_that_stops_arriving_ends_the_exchange_after_the_idle_timeout() {
 #[tokio::test]
 async fn a_service_that_refuses_an_upload_early_is_answered_with_its_refusal() {
     let ferry = start_ferry().await;
-    // Reads the head only, answers 413 at once, stops reading, closes after 3 s.
+    // Reads the head only, answers 413 at once, stops reading, and keeps the connection
+    // open until the test has the answer: a proxy that waited for the service to finish
+    // (or to close) before passing the refusal on would never answer.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let service_port = listener.local_addr().unwrap().port();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let held = held.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -341,7 +347,7 @@ async fn a_service_that_refuses_an_upload_early_is_answered_with_its_refusal() {
                 let refusal =
                     b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo big\r\n";
                 let _ = stream.write_all(refusal).await;
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(120), held.notified()).await;
             });
         }
     });
@@ -359,18 +365,29 @@ async fn a_service_that_refuses_an_upload_early_is_answered_with_its_refusal() {
             }
         }
     });
-    let started = std::time::Instant::now();
+    // Generous: on a loaded machine the answer may take seconds, and a proxy that holds
+    // it back never delivers it while the service keeps its connection open.
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut buffer = [0u8; 4096];
+        while !answer.ends_with(b"too big\r\n") {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await;
+    release.notify_waiters();
     let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok(),
+        "the refusal was held back while the service kept its connection: {answer}"
+    );
     assert!(
         answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
         "the caller gets the service's refusal, not a proxy error: {answer}"
     );
     assert!(answer.to_ascii_lowercase().contains("connection: close"));
     assert!(answer.ends_with("too big\r\n"));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the refusal is passed on at once"
-    );
 }

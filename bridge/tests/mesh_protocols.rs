@@ -13,7 +13,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 mod common;
-use common::{free_port, mesh, start_ferry};
+use common::{free_port, mesh, start_ferry, wait_for_port};
 
 #[tokio::test]
 async fn grpc_unary_and_server_streaming_calls_pass_through_with_trailers() {
@@ -28,7 +28,7 @@ async fn grpc_unary_and_server_streaming_calls_pass_through_with_trailers() {
             .add_service(health)
             .serve(backend),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_port(backend.port()).await;
     let outbound = mesh(&ferry, "GRPC-ORDERS", backend.port()).await;
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{outbound}"))

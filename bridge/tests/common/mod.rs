@@ -76,7 +76,9 @@ pub async fn start_ferry_with(extra: &[&str]) -> Ferry {
         _data: TempDir(data),
     };
     let client = reqwest::Client::new();
-    for _ in 0..100 {
+    // A condition, polled: a loaded CI machine may take seconds to start a debug build.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         if let Ok(response) = client
             .get(format!("http://127.0.0.1:{admin}/ready"))
             .send()
@@ -88,7 +90,22 @@ pub async fn start_ferry_with(extra: &[&str]) -> Ferry {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("ferry did not become ready");
+    panic!("ferry did not become ready within a minute");
+}
+
+/// Waits until something accepts connections on `port` (a server spawned just before).
+pub async fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Registers `port` as the only instance of `app` and cuts `app` over; returns the
