@@ -22,3 +22,19 @@ load_core=0
 
 # `field LINE KEY`: the value of KEY in a line of key=value pairs.
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v key="$2" '$1 == key {print $2}'; }
+
+# A scratch folder ($work, readable by nginx's workers, which run as another user) and the
+# processes to stop ($pids, plus any daemon that wrote a *.pid file there), all cleaned up
+# when the script exits.
+start_scratch() {
+    work=$(mktemp -d)
+    chmod 755 "$work"
+    pids=()
+    trap stop_scratch EXIT
+}
+stop_scratch() {
+    local pid pidfile
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pidfile in "$work"/*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
+    rm -rf "$work"
+}

@@ -30,15 +30,7 @@ source bench/common.sh
 install_missing nginx:nginx-light wrk:wrk
 ferry=$(scripts/build-release.sh)
 
-work=$(mktemp -d)
-chmod 755 "$work"  # nginx's worker runs as another user and must read the files
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+start_scratch
 
 eureka_port=$(free_port)
 nginx_port=$(free_port)

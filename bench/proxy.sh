@@ -19,15 +19,7 @@ install_missing nginx:nginx-light haproxy:haproxy wrk:wrk
 ferry=$(scripts/build-release.sh)
 cargo build --release --locked -p ferry-bench-loadgen
 
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pidfile in "$work"/*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+start_scratch
 backend=$(free_port); nginx_proxy=$(free_port); haproxy_port=$(free_port)
 eureka=$(free_port); admin=$(free_port); outbound_first=$(free_port)
 

@@ -28,15 +28,7 @@ install_missing nginx:nginx-light curl:curl
 ferry=$(scripts/build-release.sh)
 cargo build --release --locked -p ferry-bench-loadgen
 
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$work/backend.pid" ] && kill "$(cat "$work/backend.pid")" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+start_scratch
 
 ports=($(free_port) $(free_port) $(free_port) $(free_port))
 eureka=$(free_port); admin=$(free_port); outbound=$(free_port)
