@@ -188,6 +188,10 @@ class PyEureka:
         return seen
 
     def stop(self):
+        """Stops the client and its loop; a second call (a test's, then the fixture's) does
+        nothing, since the loop that would run it is gone."""
+        if not self.thread.is_alive():
+            return
         try:
             self.run(self.client.stop())
         finally:
