@@ -185,18 +185,26 @@ pub async fn run(
             ..HealthSettings::default()
         },
     );
-    let servers: Vec<_> = bound
+    // The admin listener stops last, so `/ready` answers 503 while the others drain.
+    let (stop_admin, admin_stopping) = shutdown::channel();
+    let (admin_server, servers): (Vec<_>, Vec<_>) = bound
         .into_iter()
         .map(|(api, listener, router)| {
-            tokio::spawn(serve(
+            let stopping = if api == "admin" {
+                admin_stopping.clone()
+            } else {
+                stopping.clone()
+            };
+            let server = tokio::spawn(serve(
                 api,
                 listener,
                 TowerToHyperService::new(router),
                 limits,
-                stopping.clone(),
-            ))
+                stopping,
+            ));
+            (api, server)
         })
-        .collect();
+        .partition(|(api, _)| *api == "admin");
     ready.store(true, Ordering::Release);
     tracing::info!(store = registry.store_name(), "ferry is ready");
 
@@ -205,7 +213,11 @@ pub async fn run(
     let _ = stop.send(true);
     eviction.abort();
     checks.abort();
-    for server in servers {
+    for (_, server) in servers {
+        let _ = server.await;
+    }
+    let _ = stop_admin.send(true);
+    for (_, server) in admin_server {
         let _ = server.await;
     }
     tracing::info!("ferry stopped");

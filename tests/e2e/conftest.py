@@ -15,8 +15,8 @@ py_eureka_logger.set_level("ERROR")
 def start_ferry(tmp_path):
     started = []
 
-    def start(*args: str) -> Ferry:
-        ferry = Ferry(tmp_path / f"data-{len(started)}", *args).start()
+    def start(*args: str, env: dict[str, str] | None = None) -> Ferry:
+        ferry = Ferry(tmp_path / f"data-{len(started)}", *args, env=env).start()
         started.append(ferry)
         return ferry
 
@@ -33,7 +33,9 @@ def ferry(start_ferry):
 
 @pytest.fixture
 def clients():
-    """Collects started clients and stops them after the test, whatever happened."""
+    """Collects started clients and stops them after the test, whatever happened. A client
+    whose stop() raises fails the test (after every client was stopped), unless it says its
+    stop may fail (`stop_may_fail = True`, e.g. a client whose server is gone on purpose)."""
     running = []
 
     def track(client):
@@ -41,11 +43,15 @@ def clients():
         return client
 
     yield track
+    failures = []
     for client in reversed(running):
         try:
             client.stop()
-        except Exception:  # noqa: BLE001 - cleanup must reach every client
-            pass
+        except Exception as error:  # noqa: BLE001 - cleanup must reach every client first
+            if not getattr(client, "stop_may_fail", False):
+                failures.append(f"{type(client).__name__}.stop(): {error!r}")
+    if failures:
+        pytest.fail("cleanup failed:\n" + "\n".join(failures), pytrace=False)
 
 
 __all__ = ["Ferry", "JsEureka", "PyEureka"]

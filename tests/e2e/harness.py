@@ -69,7 +69,7 @@ def raw_exchange(port: int, payload: bytes, read_timeout: float = 10) -> bytes:
 class Ferry:
     """One `ferry` process on free loopback ports with its own data directory."""
 
-    def __init__(self, data_dir: Path, *extra_args: str):
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None):
         self.eureka_port = free_port()
         self.consul_port = free_port()
         self.config_port = free_port()
@@ -85,6 +85,7 @@ class Ferry:
             "--data-dir", str(data_dir),
             *extra_args,
         ]
+        self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -109,7 +110,7 @@ class Ferry:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("already running")
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         wait_until(self._ready, timeout=15, what="ferry /ready")
         return self
 
@@ -197,7 +198,10 @@ class PyEureka:
         `test_py_registration_is_seen_by_js_through_full_fetch_and_delta` fail now and then:
         the instance came back a second after its cancel.) The beat looks up these
         attributes on every pass, so it finds the inert ones from now on, a beat already
-        under way included."""
+        under way included. A second call (a test's, then the fixture's) does nothing, since
+        the loop that would run it is gone."""
+        if not self.thread.is_alive():
+            return
         client = self.client
         registered = client.should_register
         register, cancel = client.register, client.cancel

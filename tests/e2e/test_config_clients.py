@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+import time
 
 import httpx
 import pytest
@@ -31,6 +33,25 @@ def py_load(ferry, name, profile, label="master"):
                           label=label, fail_fast=False)
     client.get_config()
     return client
+
+
+class blocking_read:  # noqa: N801 - used like a function that returns a handle
+    """A py-consul blocking KV read started on its own thread; `done` is set when it returns."""
+
+    def __init__(self, ferry, prefix, index, wait):
+        self.done = threading.Event()
+        self.result = None
+        self.returned_at = None
+        client = ferry.consul()
+
+        def run():
+            try:
+                self.result = client.kv.get(prefix, recurse=True, index=index, wait=wait)
+            finally:
+                self.returned_at = time.monotonic()
+                self.done.set()
+
+        threading.Thread(target=run, daemon=True).start()
 
 
 def git(repo, *args):
@@ -107,11 +128,18 @@ def test_kv_is_one_source_of_truth_for_consul_config_and_config_server_apps(star
     assert js["properties"]["greeting.source"] == "consul kv"
     assert js["sources"][:2] == ["consul:config/orders,dev/", "consul:config/orders/"]
     assert py_load(ferry, "orders", "dev").get("orders.db.pool.max-size") == 42
-    # The same write woke a Consul Config watcher, as Spring's ConfigWatch waits on it.
+    # The same write wakes a Consul Config watcher already waiting, as Spring's ConfigWatch
+    # waits on the prefix: the read blocks until the write, then returns at once.
     index, _ = consul.kv.get("config/orders,dev/", recurse=True)
+    watch = blocking_read(ferry, "config/orders,dev/", index, wait="60s")
+    assert not watch.done.wait(1.0), f"the watch returned before any write: {watch.result}"
+    written_at = time.monotonic()
     assert consul.kv.put("config/orders,dev/data", "orders:\n  db:\n    pool:\n      max-size: 43\n")
-    new_index, _ = consul.kv.get("config/orders,dev/", recurse=True, index=index, wait="5s")
+    assert watch.done.wait(20), "the write did not wake the watcher (its wait is 60 s)"
+    new_index, entries = watch.result
+    assert watch.returned_at >= written_at
     assert int(new_index) > int(index)
+    assert b"max-size: 43" in {e["Key"]: e["Value"] for e in entries}["config/orders,dev/data"]
     assert py_load(ferry, "orders", "dev").get("orders.db.pool.max-size") == 43
 
 
@@ -137,3 +165,44 @@ def test_rendered_views_and_bad_requests_over_the_wire(start_ferry):
 def _needs_git():
     if shutil.which("git") is None:
         pytest.fail("git is needed to build the test repositories")
+
+
+def test_a_bare_repository_a_plain_file_and_the_master_fallback(start_ferry, tmp_path):
+    """A bare git repository (as a Config Server's remote usually is) whose only branch is
+    `master`: requests with no label, and with the default label `main`, fall back to
+    `master`; a plain file is served from the label's tree."""
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "master")
+    (work / "billing.yml").write_text("billing:\n  currency: CHF\n")
+    (work / "nginx.conf").write_text("server { listen 80; }\n")
+    git(work, "add", ".")
+    git(work, "commit", "-qm", "first")
+    bare = tmp_path / "config.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+    ferry = start_ferry("--config-repo", str(bare))
+    base = f"http://127.0.0.1:{ferry.config_port}"
+
+    # No label: the default `main` does not exist, `master` is served.
+    unlabelled = httpx.get(f"{base}/billing/default")
+    assert unlabelled.status_code == 200, unlabelled.text
+    assert unlabelled.json()["version"] == head
+    assert js_load(ferry, "billing", ["default"])["properties"]["billing.currency"] == "CHF"
+    # The default label named explicitly falls back the same way, as Spring's tryMasterBranch does.
+    assert httpx.get(f"{base}/billing/default/main").json()["version"] == head
+    assert py_load(ferry, "billing", "default", "master").get("billing.currency") == "CHF"
+
+    plain = httpx.get(f"{base}/billing/default/master/nginx.conf")
+    assert plain.status_code == 200 and plain.text == "server { listen 80; }\n"
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert httpx.get(f"{base}/billing/default/master/missing.conf").status_code == 404
+    assert httpx.get(f"{base}/billing/default/no-such-label/nginx.conf").status_code == 404
+
+
+def test_a_plain_file_from_a_folder(start_ferry):
+    ferry = start_ferry("--config-repo", str(SAMPLE))
+    base = f"http://127.0.0.1:{ferry.config_port}"
+    plain = httpx.get(f"{base}/orders/dev/main/orders.yml")
+    assert plain.status_code == 200 and plain.text == (SAMPLE / "orders.yml").read_text()
+    assert httpx.get(f"{base}/orders/dev/main/..%2Fetc%2Fpasswd").status_code in (400, 404)

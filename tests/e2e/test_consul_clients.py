@@ -64,7 +64,10 @@ def test_npm_consul_registers_and_uses_kv_with_blocking_reads(ferry, clients):
     index = py.kv.get("config/billing,dev/data")[1]["ModifyIndex"]
     assert py.kv.put("config/billing,dev/data", "pool: 6", cas=index + 1000) is False
     assert py.kv.put("config/billing,dev/data", "pool: 6", cas=index) is True
-    js.call("kv.set", {"key": "config/billing,dev/data", "value": "pool: 7", "cas": index})
+    # The npm client's cas with the now stale index: refused, value unchanged. (The client
+    # hands Consul's `false` back as undefined, which the harness reports as None; success is
+    # `true`.)
+    assert js.call("kv.set", {"key": "config/billing,dev/data", "value": "pool: 7", "cas": index}) is None
     assert py.kv.get("config/billing,dev/data")[1]["Value"] == b"pool: 6"
 
     # A blocking read returns promptly on a change under its prefix...
@@ -101,8 +104,10 @@ def test_sessions_and_locks_through_npm_consul(ferry, clients):
     assert js.call("kv.set", {"key": "service/leader", "value": "a", "acquire": first}) is True
     held = js.call("kv.get", "service/leader")
     assert held["Session"] == first and held["LockIndex"] == 1
-    js.call("kv.set", {"key": "service/leader", "value": "b", "acquire": second})
-    assert js.call("kv.get", "service/leader")["Session"] == first, "the holder keeps it"
+    # Refused: Consul's `false`, which the npm client hands back as undefined (None here).
+    assert js.call("kv.set", {"key": "service/leader", "value": "b", "acquire": second}) is None
+    held = js.call("kv.get", "service/leader")
+    assert (held["Session"], held["Value"]) == (first, "a"), "the holder keeps it, and its value"
     assert js.call("kv.set", {"key": "service/leader", "value": "a", "release": first}) is True
     assert "Session" not in js.call("kv.get", "service/leader")
     js.call("session.destroy", first)

@@ -75,7 +75,7 @@ def test_slow_bodies_get_408_and_stalled_headers_are_cut(start_ferry):
 
 def test_malformed_http_and_bad_documents_get_4xx_and_ferry_keeps_serving(ferry):
     reply = raw_exchange(ferry.eureka_port, b"GARBAGE\r\n\r\n", read_timeout=3)
-    assert reply == b"" or reply.startswith(b"HTTP/1.1 400"), reply[:100]
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:100]
     url = ferry.eureka_url + "apps/ORDERS"
     assert httpx.post(url, content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
     assert httpx.post(url, content=b"<instance>", headers={"Content-Type": "application/xml"}).status_code == 400

@@ -74,7 +74,8 @@ impl Repository {
         }
     }
 
-    /// The files under `label`, or the default label (`main`, else `master`).
+    /// The files under `label`, or the default label (`main`, else `master`, whether `main`
+    /// was asked for or implied).
     pub fn snapshot(&self, label: Option<&str>) -> Result<Snapshot<'_>, ConfigError> {
         match self {
             Repository::Folder { root } => match label {
@@ -86,8 +87,10 @@ impl Repository {
                 location,
             } => {
                 let repository = repository.to_thread_local();
+                // The default label, asked for or not, falls back to `master` as Spring's
+                // `tryMasterBranch` does.
                 let commit = match label {
-                    None => resolve(&repository, "main")
+                    None | Some("main") => resolve(&repository, "main")
                         .or_else(|| resolve(&repository, "master"))
                         .ok_or_else(|| ConfigError::UnknownLabel("main".to_owned()))?,
                     Some(label) => resolve(&repository, label)

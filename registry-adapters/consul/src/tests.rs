@@ -595,7 +595,10 @@ async fn kv_bad_input_changes_nothing() {
     );
 }
 
-#[tokio::test]
+// Blocking reads run on tokio's paused clock: a sleep costs nothing, nothing depends on how
+// busy the machine is, and a read that only a timer could end shows as virtual time passing.
+
+#[tokio::test(start_paused = true)]
 async fn a_blocking_prefix_read_waits_for_its_prefix_only() {
     let f = fixture();
     call(&f.router, Method::PUT, "/v1/kv/config/orders/data", "a").await;
@@ -609,22 +612,26 @@ async fn a_blocking_prefix_read_waits_for_its_prefix_only() {
     .index();
     let router = f.router.clone();
     let waiter = tokio::spawn(async move {
-        let uri = format!("/v1/kv/config/orders/?recurse&index={index}&wait=5s");
+        let uri = format!("/v1/kv/config/orders/?recurse&index={index}&wait=60s");
         call(&router, Method::GET, &uri, Body::empty()).await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     call(&f.router, Method::PUT, "/v1/kv/config/payments/data", "x").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(!waiter.is_finished(), "another prefix does not wake it");
-    let started = std::time::Instant::now();
+    let written = tokio::time::Instant::now();
     call(&f.router, Method::PUT, "/v1/kv/config/orders/data", "b").await;
     let reply = waiter.await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(
+        tokio::time::Instant::now(),
+        written,
+        "woken by the write, not by its 60 s wait running out"
+    );
     assert!(reply.index() > index);
     assert_eq!(reply.json()[0]["Value"], "Yg==");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_blocking_read_answers_unchanged_when_the_wait_runs_out() {
     let f = fixture();
     register(&f.router, json!({"Name":"orders","ID":"o1"})).await;
@@ -636,12 +643,68 @@ async fn a_blocking_read_answers_unchanged_when_the_wait_runs_out() {
     )
     .await
     .index();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let uri = format!("/v1/health/service/orders?index={index}&wait=300ms");
     let reply = call(&f.router, Method::GET, &uri, Body::empty()).await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    let waited = started.elapsed();
+    // Consul adds up to wait/16 of jitter.
+    assert!(
+        waited >= Duration::from_millis(300) && waited <= Duration::from_millis(300 + 300 / 16),
+        "{waited:?}"
+    );
     assert_eq!(reply.index(), index);
     assert_eq!(reply.json().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn the_wait_defaults_to_5_minutes_and_is_capped_at_10() {
+    let blocking = |pairs: &[(&str, &str)]| {
+        query::Params(
+            pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        )
+        .blocking()
+        .map(|blocking| (blocking.index, blocking.wait))
+    };
+    let minutes = |n: u64| Duration::from_secs(60 * n);
+    assert_eq!(blocking(&[("index", "7")]).unwrap(), (7, minutes(5)));
+    assert_eq!(
+        blocking(&[("index", "7"), ("wait", "")]).unwrap(),
+        (7, minutes(5))
+    );
+    assert_eq!(
+        blocking(&[("index", "7"), ("wait", "30s")]).unwrap(),
+        (7, Duration::from_secs(30))
+    );
+    for long in ["10m", "10m1s", "11m", "100h"] {
+        assert_eq!(
+            blocking(&[("index", "7"), ("wait", long)]).unwrap(),
+            (7, minutes(10)),
+            "{long}"
+        );
+    }
+    for bad in ["forever", "-1s", "10"] {
+        assert!(blocking(&[("index", "7"), ("wait", bad)]).is_err(), "{bad}");
+    }
+    assert!(blocking(&[("index", "x")]).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_wait_blocks_for_the_10_minute_cap_then_answers() {
+    let f = fixture();
+    call(&f.router, Method::PUT, "/v1/kv/k", "v").await;
+    let index = call(&f.router, Method::GET, "/v1/kv/k", Body::empty())
+        .await
+        .index();
+    let started = tokio::time::Instant::now();
+    let uri = format!("/v1/kv/k?index={index}&wait=100h");
+    let reply = call(&f.router, Method::GET, &uri, Body::empty()).await;
+    let waited = started.elapsed();
+    let cap = Duration::from_secs(600);
+    assert!(waited >= cap && waited <= cap + cap / 16, "{waited:?}");
+    assert_eq!((reply.status, reply.index()), (StatusCode::OK, index));
 }
 
 #[tokio::test]
