@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+from py_eureka_client import eureka_basic
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_CLIENT = Path(__file__).resolve().parent / "js" / "eureka_client.js"
@@ -171,6 +172,7 @@ class PyEureka:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self.server_url = server_url
         self.client = EurekaClient(eureka_server=server_url, **options)
         self.run(self.client.start())
 
@@ -198,13 +200,17 @@ class PyEureka:
         `test_py_registration_is_seen_by_js_through_full_fetch_and_delta` fail now and then:
         the instance came back a second after its cancel.) The beat looks up these
         attributes on every pass, so it finds the inert ones from now on, a beat already
-        under way included. A second call (a test's, then the fixture's) does nothing, since
-        the loop that would run it is gone."""
+        under way included.
+
+        The DOWN registration and the cancel are the library's own calls (`eureka_basic`),
+        made without the client's `asyncio.Lock`: the heartbeat thread takes that lock on
+        its own event loop, and a release from that thread does not wake a waiter on this
+        loop, which then hangs. A second call (a test's, then the fixture's) does nothing,
+        since the loop that would run it is gone."""
         if not self.thread.is_alive():
             return
         client = self.client
         registered = client.should_register
-        register, cancel = client.register, client.cancel
 
         async def inert(*_args, **_kwargs):
             return None
@@ -215,8 +221,11 @@ class PyEureka:
         client.send_heartbeat = inert
         try:
             if registered:
-                self.run(register(status="DOWN"))
-                self.run(cancel())
+                instance = client._EurekaClient__instance
+                now = str(int(time.time() * 1000))
+                instance.update(status="DOWN", lastUpdatedTimestamp=now, lastDirtyTimestamp=now)
+                self.run(eureka_basic._register(self.server_url, instance))
+                self.run(eureka_basic.cancel(self.server_url, instance["app"], instance["instanceId"]))
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
