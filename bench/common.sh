@@ -22,3 +22,15 @@ load_core=0
 
 # `field LINE KEY`: the value of KEY in a line of key=value pairs.
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v key="$2" '$1 == key {print $2}'; }
+
+# `wait_ready ADMIN_PORT`: waits (up to 10 s) until ferry's admin API says it is ready.
+wait_ready() {
+    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/ready" && return; sleep 0.1; done
+}
+
+# `register_backend EUREKA_PORT BACKEND_PORT`: 127.0.0.1:BACKEND_PORT as the one instance of
+# BACKEND, registered through ferry's Eureka API.
+register_backend() {
+    curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$1/eureka/apps/BACKEND" \
+        -d "{\"instance\":{\"instanceId\":\"backend-1\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",\"port\":{\"\$\":$2,\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"}}}"
+}
