@@ -38,3 +38,15 @@ stop_scratch() {
     for pidfile in "$work"/*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true; done
     rm -rf "$work"
 }
+
+# `wait_ready ADMIN_PORT`: waits (up to 10 s) until ferry's admin API says it is ready.
+wait_ready() {
+    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/ready" && return; sleep 0.1; done
+}
+
+# `register_backend EUREKA_PORT BACKEND_PORT`: 127.0.0.1:BACKEND_PORT as the one instance of
+# BACKEND, registered through ferry's Eureka API.
+register_backend() {
+    curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$1/eureka/apps/BACKEND" \
+        -d "{\"instance\":{\"instanceId\":\"backend-1\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",\"port\":{\"\$\":$2,\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"}}}"
+}

@@ -6,7 +6,7 @@
 # For each path: latency at a fixed 1,000 req/s (bench/loadgen `rate`, open loop,
 # coordinated omission corrected, 10 s, 8 connections), then maximum throughput (wrk -t1
 # -c64, 10 s). Ferry's peak RSS is read after the fixed-rate runs and again at the end. Prints a Markdown section; --record appends it to
-# bench/RESULTS.md.
+# bench/RESULTS.md. FERRY=path benchmarks that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -16,7 +16,7 @@ seconds=10
 
 source bench/common.sh
 install_missing nginx:nginx-light haproxy:haproxy wrk:wrk
-ferry=$(scripts/build-release.sh)
+ferry=${FERRY:-$(scripts/build-release.sh)}
 cargo build --release --locked -p ferry-bench-loadgen
 
 start_scratch
@@ -77,9 +77,8 @@ taskset -c $server_core "$ferry" --worker-threads 1 --log warn \
     --outbound-ports "$outbound_first-$outbound_first" --data-dir "$work/ferry-data" &
 ferry_pid=$!
 pids+=("$ferry_pid")
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$admin/ready" && break; sleep 0.1; done
-curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$eureka/eureka/apps/BACKEND" \
-    -d "{\"instance\":{\"instanceId\":\"backend-1\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",\"port\":{\"\$\":$backend,\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"}}}"
+wait_ready $admin
+register_backend $eureka $backend
 "$ferry" ctl --admin "127.0.0.1:$admin" cutover backend mesh >&2
 for target in $backend $nginx_proxy $haproxy_port $outbound_first; do
     [ "$(curl -sf "http://127.0.0.1:$target/")" = "ok" ] || { echo "127.0.0.1:$target does not answer ok" >&2; exit 1; }

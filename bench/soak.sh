@@ -47,7 +47,7 @@ taskset -c $server_core "$ferry" --worker-threads 1 --log warn \
     --outbound-ports "$outbound-$outbound" --data-dir "$work/ferry-data" &
 ferry_pid=$!
 pids+=("$ferry_pid")
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$admin/ready" && break; sleep 0.1; done
+wait_ready $admin
 
 apps="http://127.0.0.1:$eureka/eureka/apps/BACKEND"
 register() {

@@ -4,6 +4,7 @@
 //! # Layout
 //! - `listen`: the accept loop (connection cap, idle and header timeouts, 431 for oversized
 //!   heads, HTTP/1.1 and h2c with upgrades) and graceful drain at shutdown.
+//! - `rewind`: a connection with bytes already read from it put back in front.
 //! - `request_body`: a request body read within its size limit and deadline, gzip undone
 //!   under the same limit; each view maps `BodyError` to its protocol's status codes.
 //! - `test_client` (feature `test-util`): one in-process request to a router, for tests.
@@ -14,5 +15,6 @@
 
 pub mod listen;
 pub mod request_body;
+pub mod rewind;
 #[cfg(feature = "test-util")]
 pub mod test_client;

@@ -387,16 +387,26 @@ impl Transport for General<'_> {
         let Ok(uri) = http::Uri::from_parts(uri) else {
             return unreachable();
         };
-        let http2 = self.parts.version == Version::HTTP_2;
+        let http2 = needs_http2(self.parts);
         let mut request = Request::new(body);
         *request.method_mut() = self.parts.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = self.parts.headers.clone();
-        *request.version_mut() = if http2 {
-            Version::HTTP_2
+        if http2 {
+            *request.version_mut() = Version::HTTP_2;
         } else {
-            Version::HTTP_11
-        };
+            *request.version_mut() = Version::HTTP_11;
+            // An HTTP/2 caller names the service in `:authority`; HTTP/1.1 says it in Host,
+            // as an HTTP/1.1 caller's request arrives.
+            if let (None, Some(authority)) = (
+                request.headers().get(header::HOST),
+                self.parts.uri.authority(),
+            ) {
+                if let Ok(host) = header::HeaderValue::from_str(authority.as_str()) {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+            }
+        }
         let client = if http2 {
             &self.upstream.http2
         } else {
@@ -407,12 +417,47 @@ impl Transport for General<'_> {
                 let status = response.status().as_u16();
                 Outcome::Answered(response, status)
             }
+            Err(error) if http2 && !error.is_connect() => Outcome::Failed {
+                sent: true,
+                reason: format!(
+                    "gRPC needs HTTP/2 and it failed with this endpoint (one that speaks only \
+                     HTTP/1.1 cannot serve gRPC): {}",
+                    error_chain(&error)
+                ),
+            },
             Err(error) => Outcome::Failed {
                 sent: !error.is_connect(),
                 reason: error_chain(&error),
             },
         }
     }
+}
+
+/// Whether a request goes to its endpoint over HTTP/2 (h2c): only gRPC from an HTTP/2
+/// caller. The version between the proxy and an endpoint belongs to that hop, not to the
+/// caller's (as a mesh proxy, or Envoy with a cluster left at its default, decides it):
+/// every HTTP service speaks HTTP/1.1, while many never speak h2c, so any other request an
+/// HTTP/2 caller makes is translated to HTTP/1.1. gRPC cannot be: it needs HTTP/2's
+/// trailers and full-duplex streams, and its services all speak HTTP/2. gRPC-Web
+/// (`application/grpc-web`) is made for HTTP/1.1 and is translated like any request.
+fn needs_http2(parts: &Parts) -> bool {
+    parts.version == Version::HTTP_2
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| is_grpc(value.as_bytes()))
+}
+
+/// `application/grpc`, alone, with a `+format` or with parameters.
+fn is_grpc(content_type: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    content_type
+        .get(..GRPC.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(GRPC))
+        && matches!(
+            content_type.get(GRPC.len()),
+            None | Some(b'+' | b';' | b' ')
+        )
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -463,6 +508,34 @@ mod tests {
     use ferry_core::Instance;
 
     use super::*;
+
+    #[test]
+    fn only_grpc_from_an_http2_caller_goes_upstream_over_http2() {
+        let parts = |version: Version, content_type: Option<&str>| {
+            let mut request = Request::builder().version(version).uri("http://orders/x");
+            if let Some(content_type) = content_type {
+                request = request.header(header::CONTENT_TYPE, content_type);
+            }
+            request.body(()).unwrap().into_parts().0
+        };
+        for grpc in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC; charset=utf-8",
+        ] {
+            assert!(needs_http2(&parts(Version::HTTP_2, Some(grpc))), "{grpc}");
+            assert!(!needs_http2(&parts(Version::HTTP_11, Some(grpc))), "{grpc}");
+        }
+        for plain in [
+            None,
+            Some("application/json"),
+            Some("application/grpc-web"),
+            Some("application/grpc-web-text+proto"),
+            Some("application/grpcx"),
+        ] {
+            assert!(!needs_http2(&parts(Version::HTTP_2, plain)), "{plain:?}");
+        }
+    }
 
     #[test]
     fn endpoints_keep_their_state_and_slots_across_refreshes_and_slots_stay_unique() {

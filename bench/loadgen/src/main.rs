@@ -5,6 +5,10 @@
 //! - `rate ADDR PATH RATE SECONDS CONNECTIONS`: GETs at a fixed RATE per second, open loop;
 //!   a request delayed by a slow earlier answer counts from when it was due (coordinated
 //!   omission corrected, as wrk2 does). Prints p50/p99/p99.9/max.
+//! - `idle ADDR PATH COUNT PID`: what idle keep-alive connections cost the server process
+//!   PID, and what it keeps once they are gone: its RSS before, with COUNT connections that
+//!   each sent one GET and then stay idle, and after all of them closed (polled until the
+//!   kernel lists none left at ADDR's port, then a short settle). Prints kilobytes.
 //!
 //! Raw HTTP/1.1 over tokio sockets, so the client adds as little as possible to what it
 //! measures. Only loopback addresses are expected.
@@ -270,6 +274,91 @@ async fn fixed_rate(
     Ok(())
 }
 
+/// `VmRSS` and `RssAnon` of a process, in KB.
+fn rss_kb(pid: u32) -> Result<(u64, u64), Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |key: &str| -> Result<u64, Error> {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(key))
+            .ok_or("no such field in /proc/PID/status")?;
+        Ok(line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?)
+    };
+    Ok((field("VmRSS:")?, field("RssAnon:")?))
+}
+
+/// How many server-side sockets of the listener on `port` are open (in any state but
+/// LISTEN), as the kernel lists them in /proc/net/tcp.
+fn server_sockets(port: u16) -> Result<usize, Error> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let local = format!(":{port:04X}");
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut columns = line.split_whitespace();
+            Some((columns.nth(1)?.to_owned(), columns.nth(1)?.to_owned()))
+        })
+        .filter(|(address, state)| address.ends_with(&local) && state != "0A")
+        .count())
+}
+
+async fn idle(address: String, path: String, count: usize, pid: u32) -> Result<(), Error> {
+    let port: u16 = address.rsplit(':').next().ok_or("no port")?.parse()?;
+    let (baseline, baseline_anon) = rss_kb(pid)?;
+    // A storm, not a stampede: 32 connections at a time open and make their request.
+    let request = Arc::new(get_request(&path));
+    let open = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let mut tasks = Vec::new();
+    for worker in 0..32.min(count) {
+        let (address, request, open) = (address.clone(), request.clone(), open.clone());
+        let share = count / 32 + usize::from(worker < count % 32);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                let mut stream = TcpStream::connect(&address).await?;
+                stream.set_nodelay(true)?;
+                let response = exchange(&mut stream, &request).await?;
+                if response.status != 200 {
+                    return Err::<(), Error>(format!("answered {}", response.status).into());
+                }
+                open.lock().await.push(stream);
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let listed = server_sockets(port)?;
+    if listed < count {
+        return Err(format!("{count} connections open but the kernel lists {listed}").into());
+    }
+    // The last answers are written before the server's task parks: let it settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (opened, opened_anon) = rss_kb(pid)?;
+    let closing = Instant::now();
+    open.lock().await.clear();
+    while server_sockets(port)? > 0 {
+        if closing.elapsed() > Duration::from_secs(30) {
+            return Err("the server kept connections open 30 s after the clients closed".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone_ms = closing.elapsed().as_millis();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (closed, closed_anon) = rss_kb(pid)?;
+    let per_connection = (opened as f64 - baseline as f64) / count as f64;
+    println!(
+        "connections={count} baseline_kb={baseline} baseline_anon_kb={baseline_anon} open_kb={opened} open_anon_kb={opened_anon} closed_kb={closed} closed_anon_kb={closed_anon} per_connection_kb={per_connection:.1} retained_kb={} gone_ms={gone_ms}",
+        closed as i64 - baseline as i64,
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -280,6 +369,7 @@ async fn main() -> Result<(), Error> {
         Some("watchers") => watchers(args[1].clone(), args[2].clone(), number(3)?, number(4)?).await,
         Some("kv-writes") => kv_writes(args[1].clone(), number(2)?, number(3)?).await,
         Some("rate") => fixed_rate(args[1].clone(), args[2].clone(), number(3)?, number(4)?, number(5)?).await,
-        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY | rate ADDR PATH RATE SECONDS CONNECTIONS".into()),
+        Some("idle") => idle(args[1].clone(), args[2].clone(), number(3)?, u32::try_from(number(4)?)?).await,
+        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY | rate ADDR PATH RATE SECONDS CONNECTIONS | idle ADDR PATH COUNT PID".into()),
     }
 }

@@ -22,6 +22,12 @@ pub struct Ferry {
     _data: TempDir,
 }
 
+impl Ferry {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Ferry {
     fn drop(&mut self) {
         let _ = self.child.kill();

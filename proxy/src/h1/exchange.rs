@@ -46,7 +46,9 @@ pub enum Served {
     HandOver(TcpStream, BytesMut),
 }
 
-/// One caller connection and the buffers it reuses from request to request.
+/// One caller connection and the buffers it reuses from request to request while it is
+/// busy; once it idles past `PARK_AFTER` it gives them back (`park`), so an idle
+/// keep-alive connection holds little more than its socket.
 struct Caller {
     stream: TcpStream,
     /// Bytes read from the caller and not yet forwarded.
@@ -58,6 +60,21 @@ struct Caller {
     /// How long a body may make no progress (and a read-ahead body take to arrive).
     body_timeout: Duration,
 }
+
+impl Caller {
+    /// Gives the buffers back while no request is under way: the next one starts them
+    /// afresh (the read buffer at `READ_BUFFER`, the heads grown to fit).
+    fn park(&mut self) {
+        debug_assert!(self.buffer.is_empty());
+        self.buffer = BytesMut::new();
+        self.request = Vec::new();
+        self.response = Vec::new();
+    }
+}
+
+/// How long a caller connection waits for its next request before it gives its buffers
+/// back. A busy connection's next request comes well within it, so it keeps reusing them.
+const PARK_AFTER: Duration = Duration::from_millis(10);
 
 /// After an exchange: serve the next request or close.
 #[derive(PartialEq, Eq)]
@@ -91,6 +108,7 @@ pub async fn serve(
     // The timers and the shutdown signal live as long as the connection: moving a timer's
     // deadline later is nearly free, registering a new one per request is not.
     let idle = tokio::time::sleep(limits.idle_timeout);
+    let park = tokio::time::sleep(PARK_AFTER);
     let deadline = tokio::time::sleep(limits.idle_timeout);
     let stop = async move {
         if shutdown.wait_for(|stop| *stop).await.is_err() {
@@ -98,10 +116,12 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
-    tokio::pin!(idle, deadline, stop);
+    tokio::pin!(idle, park, deadline, stop);
     loop {
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + limits.idle_timeout);
+        let now = tokio::time::Instant::now();
+        idle.as_mut().reset(now + limits.idle_timeout);
+        park.as_mut().reset(now + PARK_AFTER);
+        let mut parked = false;
         let head = loop {
             match codec::parse_request(&caller.buffer, limits.max_header_bytes, &mut caller.request)
             {
@@ -122,6 +142,24 @@ pub async fn serve(
                 }
                 RequestVerdict::Partial => {}
             }
+            if caller.buffer.is_empty() {
+                // Between requests: wait for the next one, without buffers once it is late.
+                tokio::select! {
+                    biased;
+                    ready = caller.stream.readable() => {
+                        if ready.is_err() {
+                            return Served::Closed;
+                        }
+                    }
+                    () = &mut idle => return Served::Closed,
+                    () = &mut stop => return Served::Closed,
+                    () = &mut park, if !parked => {
+                        caller.park();
+                        parked = true;
+                        continue;
+                    }
+                }
+            }
             caller.buffer.reserve(READ_BUFFER);
             let read = tokio::select! {
                 biased;
@@ -135,15 +173,24 @@ pub async fn serve(
             }
         };
         caller.buffer.advance(head.length);
-        // A panic is a bug: the caller gets a 500 and the connection closes.
-        let exchanged = exchange(upstream, &mut caller, &mut tried, head, deadline.as_mut());
+        // A panic is a bug: the caller gets a 500 and the connection closes. The exchange's
+        // state (the attempts, the relays) is boxed for the request's time only: inline,
+        // the connection's task would carry it, pages touched once, while idle.
+        let exchanged = Box::pin(exchange(
+            upstream,
+            &mut caller,
+            &mut tried,
+            head,
+            deadline.as_mut(),
+        ));
         let next = std::panic::AssertUnwindSafe(exchanged).catch_unwind().await;
         match next {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => return Served::Closed,
             Ok(Next::Linger) => {
                 let _ = caller.stream.shutdown().await;
-                let mut discard = [0u8; 16 * 1024];
+                // On the heap: an array here would sit in every connection's task.
+                let mut discard = vec![0u8; 16 * 1024];
                 let drain = async {
                     while matches!(caller.stream.read(&mut discard).await, Ok(read) if read > 0) {}
                 };

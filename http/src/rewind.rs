@@ -1,8 +1,12 @@
 //! A connection with bytes already read from it put back in front, so hyper can take over
-//! a connection the HTTP/1.1 path has started reading.
+//! a connection someone else has started reading: the proxy's HTTP/1.1 path handing over,
+//! or `listen` resuming a parked connection. Asked to (`watched`), it also notes whether
+//! everything written to it has been flushed, which hyper does not tell.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -13,11 +17,37 @@ use tokio::net::TcpStream;
 pub struct Rewind {
     prefix: Bytes,
     inner: TcpStream,
+    /// Set by every write, cleared by a completed flush, when watched.
+    unflushed: Option<Arc<AtomicBool>>,
 }
 
 impl Rewind {
     pub fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
-        Rewind { prefix, inner }
+        Rewind {
+            prefix,
+            inner,
+            unflushed: None,
+        }
+    }
+
+    /// `new`, noting in `unflushed` whether something written has not been flushed yet.
+    pub fn watched(prefix: Bytes, inner: TcpStream, unflushed: Arc<AtomicBool>) -> Rewind {
+        Rewind {
+            prefix,
+            inner,
+            unflushed: Some(unflushed),
+        }
+    }
+
+    fn wrote(&self) {
+        if let Some(unflushed) = &self.unflushed {
+            unflushed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection, and what of the bytes put back has not been read yet.
+    pub fn into_inner(self) -> (Bytes, TcpStream) {
+        (self.prefix, self.inner)
     }
 }
 
@@ -43,6 +73,7 @@ impl AsyncWrite for Rewind {
         context: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.wrote();
         Pin::new(&mut self.inner).poll_write(context, data)
     }
 
@@ -51,6 +82,7 @@ impl AsyncWrite for Rewind {
         context: &mut Context<'_>,
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.wrote();
         Pin::new(&mut self.inner).poll_write_vectored(context, buffers)
     }
 
@@ -59,7 +91,11 @@ impl AsyncWrite for Rewind {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(context)
+        let flushed = Pin::new(&mut self.inner).poll_flush(context);
+        if let (Poll::Ready(Ok(())), Some(unflushed)) = (&flushed, &self.unflushed) {
+            unflushed.store(false, Ordering::Relaxed);
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
