@@ -47,13 +47,27 @@ pub async fn start_ferry() -> Ferry {
     start_ferry_with(&[]).await
 }
 
-/// `start_ferry` with extra command-line arguments.
+/// `start_ferry` with extra command-line arguments. A port handed out as free may be taken
+/// by another test before ferry binds it; ferry then exits at once, and is started again on
+/// other ports.
 pub async fn start_ferry_with(extra: &[&str]) -> Ferry {
+    for _ in 0..5 {
+        if let Some(ferry) = try_start(extra).await {
+            return ferry;
+        }
+    }
+    panic!("ferry did not start on five sets of free ports");
+}
+
+async fn try_start(extra: &[&str]) -> Option<Ferry> {
     let (eureka, admin) = (free_port(), free_port());
     let first_outbound = free_port();
+    // Named by a counter, never by a port, for the same reason.
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let data = std::env::temp_dir().join(format!(
-        "ferry-mesh-test-{}-{first_outbound}",
-        std::process::id()
+        "ferry-mesh-test-{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["--eureka-listen", &format!("127.0.0.1:{eureka}")])
@@ -75,7 +89,7 @@ pub async fn start_ferry_with(extra: &[&str]) -> Ferry {
         .stdout(Stdio::null())
         .spawn()
         .expect("the ferry binary starts");
-    let ferry = Ferry {
+    let mut ferry = Ferry {
         child,
         eureka,
         admin,
@@ -91,8 +105,11 @@ pub async fn start_ferry_with(extra: &[&str]) -> Ferry {
             .await
         {
             if response.status().is_success() {
-                return ferry;
+                return Some(ferry);
             }
+        }
+        if ferry.child.try_wait().ok().flatten().is_some() {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
