@@ -14,8 +14,8 @@
 //!   connection's request loop.
 
 mod body;
-mod chunked;
-mod codec;
+pub mod chunked;
+pub mod codec;
 mod exchange;
 pub mod pool;
 mod rewind;
