@@ -374,7 +374,20 @@ fn yaml_scalar(value: &Value) -> String {
         Value::Null => "''".to_owned(),
         Value::Object(_) => "{}".to_owned(),
         Value::Array(_) => "[]".to_owned(),
+        Value::Number(number) if number.is_f64() => yaml_float(&number.to_string()),
         other => other.to_string(),
+    }
+}
+
+/// A float as YAML 1.1 reads back as a float: with a `.` (`1.0e+20`, not `1e+20`, which
+/// SnakeYAML's 1.1 rules and `yaml::parse` read as a string).
+fn yaml_float(text: &str) -> String {
+    if text.contains('.') {
+        return text.to_owned();
+    }
+    match text.find(['e', 'E']) {
+        Some(at) => format!("{}.0{}", &text[..at], &text[at..]),
+        None => format!("{text}.0"),
     }
 }
 
@@ -390,6 +403,8 @@ fn yaml_string(text: &str) -> String {
         || text.contains(['\n', '\r', '\t', '#', '"', '\''])
         || text.contains(": ")
         || text.ends_with(':')
+        // At the start of a line (a root value) it ends the document.
+        || text.starts_with("...")
         || text.starts_with([
             '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@', '`',
         ]);
@@ -449,6 +464,35 @@ mod tests {
                 ("features[1]".to_owned(), json!("y"))
             ]
         );
+    }
+
+    #[test]
+    fn floats_render_as_floats_the_yaml_reader_reads_back() {
+        // Found by fuzzing (config_yaml): `1.0e20` was served as `1e+20`, a string to
+        // YAML 1.1 readers.
+        let properties = super::super::yaml::parse("a: 1.0e20\nb: 1.5e-9\nc: 2.0\nd: 7\n")
+            .unwrap()
+            .remove(0)
+            .properties;
+        let rendered = to_yaml(&to_tree(&properties).unwrap());
+        assert_eq!(rendered, "a: 1.0e+20\nb: 1.5e-9\nc: 2.0\nd: 7\n");
+        let read_back = super::super::yaml::parse(&rendered).unwrap().remove(0);
+        assert_eq!(read_back.properties, properties);
+    }
+
+    #[test]
+    fn a_document_end_marker_is_quoted() {
+        // Found by fuzzing (config_yaml): a root value `...` was written plain at the
+        // start of a line, where it ends the document, so it read back as nothing.
+        for properties in [
+            vec![("document".to_owned(), json!("..."))],
+            vec![("document".to_owned(), json!("... x"))],
+            vec![("k".to_owned(), json!("..."))],
+        ] {
+            let rendered = to_yaml(&to_tree(&properties).unwrap());
+            let read_back = super::super::yaml::parse(&rendered).unwrap();
+            assert_eq!(read_back[0].properties, properties, "{rendered}");
+        }
     }
 
     #[test]
