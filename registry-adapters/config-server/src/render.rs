@@ -405,6 +405,8 @@ fn yaml_string(text: &str) -> String {
         || text.ends_with(':')
         // At the start of a line (a root value) it ends the document.
         || text.starts_with("...")
+        // As a key, a plain `<<` merges its value into the map.
+        || text == "<<"
         || text.starts_with([
             '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@', '`',
         ]);
@@ -481,13 +483,19 @@ mod tests {
     }
 
     #[test]
-    fn a_document_end_marker_is_quoted() {
+    fn a_document_end_marker_and_a_merge_key_name_are_quoted() {
         // Found by fuzzing (config_yaml): a root value `...` was written plain at the
         // start of a line, where it ends the document, so it read back as nothing.
         for properties in [
             vec![("document".to_owned(), json!("..."))],
             vec![("document".to_owned(), json!("... x"))],
             vec![("k".to_owned(), json!("..."))],
+            // Also found by fuzzing (config_properties): a key `<<` was written plain, and
+            // read back as a merge key.
+            vec![
+                ("x.<<.z".to_owned(), json!("v")),
+                ("<<".to_owned(), json!("w")),
+            ],
         ] {
             let rendered = to_yaml(&to_tree(&properties).unwrap());
             let read_back = super::super::yaml::parse(&rendered).unwrap();
