@@ -310,10 +310,27 @@ pub fn to_yaml(tree: &Value) -> String {
 fn write_map(out: &mut String, map: &Map<String, Value>, indent: usize) {
     for (key, value) in map {
         out.push_str(&" ".repeat(indent));
-        out.push_str(&yaml_string(key));
-        out.push(':');
+        write_key(out, key, indent);
         write_value(out, value, indent);
     }
+}
+
+/// Longest key written as a plain `key:`; YAML limits such (implicit) keys to 1024
+/// characters, so a longer one is written explicitly, `? key` and `:` on the next line.
+const MAX_IMPLICIT_KEY: usize = 1000;
+
+/// A map key and its colon; `indent` is the key's column.
+fn write_key(out: &mut String, key: &str, indent: usize) {
+    let key = yaml_string(key);
+    if key.chars().count() > MAX_IMPLICIT_KEY {
+        out.push_str("? ");
+        out.push_str(&key);
+        out.push('\n');
+        out.push_str(&" ".repeat(indent));
+    } else {
+        out.push_str(&key);
+    }
+    out.push(':');
 }
 
 fn write_list(out: &mut String, items: &[Value], indent: usize) {
@@ -331,8 +348,7 @@ fn write_list(out: &mut String, items: &[Value], indent: usize) {
                     } else {
                         out.push_str(&" ".repeat(indent + 2));
                     }
-                    out.push_str(&yaml_string(key));
-                    out.push(':');
+                    write_key(out, key, indent + 2);
                     write_value(out, value, indent + 2);
                 }
             }
@@ -483,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn a_document_end_marker_and_a_merge_key_name_are_quoted() {
+    fn a_document_end_marker_a_merge_key_name_and_a_long_key_read_back() {
         // Found by fuzzing (config_yaml): a root value `...` was written plain at the
         // start of a line, where it ends the document, so it read back as nothing.
         for properties in [
@@ -495,6 +511,14 @@ mod tests {
             vec![
                 ("x.<<.z".to_owned(), json!("v")),
                 ("<<".to_owned(), json!("w")),
+            ],
+            // And (config_yaml, config_properties): a key longer than YAML's 1024
+            // characters for a plain key was written plain; it is now an explicit `? key`.
+            vec![
+                (format!("a.{}", "k".repeat(1100)), json!("v")),
+                (format!("l[0].{}", "k".repeat(1100)), json!("v")),
+                (format!("l[0].{}[0]", "m".repeat(1100)), json!(1)),
+                (format!("{}.b", "n".repeat(1100)), json!(true)),
             ],
         ] {
             let rendered = to_yaml(&to_tree(&properties).unwrap());
