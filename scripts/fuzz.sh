@@ -87,6 +87,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$work/corpus/$target" "$root/fuzz/artifacts/$target"
     log="$work/logs/$target.log"
     status=0
+    started=$SECONDS
     # The first corpus folder receives new inputs; the committed seeds are only read.
     "$bin_dir/$target" -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$root/fuzz/artifacts/$target/" \
@@ -103,11 +104,12 @@ for target in "${targets[@]}"; do
     else
         result=ok
     fi
-    summary+=("$(printf '%-18s %-6s %12s  %-20s %6s' "$target" "$result" "${executions:-?}" "${coverage:-?}" "$corpus")")
+    summary+=("$(printf '%-18s %-6s %6s %12s  %-20s %6s' "$target" "$result" "$((SECONDS - started))" \
+        "${executions:-?}" "${coverage:-?}" "$corpus")")
 done
 
 echo "== fuzzing summary (${seconds}s per target)"
-printf '%-18s %-6s %12s  %-20s %6s\n' target result executions coverage inputs
+printf '%-18s %-6s %6s %12s  %-20s %6s\n' target result secs executions coverage inputs
 printf '%s\n' "${summary[@]}"
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzzing found crashes in: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
