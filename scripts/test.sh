@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs the real third-party clients the tests use
 # (Python ones into .venv, Node ones into tests/node_modules), builds the workspace once,
-# runs the Rust tests, then the end-to-end tests against the built `ferry` binary, then a
-# representative few of them against the release build users run.
+# runs the Rust tests, a short run of every fuzz target (scripts/fuzz.sh, a few seconds
+# each), then the end-to-end tests against the built `ferry` binary, then a representative
+# few of them against the release build users run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,6 +29,9 @@ cargo build --locked --workspace --all-targets
 
 echo "== Rust tests"
 cargo test --locked --workspace
+
+echo "== fuzz targets, ${FERRY_FUZZ_SECONDS:-5}s each (scripts/fuzz.sh; bench/fuzz-long.sh for long runs)"
+scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-5}"
 
 echo "== compose files"
 if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

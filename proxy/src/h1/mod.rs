@@ -15,8 +15,8 @@
 //!   connection's request loop.
 
 mod body;
-mod chunked;
-mod codec;
+pub mod chunked;
+pub mod codec;
 mod exchange;
 pub mod pool;
 

@@ -310,10 +310,27 @@ pub fn to_yaml(tree: &Value) -> String {
 fn write_map(out: &mut String, map: &Map<String, Value>, indent: usize) {
     for (key, value) in map {
         out.push_str(&" ".repeat(indent));
-        out.push_str(&yaml_string(key));
-        out.push(':');
+        write_key(out, key, indent);
         write_value(out, value, indent);
     }
+}
+
+/// Longest key written as a plain `key:`; YAML limits such (implicit) keys to 1024
+/// characters, so a longer one is written explicitly, `? key` and `:` on the next line.
+const MAX_IMPLICIT_KEY: usize = 1000;
+
+/// A map key and its colon; `indent` is the key's column.
+fn write_key(out: &mut String, key: &str, indent: usize) {
+    let key = yaml_string(key);
+    if key.chars().count() > MAX_IMPLICIT_KEY {
+        out.push_str("? ");
+        out.push_str(&key);
+        out.push('\n');
+        out.push_str(&" ".repeat(indent));
+    } else {
+        out.push_str(&key);
+    }
+    out.push(':');
 }
 
 fn write_list(out: &mut String, items: &[Value], indent: usize) {
@@ -331,8 +348,7 @@ fn write_list(out: &mut String, items: &[Value], indent: usize) {
                     } else {
                         out.push_str(&" ".repeat(indent + 2));
                     }
-                    out.push_str(&yaml_string(key));
-                    out.push(':');
+                    write_key(out, key, indent + 2);
                     write_value(out, value, indent + 2);
                 }
             }
@@ -374,7 +390,20 @@ fn yaml_scalar(value: &Value) -> String {
         Value::Null => "''".to_owned(),
         Value::Object(_) => "{}".to_owned(),
         Value::Array(_) => "[]".to_owned(),
+        Value::Number(number) if number.is_f64() => yaml_float(&number.to_string()),
         other => other.to_string(),
+    }
+}
+
+/// A float as YAML 1.1 reads back as a float: with a `.` (`1.0e+20`, not `1e+20`, which
+/// SnakeYAML's 1.1 rules and `yaml::parse` read as a string).
+fn yaml_float(text: &str) -> String {
+    if text.contains('.') {
+        return text.to_owned();
+    }
+    match text.find(['e', 'E']) {
+        Some(at) => format!("{}.0{}", &text[..at], &text[at..]),
+        None => format!("{text}.0"),
     }
 }
 
@@ -390,6 +419,10 @@ fn yaml_string(text: &str) -> String {
         || text.contains(['\n', '\r', '\t', '#', '"', '\''])
         || text.contains(": ")
         || text.ends_with(':')
+        // At the start of a line (a root value) it ends the document.
+        || text.starts_with("...")
+        // As a key, a plain `<<` merges its value into the map.
+        || text == "<<"
         || text.starts_with([
             '-', '?', ':', ',', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@', '`',
         ]);
@@ -449,6 +482,49 @@ mod tests {
                 ("features[1]".to_owned(), json!("y"))
             ]
         );
+    }
+
+    #[test]
+    fn floats_render_as_floats_the_yaml_reader_reads_back() {
+        // Found by fuzzing (config_yaml): `1.0e20` was served as `1e+20`, a string to
+        // YAML 1.1 readers.
+        let properties = super::super::yaml::parse("a: 1.0e20\nb: 1.5e-9\nc: 2.0\nd: 7\n")
+            .unwrap()
+            .remove(0)
+            .properties;
+        let rendered = to_yaml(&to_tree(&properties).unwrap());
+        assert_eq!(rendered, "a: 1.0e+20\nb: 1.5e-9\nc: 2.0\nd: 7\n");
+        let read_back = super::super::yaml::parse(&rendered).unwrap().remove(0);
+        assert_eq!(read_back.properties, properties);
+    }
+
+    #[test]
+    fn a_document_end_marker_a_merge_key_name_and_a_long_key_read_back() {
+        // Found by fuzzing (config_yaml): a root value `...` was written plain at the
+        // start of a line, where it ends the document, so it read back as nothing.
+        for properties in [
+            vec![("document".to_owned(), json!("..."))],
+            vec![("document".to_owned(), json!("... x"))],
+            vec![("k".to_owned(), json!("..."))],
+            // Also found by fuzzing (config_properties): a key `<<` was written plain, and
+            // read back as a merge key.
+            vec![
+                ("x.<<.z".to_owned(), json!("v")),
+                ("<<".to_owned(), json!("w")),
+            ],
+            // And (config_yaml, config_properties): a key longer than YAML's 1024
+            // characters for a plain key was written plain; it is now an explicit `? key`.
+            vec![
+                (format!("a.{}", "k".repeat(1100)), json!("v")),
+                (format!("l[0].{}", "k".repeat(1100)), json!("v")),
+                (format!("l[0].{}[0]", "m".repeat(1100)), json!(1)),
+                (format!("{}.b", "n".repeat(1100)), json!(true)),
+            ],
+        ] {
+            let rendered = to_yaml(&to_tree(&properties).unwrap());
+            let read_back = super::super::yaml::parse(&rendered).unwrap();
+            assert_eq!(read_back[0].properties, properties, "{rendered}");
+        }
     }
 
     #[test]

@@ -160,6 +160,9 @@ struct Builder {
     /// Aliases to collections in the current document.
     aliases: usize,
     error: Option<YamlError>,
+    /// The key being pushed is a plain `<<`, a merge key; a quoted `"<<"` is a name, as
+    /// in SnakeYAML, where only plain scalars resolve to tags.
+    merge_key: bool,
 }
 
 /// A collection being built.
@@ -176,8 +179,15 @@ enum Open {
     /// are settled once, when the map closes, so a large map is built in linear time.
     Map {
         entries: Vec<(String, Node, Merged)>,
-        pending_key: Option<String>,
+        pending_key: Option<Key>,
     },
+}
+
+/// A map key read, waiting for its value.
+enum Key {
+    Name(String),
+    /// `<<`: the value's entries are merged in.
+    Merge,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -222,6 +232,7 @@ impl Builder {
         if anchor > 0 {
             self.anchors.insert(anchor, (node.clone(), scalars));
         }
+        let merge_key = std::mem::take(&mut self.merge_key);
         let Some(parent) = self.stack.last_mut() else {
             self.documents.push(node);
             return;
@@ -244,10 +255,14 @@ impl Builder {
                             String::new()
                         }
                     };
-                    *pending_key = Some(key);
+                    *pending_key = Some(if merge_key {
+                        Key::Merge
+                    } else {
+                        Key::Name(key)
+                    });
                 }
-                Some(key) if key == "<<" => merge_into(entries, node),
-                Some(key) => entries.push((key, node, Merged::No)),
+                Some(Key::Merge) => merge_into(entries, node),
+                Some(Key::Name(key)) => entries.push((key, node, Merged::No)),
             },
         }
     }
@@ -350,6 +365,7 @@ impl MarkedEventReceiver for Builder {
                     })
                 );
                 let value = if is_key {
+                    self.merge_key = text == "<<" && style == TScalarStyle::Plain;
                     Value::String(text)
                 } else {
                     typed(&text, style)
@@ -469,6 +485,11 @@ nothing: ~
         assert_eq!(
             documents[1].properties[0].0,
             "spring.config.activate.on-profile"
+        );
+        // Only a plain `<<` merges; quoted, it is a key like any other (SnakeYAML's rule).
+        assert_eq!(
+            flat("m:\n  \"<<\": {a: 1}\n  '<<': {b: 2}\n"),
+            vec![("m.<<.b".to_owned(), json!(2))]
         );
         assert!(parse("a: [unclosed").is_err());
         assert_eq!(

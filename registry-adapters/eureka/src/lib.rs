@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use error::EurekaError;
 pub use negotiate::Format;
-pub use routes::routes;
+pub use routes::{register_body, routes};
 
 /// Limits and cache sizing of the Eureka view.
 #[derive(Clone, Debug)]

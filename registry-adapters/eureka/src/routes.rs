@@ -82,14 +82,36 @@ async fn register(
     )
     .await?;
     let format = body_format(&headers).ok_or(EurekaError::UnsupportedMediaType)?;
+    register_body(
+        &view.registry,
+        &app,
+        format,
+        &bytes,
+        is_replication(&headers),
+        Format::from_accept(&headers),
+    )?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What registering does once the body has arrived: decode `body` (in `format`), check
+/// that it names the path's `app`, register it. Refused at any step, it changes nothing.
+/// `answer` is the format an error is answered in. Public for the fuzz targets.
+pub fn register_body(
+    registry: &Registry,
+    app: &str,
+    format: Format,
+    body: &[u8],
+    replication: bool,
+    answer: Format,
+) -> Result<(), EurekaError> {
     let tree: Value = match format {
-        Format::Json => serde_json::from_slice(&bytes)
+        Format::Json => serde_json::from_slice(body)
             .map_err(|error| EurekaError::BadRequest(format!("malformed JSON: {error}")))?,
         Format::Xml => {
-            xml::parse(&bytes).map_err(|error| EurekaError::BadRequest(error.to_string()))?
+            xml::parse(body).map_err(|error| EurekaError::BadRequest(error.to_string()))?
         }
     };
-    let instance = decode::instance_document(&tree, Origin::Registration, view.registry.now())
+    let instance = decode::instance_document(&tree, Origin::Registration, registry.now())
         .map_err(|error| EurekaError::BadRequest(format!("invalid instance: {error}")))?;
     if instance.app != app.to_ascii_uppercase() {
         return Err(EurekaError::BadRequest(format!(
@@ -99,10 +121,9 @@ async fn register(
         )));
     }
     tracing::debug!(app = %instance.app, id = %instance.id, status = %instance.status, "register");
-    view.registry
-        .register(instance, is_replication(&headers))
-        .map_err(|error| EurekaError::from_registry(error, Format::from_accept(&headers)))?;
-    Ok(StatusCode::NO_CONTENT)
+    registry
+        .register(instance, replication)
+        .map_err(|error| EurekaError::from_registry(error, answer))
 }
 
 async fn renew(

@@ -203,7 +203,8 @@ fn escaped(out: &mut String, text: &str) {
     }
 }
 
-fn allowed_in_xml(c: char) -> bool {
+/// Whether XML 1.0 allows `c` in a document; the XML views write U+FFFD for any other.
+pub fn allowed_in_xml(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 

@@ -1,0 +1,12 @@
+//! A YAML configuration file: parsing and every rendered view never panic, stay within
+//! `limits`, and the `.yml` view reads back as the same properties.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    let text = String::from_utf8_lossy(bytes);
+    if let Ok(documents) = ferry_config_server::yaml::parse(&text) {
+        ferry_fuzz::config_pipeline(documents);
+    }
+});
