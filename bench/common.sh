@@ -44,9 +44,10 @@ wait_ready() {
     for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/ready" && return; sleep 0.1; done
 }
 
-# `register_backend EUREKA_PORT BACKEND_PORT`: 127.0.0.1:BACKEND_PORT as the one instance of
-# BACKEND, registered through ferry's Eureka API.
+# `register_backend EUREKA_PORT BACKEND_PORT [ID]`: 127.0.0.1:BACKEND_PORT as instance ID
+# (default backend-1) of BACKEND, registered through ferry's Eureka API with the default
+# lease (30 s renewals, 90 s duration).
 register_backend() {
     curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' "http://127.0.0.1:$1/eureka/apps/BACKEND" \
-        -d "{\"instance\":{\"instanceId\":\"backend-1\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",\"port\":{\"\$\":$2,\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"}}}"
+        -d "{\"instance\":{\"instanceId\":\"${3:-backend-1}\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",\"port\":{\"\$\":$2,\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"}}}"
 }

@@ -50,12 +50,7 @@ pids+=("$ferry_pid")
 wait_ready $admin
 
 apps="http://127.0.0.1:$eureka/eureka/apps/BACKEND"
-register() {
-    curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' "$apps" -d "{\"instance\":{
-        \"instanceId\":\"backend-$1\",\"hostName\":\"127.0.0.1\",\"app\":\"BACKEND\",\"ipAddr\":\"127.0.0.1\",
-        \"status\":\"UP\",\"port\":{\"\$\":${ports[$1]},\"@enabled\":true},\"dataCenterInfo\":{\"name\":\"MyOwn\"},
-        \"leaseInfo\":{\"renewalIntervalInSecs\":30,\"durationInSecs\":90}}}"
-}
+register() { register_backend "$eureka" "${ports[$1]}" "backend-$1"; }
 cancel() { curl -sf -o /dev/null -X DELETE "$apps/backend-$1"; }
 renew() { curl -sf -o /dev/null -X PUT "$apps/backend-$1" || register "$1"; }
 cutover() { "$ferry" ctl --admin "127.0.0.1:$admin" cutover backend "$1" >/dev/null; }
