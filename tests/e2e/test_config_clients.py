@@ -206,3 +206,37 @@ def test_a_plain_file_from_a_folder(start_ferry):
     plain = httpx.get(f"{base}/orders/dev/main/orders.yml")
     assert plain.status_code == 200 and plain.text == (SAMPLE / "orders.yml").read_text()
     assert httpx.get(f"{base}/orders/dev/main/..%2Fetc%2Fpasswd").status_code in (400, 404)
+
+
+def test_comma_separated_names_and_label_lists_as_java_clients_send_them(start_ferry, tmp_path):
+    """`spring.cloud.config.name=orders,shared` and `send-all-labels` (`/orders/dev/v1,v2`):
+    every name's files are served, later names and later labels first, as Spring's server."""
+    repo = tmp_path / "names"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "application.yml").write_text("who: application\n")
+    (repo / "orders.yml").write_text("who: orders\norders:\n  pool: 5\n")
+    (repo / "shared.yml").write_text("who: shared\nshared:\n  region: eu\n")
+    (repo / "orders-dev.yml").write_text("who: orders-dev\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "main")
+    git(repo, "checkout", "-qb", "hotfix")
+    (repo / "orders.yml").write_text("who: orders\norders:\n  pool: 9\n")
+    git(repo, "commit", "-qam", "hotfix")
+    git(repo, "checkout", "-q", "main")
+    ferry = start_ferry("--config-repo", str(repo))
+
+    js = js_load(ferry, "orders,shared", ["dev"])
+    assert [name.rsplit("/", 1)[-1] for name in js["sources"]] == [
+        "orders-dev.yml", "shared.yml", "orders.yml", "application.yml"]
+    assert js["properties"]["orders.pool"] == 5        # the app's own file is not lost
+    assert js["properties"]["shared.region"] == "eu"
+    assert js["properties"]["who"] == "orders-dev"
+    py = py_load(ferry, "orders,shared", "default", "main")
+    assert py.get("who") == "shared" and py.get("orders.pool") == 5
+
+    both = py_load(ferry, "orders", "default", "main,hotfix")
+    assert both.get("orders.pool") == 9                 # the last label ranks first
+    listed = httpx.get(f"http://127.0.0.1:{ferry.config_port}/orders/default/main,hotfix").json()
+    assert listed["label"] == "main,hotfix" and len(listed["version"].split(",")) == 2
+    assert "error" in js_load(ferry, "orders", ["default"], "main,no-such-label")

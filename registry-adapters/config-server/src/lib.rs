@@ -34,21 +34,36 @@ pub struct ConfigSources {
 }
 
 /// Builds the Environment for one request; shared by every endpoint.
+///
+/// A comma-separated `label` (the client's `send-all-labels`) is read label by label, and
+/// any unknown label is 404 for the whole request, as Spring's git backend does unless
+/// told to continue.
 pub fn environment(
     sources: &ConfigSources,
     application: &str,
     profiles: &[String],
     label: Option<&str>,
 ) -> Result<Environment, ConfigError> {
-    let snapshot = match &sources.repository {
-        Some(repository) => Some(repository.snapshot(label)?),
-        None => match label {
-            None | Some("main") | Some("master") => None,
-            Some(other) => return Err(ConfigError::UnknownLabel(other.to_owned())),
-        },
-    };
+    let labels = split_labels(label);
+    let mut snapshots = Vec::with_capacity(labels.len());
+    for label in &labels {
+        match &sources.repository {
+            Some(repository) => snapshots.push(repository.snapshot(*label)?),
+            None => match label {
+                None | Some("main") | Some("master") => {}
+                Some(other) => return Err(ConfigError::UnknownLabel((*other).to_owned())),
+            },
+        }
+    }
+    // A folder is one label's content whichever aliases name it, so it is read once.
+    if snapshots
+        .iter()
+        .all(|snapshot| snapshot.version().is_none())
+    {
+        snapshots.truncate(1);
+    }
     environment::build(
-        snapshot.as_ref(),
+        &snapshots,
         sources.kv.as_deref(),
         application,
         profiles,
@@ -56,5 +71,25 @@ pub fn environment(
     )
 }
 
+/// The labels of a request: none, one, or a comma-separated list without its empty items
+/// (a list of nothing but commas is kept whole, and is then no label that exists).
+fn split_labels(label: Option<&str>) -> Vec<Option<&str>> {
+    let Some(label) = label else {
+        return vec![None];
+    };
+    let labels: Vec<Option<&str>> = label
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(Some)
+        .collect();
+    if labels.is_empty() {
+        vec![Some(label)]
+    } else {
+        labels
+    }
+}
+
+#[cfg(test)]
+mod request_tests;
 #[cfg(test)]
 mod tests;
