@@ -53,6 +53,13 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONFIG_REPO")]
     pub config_repo: Option<String>,
 
+    /// Refuse (400) profile names Spring's Config Server refuses since 4.3.3: anything but
+    /// letters, digits and `-_.+@`, or not starting and ending with a letter or digit
+    /// (`_local`, `dev:eu`). `false` accepts them as older servers did, like Spring's
+    /// `spring.profiles.validate=false`.
+    #[arg(long, env = "FERRY_CONFIG_VALIDATE_PROFILES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub config_validate_profiles: bool,
+
     /// The node name the Consul view reports (default: the host name).
     #[arg(long, env = "FERRY_NODE_NAME")]
     pub node_name: Option<String>,

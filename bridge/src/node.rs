@@ -115,6 +115,7 @@ pub async fn run(
         ferry_config_server::routes(ConfigSources {
             repository,
             kv: Some(kv.clone()),
+            validate_profiles: cli.config_validate_profiles,
         }),
     ));
     let (stop, stopping) = shutdown::channel();

@@ -240,3 +240,19 @@ def test_comma_separated_names_and_label_lists_as_java_clients_send_them(start_f
     listed = httpx.get(f"http://127.0.0.1:{ferry.config_port}/orders/default/main,hotfix").json()
     assert listed["label"] == "main,hotfix" and len(listed["version"].split(",")) == 2
     assert "error" in js_load(ferry, "orders", ["default"], "main,no-such-label")
+
+
+def test_profile_names_spring_refuses_are_400_unless_validation_is_off(start_ferry, tmp_path):
+    """Spring's server (4.3.3+) refuses `_local` and `dev:eu` with 400; with
+    `spring.profiles.validate=false` (here `--config-validate-profiles false`) it serves them,
+    as older servers did for the Boot 2.7 clients that send them."""
+    repo = tmp_path / "profiles"
+    repo.mkdir()
+    (repo / "orders-_local.yml").write_text("where: local\n")
+    (repo / "orders-dev:eu.yml").write_text("where: eu\n")
+    strict = start_ferry("--config-repo", str(repo))
+    assert httpx.get(f"http://127.0.0.1:{strict.config_port}/orders/_local").status_code == 400
+    assert "error" in js_load(strict, "orders", ["dev:eu"])
+    lenient = start_ferry("--config-repo", str(repo), "--config-validate-profiles", "false")
+    assert py_load(lenient, "orders", "_local").get("where") == "local"
+    assert js_load(lenient, "orders", ["dev:eu"])["properties"]["where"] == "eu"

@@ -24,13 +24,28 @@ pub use routes::routes;
 
 use ferry_core::kv::KvStore;
 
-/// What the Config Server serves from.
-#[derive(Clone, Debug, Default)]
+/// What the Config Server serves from, and how it checks requests.
+#[derive(Clone, Debug)]
 pub struct ConfigSources {
     /// The repository (`--config-repo`), if any.
     pub repository: Option<Arc<Repository>>,
     /// The KV store, read in Spring Cloud Consul Config's layout, if any.
     pub kv: Option<Arc<KvStore>>,
+    /// Whether profile names are checked as Spring's server checks them since 4.3.3 (letters,
+    /// digits and `-_.+@`, starting and ending with a letter or digit), and refused with 400
+    /// otherwise. Spring turns it off with `spring.profiles.validate=false` (4.3.4); older
+    /// servers (3.1.x, 4.3.0-4.3.2) never checked, and Boot 2.7 clients send such names.
+    pub validate_profiles: bool,
+}
+
+impl Default for ConfigSources {
+    fn default() -> ConfigSources {
+        ConfigSources {
+            repository: None,
+            kv: None,
+            validate_profiles: true,
+        }
+    }
 }
 
 /// Builds the Environment for one request; shared by every endpoint.

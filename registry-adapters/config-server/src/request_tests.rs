@@ -192,3 +192,59 @@ async fn the_label_main_falls_back_to_master_in_every_form() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     std::fs::remove_dir_all(repo).unwrap();
 }
+
+#[tokio::test]
+async fn profiles_are_checked_as_springs_server_checks_them_unless_told_not_to() {
+    let folder = tempdir();
+    write(
+        &folder,
+        &[
+            ("orders-_local.yml", "where: local\n"),
+            ("orders-dev:eu.yml", "where: eu\n"),
+            ("orders-d\u{e9}v.yml", "where: dev\n"),
+        ],
+    );
+    let router = router_for(&folder, None);
+    for (uri, expected) in [
+        ("/orders/_local", StatusCode::BAD_REQUEST),
+        ("/orders/dev:eu", StatusCode::BAD_REQUEST),
+        ("/orders/dev%3Aeu", StatusCode::BAD_REQUEST),
+        ("/orders-_local.yml", StatusCode::BAD_REQUEST),
+        ("/orders/local_", StatusCode::BAD_REQUEST),
+        ("/orders/dev,,x", StatusCode::BAD_REQUEST),
+        ("/orders/dev%20", StatusCode::BAD_REQUEST),
+        ("/orders/dev%F0%9D%92%9C", StatusCode::BAD_REQUEST),
+        ("/orders/d_e.v+1@x", StatusCode::OK),
+        ("/orders/d%C3%A9v", StatusCode::OK),
+    ] {
+        let (status, _, body) = get(&router, uri, None).await;
+        assert_eq!(status, expected, "{uri}: {body}");
+    }
+    let (_, _, body) = get(&router, "/orders/d%C3%A9v", None).await;
+    assert_eq!(source_files(&body), ["orders-d\u{e9}v.yml"]);
+
+    // `--config-validate-profiles false`: such names are served, as Spring's
+    // `spring.profiles.validate=false` and the servers before 4.3.3 do.
+    let repository = crate::Repository::open(folder.to_str().unwrap()).unwrap();
+    let lenient = crate::routes(crate::ConfigSources {
+        repository: Some(std::sync::Arc::new(repository)),
+        validate_profiles: false,
+        ..crate::ConfigSources::default()
+    });
+    for (uri, file) in [
+        ("/orders/_local", "orders-_local.yml"),
+        ("/orders/dev:eu", "orders-dev:eu.yml"),
+    ] {
+        let (status, _, body) = get(&lenient, uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(source_files(&body), [file], "{uri}");
+    }
+    let (_, _, yaml) = get(&lenient, "/orders-_local.yml", None).await;
+    assert_eq!(yaml, "where: local\n");
+    // What could leave the repository stays refused.
+    for uri in ["/orders/..", "/orders/dev%23x", "/orders/(_)x"] {
+        let (status, _, _) = get(&lenient, uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+    }
+    std::fs::remove_dir_all(folder).unwrap();
+}

@@ -32,6 +32,7 @@ pub(crate) fn router_for(path: &Path, kv: Option<Arc<KvStore>>) -> Router {
     routes(ConfigSources {
         repository: Some(Arc::new(repository)),
         kv,
+        ..ConfigSources::default()
     })
 }
 
