@@ -3,9 +3,12 @@
 //!
 //! Layout: `routes` (path shapes and handlers), `repository` (folder and git backends),
 //! `environment` (which files, in which order; KV contexts), `yaml` and `properties`
-//! (file formats), `render` (merged views), `error` (status codes).
+//! (file formats), `render` (merged views), `cipher` (Spring Security's `Encryptors.text`),
+//! `encryption` (`{cipher}` values and the `/encrypt` endpoints), `error` (status codes).
 #![forbid(unsafe_code)]
 
+pub mod cipher;
+mod encryption;
 mod environment;
 mod error;
 pub mod limits;
@@ -16,7 +19,9 @@ mod routes;
 pub mod yaml;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+pub use cipher::TextEncryptor;
 pub use environment::{Environment, PropertySource};
 pub use error::ConfigError;
 pub use repository::Repository;
@@ -36,6 +41,17 @@ pub struct ConfigSources {
     /// otherwise. Spring turns it off with `spring.profiles.validate=false` (4.3.4); older
     /// servers (3.1.x, 4.3.0-4.3.2) never checked, and Boot 2.7 clients send such names.
     pub validate_profiles: bool,
+    /// The symmetric key (`--encrypt-key`), derived once; `None` is Spring's server without
+    /// `encrypt.key`, whose failsafe encryptor refuses every use.
+    pub encryptor: Option<Arc<TextEncryptor>>,
+    /// Whether `{cipher}` values are served decrypted (Spring's
+    /// `spring.cloud.config.server.encrypt.enabled`, on by default); off, they reach the
+    /// clients as written, for clients that decrypt them themselves.
+    pub decrypt: bool,
+    /// Largest `/encrypt` or `/decrypt` body; larger is 413.
+    pub max_body_bytes: usize,
+    /// How long an `/encrypt` or `/decrypt` body may take to arrive; then 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for ConfigSources {
@@ -44,6 +60,10 @@ impl Default for ConfigSources {
             repository: None,
             kv: None,
             validate_profiles: true,
+            encryptor: None,
+            decrypt: true,
+            max_body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -77,13 +97,17 @@ pub fn environment(
     {
         snapshots.truncate(1);
     }
-    environment::build(
+    let mut environment = environment::build(
         &snapshots,
         sources.kv.as_deref(),
         application,
         profiles,
         label,
-    )
+    )?;
+    if sources.decrypt {
+        encryption::decrypt_environment(&mut environment, sources.encryptor.as_deref());
+    }
+    Ok(environment)
 }
 
 /// The labels of a request: none, one, or a comma-separated list without its empty items

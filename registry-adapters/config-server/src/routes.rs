@@ -10,7 +10,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::error::ConfigError;
-use super::render;
+use super::{encryption, render};
 use super::{environment, ConfigSources};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,12 @@ pub fn routes(sources: ConfigSources) -> Router {
 }
 
 async fn handle(State(sources): State<ConfigSources>, request: Request) -> Response {
+    if let Some(endpoint) = encryption::endpoint(request.method(), request.uri().path()) {
+        return match endpoint {
+            Ok(endpoint) => encryption::answer(&sources, endpoint, request).await,
+            Err(response) => response,
+        };
+    }
     let shape = match parse(request.uri().path(), sources.validate_profiles) {
         Ok(Some(shape)) => shape,
         Ok(None) => return ConfigError::NotFound.into_response(),
@@ -216,7 +222,7 @@ fn parse(path: &str, validate: bool) -> Result<Option<Shape>, ConfigError> {
     Ok(Some(shape))
 }
 
-fn decode(segment: &str) -> Result<String, ConfigError> {
+pub(super) fn decode(segment: &str) -> Result<String, ConfigError> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut position = 0;
@@ -287,7 +293,7 @@ fn check_part(text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn name(text: &str) -> Result<String, ConfigError> {
+pub(super) fn name(text: &str) -> Result<String, ConfigError> {
     check_part(text)?;
     if text.is_empty() {
         return Err(ConfigError::BadRequest(
@@ -314,7 +320,7 @@ fn label(text: &str) -> Result<String, ConfigError> {
 /// character beyond the Basic Multilingual Plane fails on its second surrogate; beyond ASCII
 /// "letter or digit" is Rust's Unicode alphabetic or numeric, which also admits the few
 /// letter-like numbers and vowel signs Java's `isLetterOrDigit` does not.
-fn profiles(text: &str, validate: bool) -> Result<Vec<String>, ConfigError> {
+pub(super) fn profiles(text: &str, validate: bool) -> Result<Vec<String>, ConfigError> {
     check_part(text)?;
     let letter_or_digit = |c: char| c.is_alphanumeric() && u32::from(c) <= 0xFFFF;
     text.split(',')
