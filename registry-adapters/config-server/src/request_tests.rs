@@ -248,3 +248,42 @@ async fn profiles_are_checked_as_springs_server_checks_them_unless_told_not_to()
     }
     std::fs::remove_dir_all(folder).unwrap();
 }
+
+#[tokio::test]
+async fn kv_contexts_split_a_comma_separated_application_the_same_way() {
+    use bytes::Bytes;
+    use ferry_core::change_index::ChangeIndex;
+    use ferry_core::clock::Clock;
+    use ferry_core::kv::KvStore;
+
+    let kv = std::sync::Arc::new(KvStore::in_memory(
+        std::sync::Arc::new(ChangeIndex::new(1)),
+        Clock::System,
+        "n1",
+    ));
+    for (key, value) in [
+        ("config/application/who", "application"),
+        ("config/orders/who", "orders"),
+        ("config/shared,dev/who", "shared-dev"),
+    ] {
+        kv.put(key, Bytes::from(value), 0, None, None).unwrap();
+    }
+    let folder = tempdir();
+    let router = router_for(&folder, Some(kv));
+    let (_, _, body) = get(&router, "/orders,shared/dev", None).await;
+    let names: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["propertySources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|source| source["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "consul:config/shared,dev/",
+            "consul:config/orders/",
+            "consul:config/application/"
+        ]
+    );
+    std::fs::remove_dir_all(folder).unwrap();
+}
