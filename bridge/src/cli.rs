@@ -53,6 +53,29 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONFIG_REPO")]
     pub config_repo: Option<String>,
 
+    /// Refuse (400) profile names Spring's Config Server refuses since 4.3.3: anything but
+    /// letters, digits and `-_.+@`, or not starting and ending with a letter or digit
+    /// (`_local`, `dev:eu`). `false` accepts them as older servers did, like Spring's
+    /// `spring.profiles.validate=false`.
+    #[arg(long, env = "FERRY_CONFIG_VALIDATE_PROFILES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub config_validate_profiles: bool,
+
+    /// Symmetric key for `{cipher}` values and `/encrypt` and `/decrypt`, as Spring Cloud
+    /// Config's `encrypt.key` (Spring Security's `Encryptors.text`: AES-256-CBC, a PBKDF2
+    /// key). Without one, `{cipher}` values are served as `invalid.<name>: <n/a>` and the
+    /// endpoints fail, as Spring's server without a key does.
+    #[arg(long, env = "FERRY_ENCRYPT_KEY", hide_env_values = true)]
+    pub encrypt_key: Option<String>,
+
+    /// The salt for `--encrypt-key`, in hex, as Spring's `encrypt.salt`.
+    #[arg(long, env = "FERRY_ENCRYPT_SALT", default_value = "deadbeef")]
+    pub encrypt_salt: String,
+
+    /// Serve `{cipher}` values decrypted (Spring's `spring.cloud.config.server.encrypt.enabled`);
+    /// `false` hands them to clients as written, for clients that decrypt them themselves.
+    #[arg(long, env = "FERRY_CONFIG_DECRYPT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub config_decrypt: bool,
+
     /// The node name the Consul view reports (default: the host name).
     #[arg(long, env = "FERRY_NODE_NAME")]
     pub node_name: Option<String>,

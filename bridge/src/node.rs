@@ -10,7 +10,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use ferry_config_server::{ConfigSources, Repository};
+use ferry_config_server::{ConfigSources, Repository, TextEncryptor};
 use ferry_consul::{ConsulSettings, NodeInfo};
 use ferry_core::health::{self, HealthSettings};
 use ferry_core::kv::KvStore;
@@ -109,12 +109,29 @@ pub async fn run(
         )),
         None => None,
     };
+    // A blank key is no key, as Spring's `StringUtils.hasText` has it.
+    let encryptor = match cli
+        .encrypt_key
+        .as_deref()
+        .filter(|key| !key.trim().is_empty())
+    {
+        Some(key) => Some(Arc::new(
+            TextEncryptor::new(key, &cli.encrypt_salt)
+                .map_err(|error| anyhow::anyhow!("--encrypt-key/--encrypt-salt: {error}"))?,
+        )),
+        None => None,
+    };
     apis.push((
         "config",
         cli.config_listen,
         ferry_config_server::routes(ConfigSources {
             repository,
             kv: Some(kv.clone()),
+            validate_profiles: cli.config_validate_profiles,
+            encryptor,
+            decrypt: cli.config_decrypt,
+            max_body_bytes: cli.max_body_bytes,
+            body_timeout: seconds(cli.body_timeout, "body-timeout")?,
         }),
     ));
     let (stop, stopping) = shutdown::channel();
