@@ -73,7 +73,8 @@ pub async fn run(
         .context("cannot restore the agent registrations")?;
     tracing::info!(restored, "agent registrations restored");
     let proxy_metrics = Arc::new(ProxyMetrics::new());
-    let metrics = Arc::new(Metrics::new(&proxy_metrics));
+    let eureka_fetches = Arc::new(ferry_eureka::FetchCounts::default());
+    let metrics = Arc::new(Metrics::new(&proxy_metrics, eureka_fetches.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let limits = ConnectionLimits {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
@@ -91,7 +92,7 @@ pub async fn run(
     apis.push((
         "eureka",
         cli.eureka_listen,
-        ferry_eureka::routes(registry.clone(), eureka_settings),
+        ferry_eureka::routes(registry.clone(), eureka_settings, eureka_fetches),
     ));
     let mut consul_settings = ConsulSettings::new(node.clone());
     consul_settings.token = cli.consul_token.clone().filter(|token| !token.is_empty());

@@ -149,6 +149,18 @@ class Ferry:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def eureka_fetches(self) -> dict[str, int]:
+        """`ferry_eureka_fetches_total` by kind ("full", "delta") from the admin /metrics."""
+        text = httpx.get(f"{self.admin_url}/metrics", timeout=5).text
+        counts = {}
+        for line in text.splitlines():
+            for kind in ("full", "delta"):
+                series = f'ferry_eureka_fetches_total{{kind="{kind}"}} '
+                if line.startswith(series):
+                    counts[kind] = int(line[len(series):])
+        assert set(counts) == {"full", "delta"}, text
+        return counts
+
     def instances(self, path: str = "apps/") -> dict[str, dict]:
         """instanceId (or hostName) -> instance, from the server's own JSON."""
         found = {}
