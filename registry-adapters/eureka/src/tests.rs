@@ -18,6 +18,8 @@ use super::{json as json_codec, routes, xml, EurekaSettings, FetchCounts};
 use ferry_core::model::*;
 use ferry_core::registry::{RegisteredInstance, Registry};
 
+mod delta_client;
+
 fn app() -> (Router, Arc<Registry>) {
     let (router, registry, _) = counted_app();
     (router, registry)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::recent::{RecentChange, RecentChanges};
 use super::routes::{routed, Routes};
 use super::{not_registered, Registry, RegistryError};
-use crate::model::{Instance, Millis, Status, StatusCounts};
+use crate::model::{Action, Instance, Millis, Status, StatusCounts};
 
 /// An instance with its live last-renewal time, as views render it.
 #[derive(Clone, Debug)]
@@ -212,6 +212,14 @@ impl Registry {
 
     /// The latest change of every instance changed within the retention window, grouped by
     /// app; counts cover the whole registry.
+    ///
+    /// Within an app the entries come oldest first, except that removals come after every
+    /// other entry of the app. Clients apply a delta in order, and Netflix's Java client
+    /// (`DiscoveryClient.updateDelta`), meeting an app it does not hold, adopts the delta's
+    /// whole app — its removed instances included — at the first ADDED or MODIFIED entry; a
+    /// removal met before that finds nothing to remove, so the removed instance would stay
+    /// (and the hashcode check would force a full fetch). py-eureka-client fails outright
+    /// on such a removal. Each instance appears once, so the order changes nothing else.
     pub fn list_recent_changes(&self) -> Listing {
         let now = self.now();
         let state = self.state.read();
@@ -232,6 +240,10 @@ impl Registry {
                     instance: routed(instance, state.routes.get(&instance.app)),
                     last_renewal,
                 });
+        }
+        for instances in apps.values_mut() {
+            // A stable sort: oldest first within the upserts and within the removals.
+            instances.sort_by_key(|entry| entry.instance.action == Action::Deleted);
         }
         Listing {
             index: self.index.current(),

@@ -200,11 +200,47 @@ fn cancel_removes_and_leaves_a_deleted_entry_in_the_delta() {
         .iter()
         .map(|entry| (entry.instance.id.as_str(), entry.instance.action))
         .collect();
-    assert_eq!(actions, vec![("a", Action::Deleted), ("b", Action::Added)]);
+    assert_eq!(actions, vec![("b", Action::Added), ("a", Action::Deleted)]);
     assert_eq!(
         delta.counts.total(),
         1,
         "delta counts cover the current registry"
+    );
+}
+
+#[test]
+fn the_delta_lists_each_instance_at_its_latest_change_oldest_first_removals_last() {
+    let registry = registry(true);
+    for id in ["a", "b", "c", "d"] {
+        registry.register(instance(id), false).unwrap();
+        registry.clock().advance(1);
+    }
+    // `d` is removed before anything else changes: an order blind to removals would list
+    // it first, where the Java client would drop it and then adopt it again with the app.
+    registry.cancel("ORDERS", "d").unwrap();
+    registry.clock().advance(1);
+    registry
+        .set_override("ORDERS", "a", Status::OutOfService, None)
+        .unwrap();
+    registry.clock().advance(1);
+    registry.cancel("ORDERS", "b").unwrap();
+    registry.clock().advance(1);
+    registry.register(instance("e"), false).unwrap();
+    let delta = registry.list_recent_changes();
+    let order: Vec<(&str, Action)> = delta.apps[0]
+        .1
+        .iter()
+        .map(|entry| (entry.instance.id.as_str(), entry.instance.action))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("c", Action::Added),
+            ("a", Action::Modified),
+            ("e", Action::Added),
+            ("d", Action::Deleted),
+            ("b", Action::Deleted),
+        ]
     );
 }
 
