@@ -38,8 +38,11 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONSUL_LISTEN", default_value = "127.0.0.1:8500")]
     pub consul_listen: Listen,
 
-    /// ACL token the Consul API requires (in `X-Consul-Token`, `?token=` or
-    /// `Authorization: Bearer`); without it the Consul API is open, as Consul with ACLs off.
+    /// ACL token of the Consul API (in `X-Consul-Token`, `?token=` or `Authorization:
+    /// Bearer`): it may do everything. With one set, the API acts as Consul with
+    /// `default_policy = "deny"`: a request without a token is anonymous (list reads come
+    /// back empty, other reads and every write get 403), another token gets 403. Without
+    /// one the Consul API is open, as Consul with ACLs off.
     #[arg(long, env = "FERRY_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
 

@@ -288,3 +288,36 @@ def test_bad_input_is_answered_as_consul_does_and_changes_nothing(start_ferry):
     reply = httpx.get(f"{url}/v1/kv/k?index={index}&wait=100h", headers=headers, timeout=20)
     assert reply.status_code == 200 and time.monotonic() - started < 5
     assert httpx.get(f"{url}/v1/status/leader").status_code == 200, "status stays open without a token"
+
+
+def test_reads_without_a_token_are_filtered_as_under_default_deny(start_ferry):
+    # Spring Cloud Consul's health indicator, getAllInstances and actuator endpoint read
+    # without the token; Consul with default-deny ACLs answers those with empty lists
+    # (so the app stays UP), and refuses writes and reads of one named thing.
+    ferry = start_ferry("--consul-token", "s3cret")
+    trusted = ferry.consul(token="s3cret")
+    trusted.agent.service.register("inventory", service_id="inventory-1", port=9400, check={"TTL": "30s"})
+    assert trusted.agent.check.ttl_pass("service:inventory-1")
+    assert trusted.kv.put("config/inventory/data", "x: 1")
+
+    anonymous = ferry.consul()
+    index, services = anonymous.catalog.services()
+    assert services == {} and int(index) >= 1
+    assert anonymous.health.service("inventory")[1] == []
+    assert anonymous.catalog.service("inventory")[1] == []
+    assert anonymous.agent.services() == {}
+    assert anonymous.kv.get("config/", recurse=True)[1] is None
+    assert anonymous.status.leader() != ""
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.kv.get("config/inventory/data")
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.agent.self()
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.agent.service.register("intruder", service_id="intruder-1", port=1)
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.agent.service.maintenance("inventory-1", "true")
+    # The token still sees everything, and nothing above changed it.
+    assert passing_ids(trusted, "inventory") == ["inventory-1"]
+    assert set(trusted.catalog.services()[1]) == {"consul", "inventory"}
+    with pytest.raises(consul.ACLPermissionDenied):
+        ferry.consul(token="guess").catalog.services()

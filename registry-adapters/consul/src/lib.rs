@@ -4,10 +4,13 @@
 //! change index.
 //!
 //! Layout: `agent`, `catalog` (catalog and health), `kv`, `session`, `status` hold the
-//! handlers; `decode` and `encode` convert bodies; `query` and `duration` parse parameters;
-//! `blocking` holds reads until their result index moves; `error` maps status codes.
+//! handlers; `acl` decides what a caller may see (the configured token, or none: the
+//! anonymous token of a default-deny agent); `decode` and `encode` convert bodies; `query`
+//! and `duration` parse parameters; `blocking` holds reads until their result index
+//! moves; `error` maps status codes.
 #![forbid(unsafe_code)]
 
+mod acl;
 mod agent;
 mod blocking;
 mod catalog;
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -40,7 +43,8 @@ use query::Params;
 #[derive(Clone, Debug)]
 pub struct ConsulSettings {
     pub node: NodeInfo,
-    /// When set, every request but `/v1/status/*` must carry this token.
+    /// When set, the ACL token that may do everything; a request without a token is
+    /// anonymous, as under Consul's `default_policy = "deny"` (see `acl`).
     pub token: Option<String>,
     /// Bodies other than KV values above this size get 413.
     pub max_body_bytes: usize,
@@ -100,24 +104,30 @@ pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSetting
         .layer(axum::middleware::from_fn_with_state(settings, guard))
 }
 
-/// Checks what every endpoint shares before any handler runs: the ACL token, the
-/// datacenter, and flags that cannot go together. A refused request changes nothing.
+/// Checks what every endpoint shares before any handler runs: the ACL token (and with it
+/// what the caller may see, stored for the handlers as an `Access`), the datacenter, and
+/// flags that cannot go together. A refused request changes nothing.
 async fn guard(
     State(settings): State<Arc<ConsulSettings>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let params = match axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
         Ok(axum::extract::Query(pairs)) => Params(pairs),
         Err(_) => return ConsulError::BadRequest("Invalid query string".into()).into_response(),
     };
-    if let Some(expected) = &settings.token {
-        let public = request.uri().path().starts_with("/v1/status/");
-        if !public
-            && presented_token(&params, request.headers()).as_deref() != Some(expected.as_str())
-        {
+    if !acl::is_public(request.uri().path()) {
+        let presented = presented_token(&params, request.headers());
+        let access = match acl::access(settings.token.as_deref(), presented.as_deref()) {
+            Ok(access) => access,
+            Err(refused) => return refused.into_response(),
+        };
+        // Reads are sorted out by their handlers; every write needs the token.
+        let read = matches!(*request.method(), Method::GET | Method::HEAD);
+        if !read && !access.sees_all() {
             return ConsulError::PermissionDenied.into_response();
         }
+        request.extensions_mut().insert(access);
     }
     if let Some(datacenter) = params.get("dc") {
         if !datacenter.is_empty() && datacenter != settings.node.datacenter {
