@@ -634,6 +634,42 @@ async fn a_blocking_prefix_read_waits_for_its_prefix_only() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_re_registration_at_a_new_port_wakes_a_blocking_service_list_read() {
+    let f = fixture();
+    let service = |port: u16| json!({"Name":"orders","ID":"o1","Address":"10.0.0.7","Port":port});
+    register(&f.router, service(8080)).await;
+    let index = call(
+        &f.router,
+        Method::GET,
+        "/v1/catalog/services",
+        Body::empty(),
+    )
+    .await
+    .index();
+    let router = f.router.clone();
+    let waiter = tokio::spawn(async move {
+        let uri = format!("/v1/catalog/services?index={index}&wait=60s");
+        call(&router, Method::GET, &uri, Body::empty()).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    register(&f.router, service(8080)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the same registration changes no listing"
+    );
+    let written = tokio::time::Instant::now();
+    register(&f.router, service(8081)).await;
+    let reply = waiter.await.unwrap();
+    assert_eq!(
+        tokio::time::Instant::now(),
+        written,
+        "woken by the new port"
+    );
+    assert!(reply.index() > index);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_blocking_read_answers_unchanged_when_the_wait_runs_out() {
     let f = fixture();
     register(&f.router, json!({"Name":"orders","ID":"o1"})).await;

@@ -192,11 +192,18 @@ impl Registry {
     }
 
     /// The one way a record enters the registry.
-    fn put(
+    fn put(&self, state: &mut State, instance: Instance, now: Millis) -> Result<(), RegistryError> {
+        self.put_published(state, instance, now, false)
+    }
+
+    /// `put`, for a record whose published address changed even if the record did not
+    /// (`rerouted`: a mesh route was set or cleared), so catalog readers are woken.
+    fn put_published(
         &self,
         state: &mut State,
         mut instance: Instance,
         now: Millis,
+        rerouted: bool,
     ) -> Result<(), RegistryError> {
         let index = self.index.allocate()?;
         let previous = state
@@ -205,9 +212,10 @@ impl Registry {
             .map(|entry| entry.instance.clone());
         stamp(&mut instance, previous.as_deref(), index);
         self.store.write(&Change::Put(&instance))?;
-        let catalog_changed = previous.as_ref().is_none_or(|stored| {
-            stored.tags != instance.tags || stored.metadata != instance.metadata
-        });
+        let catalog_changed = rerouted
+            || previous
+                .as_ref()
+                .is_none_or(|stored| !same_catalog_entry(stored, &instance));
         state.agents.track(previous.as_deref(), &instance);
         let instance = Arc::new(instance);
         state
@@ -271,6 +279,23 @@ fn stamp(instance: &mut Instance, previous: Option<&Instance>, index: u64) {
             }
         }
     }
+}
+
+/// Whether a record reads the same in the catalog: where it is reached and how it is
+/// labelled. Its status and checks are not the catalog's (Consul keeps them in the checks
+/// table), so a check result moves only the health and app indexes; an address or port
+/// must move the catalog's too, or a watcher of the service list (Spring Cloud Consul's
+/// catalog watch, which refreshes its load balancer on a new index) never learns of it.
+fn same_catalog_entry(stored: &Instance, instance: &Instance) -> bool {
+    stored.host_name == instance.host_name
+        && stored.ip_addr == instance.ip_addr
+        && stored.port == instance.port
+        && stored.secure_port == instance.secure_port
+        && stored.tags == instance.tags
+        && stored.metadata == instance.metadata
+        && stored.weights == instance.weights
+        && stored.enable_tag_override == instance.enable_tag_override
+        && stored.tagged_addresses == instance.tagged_addresses
 }
 
 /// Whether a check is unchanged apart from its index stamps.

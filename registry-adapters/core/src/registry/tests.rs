@@ -548,3 +548,44 @@ fn agent_registrations_and_their_checks_survive_a_restart() {
     drop(again);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_catalog_index_moves_when_an_address_port_or_route_changes_not_on_a_status_change() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    let catalog_index = || registry.catalog().0;
+    let registered = catalog_index();
+
+    // The same registration again (a heartbeat-like re-registration): the catalog is
+    // unchanged, though the app's record was rewritten.
+    registry.register(instance("a"), false).unwrap();
+    assert_eq!(catalog_index(), registered);
+    // A status change is the health view's, not the catalog's.
+    let mut down = instance("a");
+    down.status = Status::Down;
+    registry.register(down, false).unwrap();
+    assert_eq!(catalog_index(), registered);
+
+    let mut moved = instance("a");
+    moved.port.number = 9090;
+    registry.register(moved.clone(), false).unwrap();
+    let after_port = catalog_index();
+    assert!(
+        after_port > registered,
+        "a new port moves the catalog index"
+    );
+    moved.ip_addr = "10.0.0.2".into();
+    registry.register(moved, false).unwrap();
+    let after_address = catalog_index();
+    assert!(after_address > after_port, "a new address moves it");
+
+    let route = Route {
+        host: "127.0.0.1".into(),
+        port: 15001,
+    };
+    registry.set_route("ORDERS", Some(route)).unwrap();
+    assert!(
+        catalog_index() > after_address,
+        "a route changes what is published"
+    );
+}
