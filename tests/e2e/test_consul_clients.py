@@ -321,3 +321,15 @@ def test_reads_without_a_token_are_filtered_as_under_default_deny(start_ferry):
     assert set(trusted.catalog.services()[1]) == {"consul", "inventory"}
     with pytest.raises(consul.ACLPermissionDenied):
         ferry.consul(token="guess").catalog.services()
+
+
+def test_a_consul_service_keeps_its_case_and_eureka_sees_it_upper_case(ferry, clients):
+    py = ferry.consul()
+    py.agent.service.register("Inventory", service_id="inventory-1", address="127.0.0.1", port=9500)
+    assert "Inventory" in py.catalog.services()[1]
+    for spelling in ("Inventory", "inventory"):
+        _, entries = py.health.service(spelling)
+        assert [entry["Service"]["Service"] for entry in entries] == ["Inventory"], spelling
+    watcher = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    wait_until(lambda: watcher.view().get("INVENTORY") == [("inventory-1", "UP", 9500)], 10,
+               what="py-eureka-client to see INVENTORY")

@@ -45,8 +45,9 @@ async fn services(
         }
         // Real Consul lists itself; clients that list services expect it.
         services.insert("consul".to_owned(), json!([]));
-        for (app, tags) in apps {
-            services.insert(service_name(&app), json!(tags));
+        for service in apps {
+            let name = service_name(&service.app, service.name.as_deref());
+            services.insert(name.into_owned(), json!(service.tags));
         }
         (index, Value::Object(services))
     })

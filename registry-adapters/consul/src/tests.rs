@@ -854,3 +854,57 @@ async fn sessions_hold_locks_through_the_api() {
     .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_service_keeps_its_registered_case_and_is_found_in_any_case() {
+    let f = fixture();
+    let reply = register(
+        &f.router,
+        json!({"ID":"Inventory-1","Name":"Inventory","Port":8080,"Tags":["v1"]}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let mut eureka = ferry_core::Instance::new("orders", "o1", "10.0.0.9", "10.0.0.9", 9000);
+    eureka.last_dirty = 1;
+    f.registry.register(eureka, false).unwrap();
+
+    let services = call(
+        &f.router,
+        Method::GET,
+        "/v1/catalog/services",
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(
+        services.json(),
+        json!({"consul": [], "Inventory": ["v1"], "orders": []}),
+        "a Consul name as registered; a Eureka app (upper case by convention) in lower case"
+    );
+    // Consul indexes service names in lower case: any spelling finds the service.
+    for spelling in ["Inventory", "inventory", "INVENTORY"] {
+        let catalog = call(
+            &f.router,
+            Method::GET,
+            &format!("/v1/catalog/service/{spelling}"),
+            Body::empty(),
+        )
+        .await
+        .json();
+        assert_eq!(catalog[0]["ServiceName"], "Inventory", "{spelling}");
+        let health = call(
+            &f.router,
+            Method::GET,
+            &format!("/v1/health/service/{spelling}"),
+            Body::empty(),
+        )
+        .await
+        .json();
+        assert_eq!(health[0]["Service"]["Service"], "Inventory", "{spelling}");
+    }
+    let agent = call(&f.router, Method::GET, "/v1/agent/services", Body::empty())
+        .await
+        .json();
+    assert_eq!(agent["Inventory-1"]["Service"], "Inventory");
+    // The registry's key, which the Eureka view shows, stays upper case.
+    assert!(f.registry.instance("INVENTORY", "Inventory-1").is_some());
+}

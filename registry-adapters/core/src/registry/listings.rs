@@ -34,6 +34,17 @@ pub struct Listing {
     pub counts: StatusCounts,
 }
 
+/// One app as the catalog lists it.
+#[derive(Clone, Debug)]
+pub struct CatalogService {
+    /// The upper-case key.
+    pub app: String,
+    /// Its registered spelling, if a registration kept one (`Instance::name`).
+    pub name: Option<String>,
+    /// The union of its instances' tags.
+    pub tags: BTreeSet<String>,
+}
+
 /// One instance as the data plane needs it: its real address, never a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -342,8 +353,10 @@ impl Registry {
         self.state.read().listings.counts.total()
     }
 
-    /// Every app with the union of its instances' tags, at the catalog's result index.
-    pub fn catalog(&self) -> (u64, Vec<(String, BTreeSet<String>)>) {
+    /// Every app with its registered spelling (that of its first instance, in id order, to
+    /// have one; see `Instance::name`) and the union of its instances' tags, at the
+    /// catalog's result index.
+    pub fn catalog(&self) -> (u64, Vec<CatalogService>) {
         let state = self.state.read();
         let listings = &state.listings;
         let apps = listings
@@ -351,11 +364,18 @@ impl Registry {
             .iter()
             .filter(|(_, instances)| !instances.is_empty())
             .map(|(app, instances)| {
+                let name = instances
+                    .values()
+                    .find_map(|entry| entry.instance.name.clone());
                 let tags = instances
                     .values()
                     .flat_map(|entry| entry.instance.tags.iter().cloned())
                     .collect();
-                (app.clone(), tags)
+                CatalogService {
+                    app: app.clone(),
+                    name,
+                    tags,
+                }
             })
             .collect();
         (listings.catalog_index.max(1), apps)

@@ -31,7 +31,7 @@ mod status_rules;
 
 pub use agent::{AgentError, CheckUpdate};
 pub use leases::{lease_or_default, RenewRequest, Renewed};
-pub use listings::{Endpoint, Listing, RegisteredInstance};
+pub use listings::{CatalogService, Endpoint, Listing, RegisteredInstance};
 pub use routes::Route;
 pub use status_rules::effective_status;
 
@@ -287,7 +287,8 @@ fn stamp(instance: &mut Instance, previous: Option<&Instance>, index: u64) {
 /// must move the catalog's too, or a watcher of the service list (Spring Cloud Consul's
 /// catalog watch, which refreshes its load balancer on a new index) never learns of it.
 fn same_catalog_entry(stored: &Instance, instance: &Instance) -> bool {
-    stored.host_name == instance.host_name
+    stored.name == instance.name
+        && stored.host_name == instance.host_name
         && stored.ip_addr == instance.ip_addr
         && stored.port == instance.port
         && stored.secure_port == instance.secure_port
