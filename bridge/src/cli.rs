@@ -50,6 +50,18 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONFIG_LISTEN", default_value = "127.0.0.1:8888")]
     pub config_listen: Listen,
 
+    /// The service name Ferry lists its own Config Server under, so that config clients
+    /// with `spring.cloud.config.discovery.enabled=true` find it (through the Eureka view
+    /// as the upper-case app, through the Consul catalog as is), at the advertised host and
+    /// the config listener's port; `off` lists nothing. Listed only while the config
+    /// listener is on.
+    #[arg(
+        long,
+        env = "FERRY_CONFIG_SERVICE_NAME",
+        default_value = "configserver"
+    )]
+    pub config_service_name: String,
+
     /// Configuration files to serve: a folder in Spring Cloud Config's native layout, or a
     /// local git repository (a path or a `file://` URL) whose labels are branches, tags and
     /// commits. The KV store is served too, in Spring Cloud Consul Config's layout.

@@ -84,6 +84,10 @@ class Ferry:
             "--config-listen", f"127.0.0.1:{self.config_port}",
             "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--data-dir", str(data_dir),
+            # Ferry lists its own Config Server as an instance by default; tests that count
+            # instances or apps see only their own, and the tests of that listing turn it
+            # on again (a later flag wins).
+            "--config-service-name", "off",
             *extra_args,
         ]
         self.env = {**os.environ, **(env or {})}

@@ -10,7 +10,7 @@ import consul
 import httpx
 import pytest
 
-from harness import JsConsul, JsConsulError, PyEureka, SampleService, wait_until
+from harness import JsConsul, JsConsulError, PyEureka, SampleService, app_instances, wait_until
 
 
 def passing_ids(client, service):
@@ -333,3 +333,42 @@ def test_a_consul_service_keeps_its_case_and_eureka_sees_it_upper_case(ferry, cl
     watcher = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
     wait_until(lambda: watcher.view().get("INVENTORY") == [("inventory-1", "UP", 9500)], 10,
                what="py-eureka-client to see INVENTORY")
+
+
+def test_ferrys_config_server_is_listed_for_discovery_first_clients(start_ferry, clients):
+    # spring.cloud.config.discovery.enabled=true: the client looks up `configserver` and
+    # calls http://<host>:<port>/ (+ the `configPath` metadata, none here).
+    ferry = start_ferry("--config-service-name", "configserver")
+    py = ferry.consul()
+    assert "configserver" in py.catalog.services()[1]
+    _, entries = py.health.service("configserver", passing=True)
+    assert len(entries) == 1
+    service = entries[0]["Service"]
+    assert (service["Address"], service["Port"]) == ("127.0.0.1", ferry.config_port)
+    assert service["Meta"].get("secure", "false") == "false" and "configPath" not in service["Meta"]
+    health = httpx.get(f"http://{service['Address']}:{service['Port']}/actuator/health", timeout=5)
+    assert health.status_code == 200
+
+    watcher = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    wait_until(lambda: watcher.view().get("CONFIGSERVER") == [
+        ("ferry-config-server:" + py.agent.self()["Config"]["NodeName"], "UP", ferry.config_port)], 10,
+        what="py-eureka-client to see CONFIGSERVER")
+    instance = next(iter(app_instances(ferry, "CONFIGSERVER")))
+    assert instance["status"] == "UP" and instance["port"]["$"] == ferry.config_port
+    for url in (instance["homePageUrl"], instance["statusPageUrl"]):
+        assert url.startswith(f"http://127.0.0.1:{ferry.config_port}/")
+    assert httpx.get(instance["statusPageUrl"], timeout=5).status_code == 200
+    # A Config Server request at the URL a discovery-first client builds.
+    environment = httpx.get(instance["homePageUrl"] + "pricing/default", timeout=5)
+    assert environment.status_code == 200 and environment.json()["name"] == "pricing"
+
+
+def test_the_config_server_listing_follows_the_settings_across_restarts(start_ferry):
+    ferry = start_ferry("--config-service-name", "config")
+    assert "config" in ferry.consul().catalog.services()[1]
+    assert ferry.stop() == 0
+    # The same data directory, the listing turned off: the kept registration goes.
+    ferry.args += ["--config-service-name", "off"]
+    ferry.start()
+    services = ferry.consul().catalog.services()[1]
+    assert "config" not in services and "configserver" not in services

@@ -13,7 +13,8 @@
 //!   every read of them;
 //! - `leases`: Eureka registrations, heartbeats, overrides, self-preservation, eviction;
 //! - `agent` and `checks`: registrations through an agent and their health checks;
-//! - `routes`: the mesh routes views publish instead of instance addresses.
+//! - `routes`: the mesh routes views publish instead of instance addresses;
+//! - `own_services`: Ferry's own Config Server, listed for clients that discover it.
 //!
 //! The write path itself (`put` and `remove` below) is shared by all of them and lives
 //! here, once: allocate an index → stamp → `Store::write` → in-memory model → recent-change
@@ -24,6 +25,7 @@ mod checks;
 pub mod eviction;
 mod leases;
 mod listings;
+mod own_services;
 mod recent;
 mod renewals;
 mod routes;
@@ -32,6 +34,7 @@ mod status_rules;
 pub use agent::{AgentError, CheckUpdate};
 pub use leases::{lease_or_default, RenewRequest, Renewed};
 pub use listings::{CatalogService, Endpoint, Listing, RegisteredInstance};
+pub use own_services::{config_server_id, ConfigServerListing};
 pub use routes::Route;
 pub use status_rules::effective_status;
 
