@@ -46,6 +46,12 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
 
+    /// A path prefix the whole Consul API also answers under, as `spring.cloud.consul.path`
+    /// sets one before `/v1` (e.g. when Consul sits behind a reverse proxy): `consul`
+    /// serves `/consul/v1/...`; leading and trailing slashes do not matter.
+    #[arg(long, env = "FERRY_CONSUL_PATH_PREFIX")]
+    pub consul_path_prefix: Option<String>,
+
     /// Address of the Spring Cloud Config Server API, or `off`.
     #[arg(long, env = "FERRY_CONFIG_LISTEN", default_value = "127.0.0.1:8888")]
     pub config_listen: Listen,

@@ -96,6 +96,7 @@ pub async fn run(
     ));
     let mut consul_settings = ConsulSettings::new(node.clone());
     consul_settings.token = cli.consul_token.clone().filter(|token| !token.is_empty());
+    consul_settings.path_prefix = cli.consul_path_prefix.clone();
     consul_settings.body_timeout = seconds(cli.body_timeout, "body-timeout")?;
     // KV values keep Consul's own 512 KiB limit; every other body takes the common one.
     consul_settings.max_body_bytes = cli.max_body_bytes;

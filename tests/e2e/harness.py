@@ -315,10 +315,11 @@ class JsEureka:
 class JsConsul:
     """The `consul` npm client in a Node process, one call at a time."""
 
-    def __init__(self, ferry: Ferry):
+    def __init__(self, ferry: Ferry, base_url: str | None = None):
+        """`base_url` (ending in `/v1`) replaces the client's default base URL."""
         environment = {**os.environ, "NODE_PATH": str(NODE_PATH)}
         self.process = subprocess.Popen(
-            ["node", str(JS_CONSUL), str(ferry.consul_port)],
+            ["node", str(JS_CONSUL), str(ferry.consul_port), *([base_url] if base_url else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
         )
         self.lock = threading.Lock()

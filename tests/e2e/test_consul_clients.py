@@ -372,3 +372,16 @@ def test_the_config_server_listing_follows_the_settings_across_restarts(start_fe
     ferry.start()
     services = ferry.consul().catalog.services()[1]
     assert "config" not in services and "configserver" not in services
+
+
+def test_the_api_answers_under_a_path_prefix(start_ferry, clients):
+    # spring.cloud.consul.path=/consul/ joins as http://host:port/consul/v1/...
+    ferry = start_ferry("--consul-path-prefix", "/consul/")
+    prefixed = clients(JsConsul(ferry, base_url=f"{ferry.consul_url}/consul/v1"))
+    prefixed.call("agent.service.register", {"name": "inventory", "id": "inventory-1", "port": 9600})
+    prefixed.call("kv.set", "config/inventory/data", "x: 1")
+    assert [entry["Service"]["ID"] for entry in prefixed.call("health.service", "inventory")] == ["inventory-1"]
+    assert prefixed.call("kv.get", "config/inventory/data")["Value"] == "x: 1"
+    # The same registry at the root, and nothing under another prefix.
+    assert "inventory" in ferry.consul().catalog.services()[1]
+    assert httpx.get(f"{ferry.consul_url}/other/v1/catalog/services").status_code == 404

@@ -51,6 +51,9 @@ pub struct ConsulSettings {
     pub body_timeout: Duration,
     /// The Consul version `/v1/agent/self` reports (clients check for 1.x).
     pub version: String,
+    /// A path the whole API also answers under (`consul` serves `/consul/v1/...`), for
+    /// clients whose `spring.cloud.consul.path` names a prefix before `/v1`.
+    pub path_prefix: Option<String>,
 }
 
 impl ConsulSettings {
@@ -61,6 +64,7 @@ impl ConsulSettings {
             max_body_bytes: 4 << 20,
             body_timeout: Duration::from_secs(10),
             version: "1.18.0".to_owned(),
+            path_prefix: None,
         }
     }
 }
@@ -81,8 +85,9 @@ impl ConsulView {
     }
 }
 
-/// The Consul API under `/v1/`.
+/// The Consul API under `/v1/`, and under `/{prefix}/v1/` too with a path prefix.
 pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSettings) -> Router {
+    let prefix = settings.path_prefix.as_deref().and_then(path_prefix);
     let settings = Arc::new(settings);
     let view = ConsulView {
         registry,
@@ -94,14 +99,28 @@ pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSetting
             .time_to_live(Duration::from_secs(60))
             .build(),
     };
-    Router::new()
+    let api = Router::new()
         .merge(agent::routes())
         .merge(catalog::routes())
         .merge(kv::routes())
         .merge(session::routes())
         .merge(status::routes())
         .with_state(view)
-        .layer(axum::middleware::from_fn_with_state(settings, guard))
+        .layer(axum::middleware::from_fn_with_state(settings, guard));
+    match prefix {
+        // The API stays at the root as well: clients pointed at Ferry directly keep working.
+        // Nested, handlers and the guard see the path without the prefix.
+        Some(prefix) => Router::new().nest(&prefix, api.clone()).merge(api),
+        None => api,
+    }
+}
+
+/// A path prefix as Spring Cloud Consul joins it to the agent's address: with its leading
+/// and trailing slashes trimmed and one `/` before it (`/consul/` and `consul` are both
+/// `/consul`); `None` when nothing is left.
+pub fn path_prefix(configured: &str) -> Option<String> {
+    let trimmed = configured.trim().trim_matches('/');
+    (!trimmed.is_empty()).then(|| format!("/{trimmed}"))
 }
 
 /// Checks what every endpoint shares before any handler runs: the ACL token (and with it

@@ -25,6 +25,11 @@ struct Fixture {
 }
 
 fn fixture_with(token: Option<&str>) -> Fixture {
+    fixture_configured(|settings| settings.token = token.map(str::to_owned))
+}
+
+/// A fixture whose settings `configure` adjusts.
+fn fixture_configured(configure: impl FnOnce(&mut ConsulSettings)) -> Fixture {
     let index = Arc::new(ChangeIndex::new(1));
     let registry = Arc::new(Registry::with_index(
         RegistrySettings::default(),
@@ -39,7 +44,7 @@ fn fixture_with(token: Option<&str>) -> Fixture {
         address: "10.0.0.5".into(),
         datacenter: "dc1".into(),
     });
-    settings.token = token.map(str::to_owned);
+    configure(&mut settings);
     Fixture {
         router: routes(registry.clone(), kv.clone(), settings),
         registry,
@@ -907,4 +912,39 @@ async fn a_service_keeps_its_registered_case_and_is_found_in_any_case() {
     assert_eq!(agent["Inventory-1"]["Service"], "Inventory");
     // The registry's key, which the Eureka view shows, stays upper case.
     assert!(f.registry.instance("INVENTORY", "Inventory-1").is_some());
+}
+
+#[tokio::test]
+async fn the_api_also_answers_under_a_path_prefix() {
+    assert_eq!(path_prefix("/consul/api/").as_deref(), Some("/consul/api"));
+    assert_eq!(path_prefix("consul").as_deref(), Some("/consul"));
+    assert_eq!(path_prefix(" / "), None);
+
+    let router = fixture_configured(|settings| {
+        settings.path_prefix = Some("/consul/api/".into());
+        settings.token = Some("s3cret".into());
+    })
+    .router;
+    let token = [("x-consul-token", "s3cret")];
+
+    let put = call_with(&router, Method::PUT, "/consul/api/v1/kv/a/b", &token, "v").await;
+    assert_eq!(put.text(), "true");
+    for prefix in ["/consul/api", ""] {
+        let uri = format!("{prefix}/v1/kv/a/b");
+        let read = call_with(&router, Method::GET, &uri, &token, Body::empty()).await;
+        assert_eq!(read.json()[0]["Key"], "a/b", "{uri}");
+        // The guard sees the path without the prefix: status stays open.
+        let uri = format!("{prefix}/v1/status/leader");
+        let leader = call(&router, Method::GET, &uri, Body::empty()).await;
+        assert_eq!(leader.status, StatusCode::OK, "{uri}");
+    }
+    let elsewhere = call_with(
+        &router,
+        Method::GET,
+        "/consul/v1/kv/a/b",
+        &token,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
 }
