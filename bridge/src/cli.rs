@@ -38,14 +38,35 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONSUL_LISTEN", default_value = "127.0.0.1:8500")]
     pub consul_listen: Listen,
 
-    /// ACL token the Consul API requires (in `X-Consul-Token`, `?token=` or
-    /// `Authorization: Bearer`); without it the Consul API is open, as Consul with ACLs off.
+    /// ACL token of the Consul API (in `X-Consul-Token`, `?token=` or `Authorization:
+    /// Bearer`): it may do everything. With one set, the API acts as Consul with
+    /// `default_policy = "deny"`: a request without a token is anonymous (list reads come
+    /// back empty, other reads and every write get 403), another token gets 403. Without
+    /// one the Consul API is open, as Consul with ACLs off.
     #[arg(long, env = "FERRY_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
+
+    /// A path prefix the whole Consul API also answers under, as `spring.cloud.consul.path`
+    /// sets one before `/v1` (e.g. when Consul sits behind a reverse proxy): `consul`
+    /// serves `/consul/v1/...`; leading and trailing slashes do not matter.
+    #[arg(long, env = "FERRY_CONSUL_PATH_PREFIX")]
+    pub consul_path_prefix: Option<String>,
 
     /// Address of the Spring Cloud Config Server API, or `off`.
     #[arg(long, env = "FERRY_CONFIG_LISTEN", default_value = "127.0.0.1:8888")]
     pub config_listen: Listen,
+
+    /// The service name Ferry lists its own Config Server under, so that config clients
+    /// with `spring.cloud.config.discovery.enabled=true` find it (through the Eureka view
+    /// as the upper-case app, through the Consul catalog as is), at the advertised host and
+    /// the config listener's port; `off` lists nothing. Listed only while the config
+    /// listener is on.
+    #[arg(
+        long,
+        env = "FERRY_CONFIG_SERVICE_NAME",
+        default_value = "configserver"
+    )]
+    pub config_service_name: String,
 
     /// Configuration files to serve: a folder in Spring Cloud Config's native layout, or a
     /// local git repository (a path or a `file://` URL) whose labels are branches, tags and
