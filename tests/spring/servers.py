@@ -48,7 +48,7 @@ class Jvm:
 
     def __init__(self, generation: str, app: str, log_dir: Path, props: dict | None = None):
         self.name = f"{generation}-{app}"
-        self.port = free_port()
+        self.port = int((props or {}).get("server.port") or free_port())
         self.log_path = log_dir / f"{self.name}-{self.port}.log"
         self.props = {"server.port": str(self.port), "server.address": "127.0.0.1", **(props or {})}
         self.args = [
@@ -64,12 +64,18 @@ class Jvm:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120) -> "Jvm":
+    def launch(self) -> "Jvm":
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=dict(os.environ))
+        return self
+
+    def wait_healthy(self, timeout: float = 180) -> "Jvm":
         wait_until(self._healthy, timeout=timeout, interval=0.5, what=f"{self.name} /actuator/health")
         return self
+
+    def start(self) -> "Jvm":
+        return self.launch().wait_healthy()
 
     def _healthy(self) -> bool:
         if self.process.poll() is not None:
@@ -124,6 +130,18 @@ class Processes:
             self.close()
             raise
 
+    def jvms(self, *specs: tuple[str, str, dict]) -> list[Jvm]:
+        """Starts several apps side by side (their start-up overlaps) and waits for all."""
+        started = [Jvm(generation, app, self.log_dir, props) for generation, app, props in specs]
+        self.started.extend(started)
+        try:
+            for jvm in started:
+                jvm.launch()
+            return [jvm.wait_healthy() for jvm in started]
+        except BaseException:
+            self.close()
+            raise
+
     def ferry(self, *args: str, env: dict | None = None) -> Ferry:
         data_dir = Path(tempfile.mkdtemp(prefix="ferry-data-", dir=self.log_dir))
         ferry = Ferry(data_dir, *args, env=env)
@@ -157,6 +175,9 @@ def eureka_server_props(response_cache_ms: int = 1000) -> dict:
         "eureka.server.enable-self-preservation": "false",
         "eureka.server.response-cache-update-interval-ms": str(response_cache_ms),
         "eureka.server.eviction-interval-timer-in-ms": "5000",
+        # Standalone, it synced nothing from peers: without this it refuses registry reads
+        # for its first 5 minutes.
+        "eureka.server.wait-time-in-ms-when-sync-empty": "0",
     }
 
 

@@ -46,7 +46,7 @@ public class CheckoutApplication {
 
     @Bean
     @LoadBalanced
-    RestTemplate restTemplate() {
+    static RestTemplate restTemplate() {
         SimpleClientHttpRequestFactory factory = new SimpleClientHttpRequestFactory();
         factory.setConnectTimeout(2000);
         factory.setReadTimeout(5000);
