@@ -336,3 +336,73 @@ def test_native_folder_answers_any_label(native_pair):
     exists): a client with `spring.cloud.config.label=release` starts against the real
     server."""
     assert_alike(native_pair, ["/orders/dev/release", "/release/orders-dev.yml"])
+
+
+# === the differences issue 12 names, decided side by side ===
+
+
+@pytest.fixture(scope="module")
+def master_only_pair(tmp_path_factory):
+    """A git repository with a `master` branch only; the real server's default label is
+    `main`, as in Spring Cloud Config 4."""
+    where = tmp_path_factory.mktemp("config-master")
+    repo = where / "config-master"
+    repo.mkdir()
+    for source in SAMPLE_REPO.iterdir():
+        if source.suffix in (".yml", ".properties"):
+            shutil.copy(source, repo / source.name)
+    git(repo, "init", "-q", "-b", "master")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the sample repository")
+    processes = Processes(where)
+    try:
+        real = processes.jvm("boot3", "config-server", {
+            "spring.profiles.active": "git",
+            "spring.cloud.config.server.git.uri": f"file://{repo}",
+        })
+        ferry = processes.ferry("--config-repo", str(repo))
+        yield Pair(real.port, ferry.config_port)
+    except BaseException:
+        print(processes.report())
+        raise
+    finally:
+        processes.close()
+
+
+def test_main_falls_back_to_master_on_both(master_only_pair):
+    assert_alike(master_only_pair, ["/orders/dev", "/orders/dev/main", "/main/orders-dev.yml",
+                                    "/orders/dev/master", "/orders/dev/nosuch"])
+    real, ferry = master_only_pair.both("/orders/dev/main")
+    assert real.status_code == ferry.status_code == 200
+
+
+@pytest.mark.parametrize("profile", ["_local", "dev:eu"])
+def test_profiles_spring_boot_refuses_are_refused_by_both(native_pair, git_pair, profile):
+    """Spring Boot 3 refuses these profile names ("Profile '_local' must start and end with a
+    letter or digit"), so the real server answers 500 (folder) or 404 (git); Ferry answers
+    400. Deliberate: both refuse, and 400 says the request is at fault."""
+    for pair in (native_pair, git_pair):
+        real, ferry = pair.both(f"/orders/{profile}")
+        assert real.status_code in (404, 500), real.text
+        assert ferry.status_code == 400, ferry.text
+
+
+@pytest.mark.xfail(strict=True, reason=PENDING + ": a comma-separated application name loses the app's own files")
+@pytest.mark.parametrize("path", ["/orders,application/dev", "/application,orders/dev",
+                                  "/orders,application-dev.yml", "/orders,application-dev.properties"])
+def test_comma_separated_names_answer_alike(git_pair, path):
+    assert_alike(git_pair, [path])
+
+
+@pytest.mark.xfail(strict=True, reason=PENDING + ": a comma-separated label list is 404")
+@pytest.mark.parametrize("labels", ["stable,main", "main,stable"])
+def test_comma_separated_labels_answer_alike(git_pair, labels):
+    """The real server merges the labels (the last one wins) and joins their commit ids in
+    `version`."""
+    assert_alike(git_pair, [f"/orders/dev/{labels}", f"/{labels}/orders-dev.properties"])
+
+
+def test_a_comma_label_list_with_an_unknown_label_is_404_on_both(git_pair):
+    assert_alike(git_pair, ["/orders/dev/nosuch,main"])
+    real, ferry = git_pair.both("/orders/dev/nosuch,main")
+    assert real.status_code == ferry.status_code == 404
