@@ -42,15 +42,13 @@ class Pair:
         return (httpx.get(self.real + path, timeout=30), httpx.get(self.ferry + path, timeout=30))
 
 
-@pytest.fixture(scope="module")
-def native_pair(tmp_path_factory):
-    processes = Processes(tmp_path_factory.mktemp("config-native"))
+def serve(where: Path, repo: Path, real_props: dict):
+    """Yields the pair serving `repo`; stops both afterwards (their logs are printed when
+    they fail to start)."""
+    processes = Processes(where)
     try:
-        real = processes.jvm("boot3", "config-server", {
-            "spring.profiles.active": "native",
-            "spring.cloud.config.server.native.search-locations": f"file:{SAMPLE_REPO}/",
-        })
-        ferry = processes.ferry("--config-repo", str(SAMPLE_REPO))
+        real = processes.jvm("boot3", "config-server", real_props)
+        ferry = processes.ferry("--config-repo", str(repo))
         yield Pair(real.port, ferry.config_port)
     except BaseException:
         print(processes.report())
@@ -59,18 +57,32 @@ def native_pair(tmp_path_factory):
         processes.close()
 
 
-def make_git_repo(where: Path) -> dict[str, str]:
-    """The sample folder as a git repository: `stable` and tag `v1` at the first commit,
-    `main` one commit further (orders-dev's pool size 2 -> 4). Returns label -> commit."""
-    repo = where / "config-git"
+@pytest.fixture(scope="module")
+def native_pair(tmp_path_factory):
+    yield from serve(tmp_path_factory.mktemp("config-native"), SAMPLE_REPO, {
+        "spring.profiles.active": "native",
+        "spring.cloud.config.server.native.search-locations": f"file:{SAMPLE_REPO}/",
+    })
+
+
+def sample_git_repo(repo: Path, branch: str) -> str:
+    """The sample folder's files committed to a new git repository on `branch`; returns the
+    commit id."""
     repo.mkdir()
     for source in SAMPLE_REPO.iterdir():
         if source.suffix in (".yml", ".properties"):
             shutil.copy(source, repo / source.name)
-    git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", branch)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "the sample repository")
-    first = git(repo, "rev-parse", "HEAD")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def make_git_repo(where: Path) -> dict[str, str]:
+    """The sample folder as a git repository: `stable` and tag `v1` at the first commit,
+    `main` one commit further (orders-dev's pool size 2 -> 4). Returns label -> commit."""
+    repo = where / "config-git"
+    first = sample_git_repo(repo, "main")
     git(repo, "branch", "stable")
     git(repo, "tag", "v1")
     dev = repo / "orders-dev.yml"
@@ -84,22 +96,13 @@ def git_pair(tmp_path_factory):
     where = tmp_path_factory.mktemp("config-git")
     labels = make_git_repo(where)
     repo = where / "config-git"
-    processes = Processes(where)
-    try:
-        real = processes.jvm("boot3", "config-server", {
-            "spring.profiles.active": "git",
-            "spring.cloud.config.server.git.uri": f"file://{repo}",
-            "spring.cloud.config.server.git.default-label": "main",
-        })
-        ferry = processes.ferry("--config-repo", str(repo))
-        pair = Pair(real.port, ferry.config_port)
+    for pair in serve(where, repo, {
+        "spring.profiles.active": "git",
+        "spring.cloud.config.server.git.uri": f"file://{repo}",
+        "spring.cloud.config.server.git.default-label": "main",
+    }):
         pair.labels = labels
         yield pair
-    except BaseException:
-        print(processes.report())
-        raise
-    finally:
-        processes.close()
 
 
 # === normalizing ===
@@ -347,26 +350,11 @@ def master_only_pair(tmp_path_factory):
     `main`, as in Spring Cloud Config 4."""
     where = tmp_path_factory.mktemp("config-master")
     repo = where / "config-master"
-    repo.mkdir()
-    for source in SAMPLE_REPO.iterdir():
-        if source.suffix in (".yml", ".properties"):
-            shutil.copy(source, repo / source.name)
-    git(repo, "init", "-q", "-b", "master")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "the sample repository")
-    processes = Processes(where)
-    try:
-        real = processes.jvm("boot3", "config-server", {
-            "spring.profiles.active": "git",
-            "spring.cloud.config.server.git.uri": f"file://{repo}",
-        })
-        ferry = processes.ferry("--config-repo", str(repo))
-        yield Pair(real.port, ferry.config_port)
-    except BaseException:
-        print(processes.report())
-        raise
-    finally:
-        processes.close()
+    sample_git_repo(repo, "master")
+    yield from serve(where, repo, {
+        "spring.profiles.active": "git",
+        "spring.cloud.config.server.git.uri": f"file://{repo}",
+    })
 
 
 def test_main_falls_back_to_master_on_both(master_only_pair):
