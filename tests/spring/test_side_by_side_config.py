@@ -335,9 +335,8 @@ def test_rendered_documents_keep_the_activation_key(native_pair):
 
 @pytest.mark.xfail(strict=True, reason=PENDING + ": a folder answers 404 for a label it does not know")
 def test_native_folder_answers_any_label(native_pair):
-    """The native backend serves the folder for any label (a `{label}` sub-folder when one
-    exists): a client with `spring.cloud.config.label=release` starts against the real
-    server."""
+    """The native backend serves the folder for any label and echoes it in `label`: a
+    client with `spring.cloud.config.label=release` starts against the real server."""
     assert_alike(native_pair, ["/orders/dev/release", "/release/orders-dev.yml"])
 
 
