@@ -84,14 +84,18 @@ def config_server(processes: Processes, kind: str, repo: Path, backend: str, ext
     return processes.jvm("boot3", "config-server", props).url
 
 
-def pricing(processes: Processes, config_uri: str, profile: str = "dev", extra: dict | None = None):
-    return processes.jvm("boot3", "pricing", {
+def pricing_props(config_uri: str, extra: dict | None = None) -> dict:
+    return {
         "spring.cloud.config.uri": config_uri,
-        "spring.profiles.active": profile,
+        "spring.profiles.active": "dev",
         # Start only with the server's configuration: a wrong server fails the start.
         "spring.config.import": "configserver:",
         **(extra or {}),
-    })
+    }
+
+
+def pricing(processes: Processes, config_uri: str, extra: dict | None = None):
+    return processes.jvm("boot3", "pricing", pricing_props(config_uri, extra))
 
 
 def property_of(app, key: str):
@@ -126,6 +130,23 @@ def test_pricing_follows_a_new_commit_after_refresh(processes, tmp_path, kind):
     assert "pricing.message" in refreshed.json()
     assert app.get("/message").json() == {"message": "second"}
     assert property_of(app, "pricing.discount") == "10"
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_pricing_reads_the_label_it_asks_for(processes, tmp_path, kind):
+    """`spring.cloud.config.label=stable` (a branch left behind by a later commit on main)."""
+    repo = write_repo(tmp_path)
+    make_git(repo)
+    git(repo, "branch", "stable")
+    write_repo(tmp_path, message="second")
+    git(repo, "commit", "-q", "-am", "a new message on main")
+    server = config_server(processes, kind, repo, "git")
+    stable, main = processes.jvms(
+        ("boot3", "pricing", pricing_props(server, {"spring.cloud.config.label": "stable"})),
+        ("boot3", "pricing", pricing_props(server)))
+    assert stable.get("/message").json() == {"message": "first"}
+    assert main.get("/message").json() == {"message": "second"}
+    assert property_of(stable, "pricing.discount") == property_of(main, "pricing.discount") == "10"
 
 
 @pytest.mark.parametrize("kind", [
