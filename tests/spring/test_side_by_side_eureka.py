@@ -260,8 +260,6 @@ def test_raw_documents_are_the_same(scenario, step, document):
 # === differences Ferry should fix (strict xfail: they flip when the fix lands) ===
 
 
-@pytest.mark.xfail(strict=True, reason="Ferry lists delta entries newest first; the real server oldest "
-                   "first (last changed last). A fix is under way (issue 12, delta order).")
 def test_delta_lists_changes_oldest_first(scenario):
     for step in STEPS:
         real = delta_order(scenario["real"][step]["documents"]["delta.json"])
