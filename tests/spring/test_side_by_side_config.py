@@ -5,9 +5,7 @@ and a commit on `main` that changes a value).
 
 For every app, profile list and label the Environment JSON and the rendered `.yml`,
 `.properties` and `.json` must be equal once the deliberate differences (README, "Differences
-from the real servers") are normalized. Differences Ferry should not have are normalized in
-the equality tests too, so that those keep catching new ones, and each has its own strict
-xfail test below that flips when the fix lands.
+from the real servers") are normalized; rendered documents are compared byte for byte.
 """
 
 from __future__ import annotations
@@ -126,94 +124,6 @@ def deliberate_environment(document: dict) -> dict:
     return document
 
 
-def pending_environment(document: dict) -> dict:
-    """Differences Ferry should not have (each has an xfail test below)."""
-    # The real server answers the profile list as it was asked ("dev,prod" is one element).
-    document["profiles"] = [",".join(document["profiles"])]
-    # The git backend's Environment has state "" where Ferry has null.
-    if document.get("state") == "":
-        document["state"] = None
-    return document
-
-
-def canonical_yaml(lines: list[str]) -> list[str]:
-    """The YAML both servers render (block style, two-space indent, list items at their
-    key's indent) with every mapping's keys sorted and list order kept."""
-    if not lines:
-        return []
-
-    def indent(line: str) -> int:
-        return len(line) - len(line.lstrip(" "))
-
-    base = min(indent(line) for line in lines)
-    entries: list[list[str]] = []
-    for line in lines:
-        if indent(line) == base and not line[base:].startswith("- "):
-            entries.append([line])
-        else:
-            entries[-1].append(line)
-    out = []
-    for entry in sorted(entries, key=lambda entry: entry[0]):
-        head, children = entry[0], entry[1:]
-        out.append(head)
-        if children and children[0][indent(children[0]):].startswith("- "):
-            item_indent = indent(children[0])
-            items: list[list[str]] = []
-            for line in children:
-                if indent(line) == item_indent and line[item_indent:].startswith("- "):
-                    items.append([line])
-                else:
-                    items[-1].append(line)
-            for item in items:
-                as_mapping = [" " * (item_indent + 2) + item[0][item_indent + 2:], *item[1:]]
-                body = canonical_yaml(as_mapping)
-                out.append(" " * item_indent + "- " + body[0][item_indent + 2:])
-                out.extend(body[1:])
-        else:
-            out.extend(canonical_yaml(children))
-    return out
-
-
-def without_activation(text: str, extension: str) -> str:
-    """Drops `spring.config.activate.on-profile` from a rendered document (the real server
-    keeps it; Ferry drops it: pending, see the xfail test)."""
-    if extension == "properties":
-        return "\n".join(line for line in text.split("\n")
-                         if not line.startswith("spring.config.activate.on-profile:"))
-    if extension == "json":
-        document = json.loads(text)
-
-        def prune(node: dict, keys: list[str]) -> None:
-            if len(keys) == 1:
-                node.pop(keys[0], None)
-            elif isinstance(node.get(keys[0]), dict):
-                prune(node[keys[0]], keys[1:])
-                if node[keys[0]] == {}:
-                    node.pop(keys[0])
-
-        prune(document, ["spring", "config", "activate", "on-profile"])
-        return json.dumps(document)
-    lines = text.split("\n")
-    for start, line in enumerate(lines):
-        if line == "spring:" and lines[start + 1:start + 4] == ["  config:", "    activate:",
-                                                              "      on-profile: prod"]:
-            following = lines[start + 4:start + 5]
-            if not following or not following[0].startswith("  "):
-                del lines[start:start + 4]
-                break
-    return "\n".join(lines)
-
-
-def rendered_canonical(text: str, extension: str) -> object:
-    """A rendered document in a form that ignores key order (pending: the real server lists
-    indexed keys after the plain ones)."""
-    if extension == "json":
-        return json.loads(text)
-    if extension == "properties":
-        return sorted(line for line in text.split("\n") if line)
-    return canonical_yaml([line for line in text.split("\n") if line])
-
-
 # The last path segment of a rendered document: `{application}-{profiles}.{extension}`.
 RENDERED = re.compile(r"^.+-.+\.(?P<extension>yml|yaml|properties|json)$")
 
@@ -233,12 +143,11 @@ def compare(pair: Pair, path: str) -> str | None:
         return f"{path}: content type real {real_type}, ferry {ferry_type}"
     rendered = RENDERED.match(path.split("?")[0].rsplit("/", 1)[-1])
     if rendered is None:
-        left = json.dumps(pending_environment(deliberate_environment(real.json())), indent=1)
-        right = json.dumps(pending_environment(deliberate_environment(ferry.json())), indent=1)
+        left = json.dumps(deliberate_environment(real.json()), indent=1)
+        right = json.dumps(deliberate_environment(ferry.json()), indent=1)
     else:
-        extension = rendered["extension"].replace("yaml", "yml")
-        left = rendered_canonical(without_activation(real.text, extension), extension)
-        right = rendered_canonical(ferry.text, extension)
+        # Rendered documents are compared byte for byte, key order included.
+        left, right = real.text, ferry.text
     if left != right:
         return f"{path}:\n  real:  {left}\n  ferry: {right}"
     return None
@@ -300,44 +209,43 @@ def test_git_unknown_label_is_404_on_both(git_pair):
     assert real.status_code == ferry.status_code == 404
 
 
-# === differences Ferry should fix (strict xfail: they flip when the fix lands) ===
+# === differences Ferry once had, each pinned by its own test ===
 
 PENDING = "a difference from the real Config Server that Ferry should fix (README, Differences from the real servers)"
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": the profiles field splits a comma list")
 def test_profiles_field_is_the_requested_list(native_pair):
     real, ferry = native_pair.both("/orders/dev,prod")
     assert real.json()["profiles"] == ["dev,prod"]
     assert ferry.json()["profiles"] == real.json()["profiles"]
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": git state is null, the server sends \"\"")
 def test_git_state_is_an_empty_string(git_pair):
     real, ferry = git_pair.both("/orders/dev")
     assert real.json()["state"] == ""
     assert ferry.json()["state"] == real.json()["state"]
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": rendered keys in another order")
 @pytest.mark.parametrize("extension", FORMATS)
 def test_rendered_documents_have_the_same_key_order(native_pair, extension):
     real, ferry = native_pair.both(f"/orders-dev.{extension}")
     assert ferry.text == real.text
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": spring.config.activate.on-profile is dropped")
 def test_rendered_documents_keep_the_activation_key(native_pair):
     real, ferry = native_pair.both("/orders-prod.properties")
     assert "spring.config.activate.on-profile: prod" in real.text.split("\n")
     assert "spring.config.activate.on-profile: prod" in ferry.text.split("\n")
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": a folder answers 404 for a label it does not know")
 def test_native_folder_answers_any_label(native_pair):
     """The native backend serves the folder for any label and echoes it in `label`: a
     client with `spring.cloud.config.label=release` starts against the real server."""
-    assert_alike(native_pair, ["/orders/dev/release", "/release/orders-dev.yml"])
+    assert_alike(native_pair, ["/orders/dev/release", "/release/orders-dev.yml",
+                               "/orders/dev/stable,main", "/orders/dev/feature(_)x"])
+    real, ferry = native_pair.both("/orders/dev/feature(_)x")
+    assert real.status_code == ferry.status_code == 200
+    assert ferry.json()["label"] == real.json()["label"]
 
 
 # === the differences issue 12 names, decided side by side ===

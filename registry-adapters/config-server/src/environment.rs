@@ -44,6 +44,9 @@ pub struct Environment {
     pub profiles: Vec<String>,
     pub label: Option<String>,
     pub version: Option<String>,
+    /// Spring's `state`: `""` from its git backend (`AbstractScmEnvironmentRepository`),
+    /// `null` from a folder; set by the caller, which knows the backend.
+    pub state: Option<String>,
     pub sources: Vec<PropertySource>,
 }
 
@@ -84,6 +87,7 @@ pub fn build(
         profiles: profiles.to_vec(),
         label: label.map(str::to_owned),
         version: (!versions.is_empty()).then(|| versions.join(",")),
+        state: None,
         sources,
     })
 }

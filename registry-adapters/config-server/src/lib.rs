@@ -108,6 +108,7 @@ pub fn environment(
         profiles,
         label,
     )?;
+    environment.state = is_git.then(String::new);
     if sources.decrypt {
         encryption::decrypt_environment(&mut environment, sources.encryptor.as_deref());
     }

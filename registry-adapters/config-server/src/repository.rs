@@ -79,13 +79,13 @@ impl Repository {
     }
 
     /// The files under `label`, or the default label (`main`, else `master`, whether `main`
-    /// was asked for or implied).
+    /// was asked for or implied); a folder's files whatever the label.
     pub fn snapshot(&self, label: Option<&str>) -> Result<Snapshot<'_>, ConfigError> {
         match self {
-            Repository::Folder { root } => match label {
-                None | Some("main") | Some("master") => Ok(Snapshot::Folder { root }),
-                Some(other) => Err(ConfigError::UnknownLabel(other.to_owned())),
-            },
+            // Spring's native backend serves its folder for any label (the label only adds
+            // a sub-folder of that name, when there is one, to the search locations), so a
+            // client started with `spring.cloud.config.label=release` gets the folder.
+            Repository::Folder { root } => Ok(Snapshot::Folder { root }),
             Repository::Git {
                 repository,
                 location,

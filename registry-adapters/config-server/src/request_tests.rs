@@ -142,8 +142,15 @@ async fn a_folder_takes_a_list_of_its_label_aliases_once() {
         serde_json::from_str::<Value>(&body).unwrap()["version"],
         Value::Null
     );
-    let (status, _, _) = get(&router, "/orders/default/main,v9", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Spring's native backend serves the folder for any label and echoes it.
+    let (status, _, body) = get(&router, "/orders/default/main,v9", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(source_files(&body), ["orders.yml"]);
+    let (status, _, body) = get(&router, "/orders/default/release", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let document = serde_json::from_str::<Value>(&body).unwrap();
+    assert_eq!(document["label"], "release");
+    assert_eq!(document["state"], Value::Null);
     std::fs::remove_dir_all(folder).unwrap();
 }
 
@@ -169,6 +176,8 @@ async fn the_label_main_falls_back_to_master_in_every_form() {
         assert_eq!(status, StatusCode::OK, "{uri}: {body}");
         let environment: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(environment["version"], master.as_str(), "{uri}");
+        // Spring's git backend (`AbstractScmEnvironmentRepository`) sends an empty state.
+        assert_eq!(environment["state"], "", "{uri}");
         assert_eq!(
             environment["propertySources"][0]["source"]["pool"], 7,
             "{uri}"
