@@ -211,8 +211,6 @@ def test_git_unknown_label_is_404_on_both(git_pair):
 
 # === differences Ferry once had, each pinned by its own test ===
 
-PENDING = "a difference from the real Config Server that Ferry should fix (README, Differences from the real servers)"
-
 
 def test_profiles_field_is_the_requested_list(native_pair):
     real, ferry = native_pair.both("/orders/dev,prod")
@@ -282,14 +280,12 @@ def test_profiles_spring_boot_refuses_are_refused_by_both(native_pair, git_pair,
         assert ferry.status_code == 400, ferry.text
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": a comma-separated application name loses the app's own files")
 @pytest.mark.parametrize("path", ["/orders,application/dev", "/application,orders/dev",
                                   "/orders,application-dev.yml", "/orders,application-dev.properties"])
 def test_comma_separated_names_answer_alike(git_pair, path):
     assert_alike(git_pair, [path])
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": a comma-separated label list is 404")
 @pytest.mark.parametrize("labels", ["stable,main", "main,stable"])
 def test_comma_separated_labels_answer_alike(git_pair, labels):
     """The real server merges the labels (the last one wins) and joins their commit ids in

@@ -97,10 +97,10 @@ pub fn environment(
     {
         snapshots.truncate(1);
     }
-    // Spring's git backend reports the default label it read when none was asked for
-    // (`main`, even when it fell back to `master`); its native backend reports none.
+    // The label is reported as asked (`null` when none was), for git too: Spring's
+    // `CompositeEnvironmentRepository` builds the answer with the requested label and takes
+    // only the version and the state from its git backend, which read `main` (or `master`).
     let is_git = matches!(sources.repository.as_deref(), Some(Repository::Git { .. }));
-    let label = label.or(is_git.then_some(repository::DEFAULT_LABEL));
     let mut environment = environment::build(
         &snapshots,
         sources.kv.as_deref(),

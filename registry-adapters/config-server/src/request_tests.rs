@@ -178,6 +178,13 @@ async fn the_label_main_falls_back_to_master_in_every_form() {
         assert_eq!(environment["version"], master.as_str(), "{uri}");
         // Spring's git backend (`AbstractScmEnvironmentRepository`) sends an empty state.
         assert_eq!(environment["state"], "", "{uri}");
+        // The label as asked: none stays `null`, though `main` (here `master`) was read.
+        let asked = uri
+            .strip_prefix("/orders/default")
+            .unwrap()
+            .trim_start_matches('/');
+        let label = (!asked.is_empty()).then_some(asked);
+        assert_eq!(environment["label"], json!(label), "{uri}");
         assert_eq!(
             environment["propertySources"][0]["source"]["pool"], 7,
             "{uri}"
