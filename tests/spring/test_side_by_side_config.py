@@ -246,6 +246,43 @@ def test_native_folder_answers_any_label(native_pair):
     assert ferry.json()["label"] == real.json()["label"]
 
 
+@pytest.fixture(scope="module")
+def labelled_folder_pair(tmp_path_factory):
+    """The sample folder with label sub-folders (`release/`, `hotfix/`, and `master/`, the
+    native backend's default label), each overriding some of the files."""
+    where = tmp_path_factory.mktemp("config-labelled")
+    repo = where / "config-labelled"
+    shutil.copytree(SAMPLE_REPO, repo)
+    for label, size in (("release", 21), ("hotfix", 22), ("master", 23)):
+        (repo / label).mkdir()
+        (repo / label / "orders-dev.yml").write_text(
+            f"orders:\n  db:\n    pool:\n      max-size: {size}\n  label: {label}\n")
+        (repo / label / "orders.yml").write_text(f"orders:\n  owner: {label}\nfeatures: [{label}]\n")
+    (repo / "release" / "application.yml").write_text(
+        "common:\n  timeout: 41\n---\nspring:\n  config:\n    activate:\n      on-profile: prod\n"
+        "common:\n  timeout: 42\n")
+    yield from serve(where, repo, {
+        "spring.profiles.active": "native",
+        "spring.cloud.config.server.native.search-locations": f"file:{repo}/",
+    })
+
+
+def test_native_label_sub_folders_rank_alike(labelled_folder_pair):
+    """The native backend searches a label's sub-folder above the folder, a profile's files
+    from every location before the plain ones, the first of several labels highest."""
+    paths = []
+    for label in ("release", "release,hotfix", "hotfix,release", "release,,hotfix", "main"):
+        for profiles in ("default", "dev", "dev,prod"):
+            paths.append(f"/orders/{profiles}/{label}")
+        paths.append(f"/{label}/orders-dev,prod.properties")
+        paths.append(f"/{label}/orders-dev.yml")
+    paths += ["/orders/dev", "/orders-dev.json", "/application/prod/release"]
+    assert_alike(labelled_folder_pair, paths)
+    real, ferry = labelled_folder_pair.both("/orders/dev/release")
+    assert real.json()["propertySources"][0]["source"]["orders.label"] == "release"
+    assert ferry.json()["propertySources"][0]["source"]["orders.label"] == "release"
+
+
 # === the differences issue 12 names, decided side by side ===
 
 

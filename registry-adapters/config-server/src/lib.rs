@@ -81,21 +81,22 @@ pub fn environment(
 ) -> Result<Environment, ConfigError> {
     let labels = split_labels(label);
     let mut snapshots = Vec::with_capacity(labels.len());
-    for label in &labels {
-        match &sources.repository {
-            Some(repository) => snapshots.push(repository.snapshot(*label)?),
-            None => match label {
-                None | Some("main") | Some("master") => {}
-                Some(other) => return Err(ConfigError::UnknownLabel((*other).to_owned())),
-            },
+    match sources.repository.as_deref() {
+        // A folder is read once, its label list naming the sub-folders searched as well.
+        Some(folder @ Repository::Folder { .. }) => snapshots.push(folder.snapshot(label)?),
+        Some(repository) => {
+            for label in &labels {
+                snapshots.push(repository.snapshot(*label)?);
+            }
         }
-    }
-    // A folder is one label's content whichever aliases name it, so it is read once.
-    if snapshots
-        .iter()
-        .all(|snapshot| snapshot.version().is_none())
-    {
-        snapshots.truncate(1);
+        None => {
+            for label in &labels {
+                match label {
+                    None | Some("main") | Some("master") => {}
+                    Some(other) => return Err(ConfigError::UnknownLabel((*other).to_owned())),
+                }
+            }
+        }
     }
     // The label is reported as asked (`null` when none was), for git too: Spring's
     // `CompositeEnvironmentRepository` builds the answer with the requested label and takes
