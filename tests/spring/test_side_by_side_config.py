@@ -5,9 +5,7 @@ and a commit on `main` that changes a value).
 
 For every app, profile list and label the Environment JSON and the rendered `.yml`,
 `.properties` and `.json` must be equal once the deliberate differences (README, "Differences
-from the real servers") are normalized. Differences Ferry should not have are normalized in
-the equality tests too, so that those keep catching new ones, and each has its own strict
-xfail test below that flips when the fix lands.
+from the real servers") are normalized; rendered documents are compared byte for byte.
 """
 
 from __future__ import annotations
@@ -126,94 +124,6 @@ def deliberate_environment(document: dict) -> dict:
     return document
 
 
-def pending_environment(document: dict) -> dict:
-    """Differences Ferry should not have (each has an xfail test below)."""
-    # The real server answers the profile list as it was asked ("dev,prod" is one element).
-    document["profiles"] = [",".join(document["profiles"])]
-    # The git backend's Environment has state "" where Ferry has null.
-    if document.get("state") == "":
-        document["state"] = None
-    return document
-
-
-def canonical_yaml(lines: list[str]) -> list[str]:
-    """The YAML both servers render (block style, two-space indent, list items at their
-    key's indent) with every mapping's keys sorted and list order kept."""
-    if not lines:
-        return []
-
-    def indent(line: str) -> int:
-        return len(line) - len(line.lstrip(" "))
-
-    base = min(indent(line) for line in lines)
-    entries: list[list[str]] = []
-    for line in lines:
-        if indent(line) == base and not line[base:].startswith("- "):
-            entries.append([line])
-        else:
-            entries[-1].append(line)
-    out = []
-    for entry in sorted(entries, key=lambda entry: entry[0]):
-        head, children = entry[0], entry[1:]
-        out.append(head)
-        if children and children[0][indent(children[0]):].startswith("- "):
-            item_indent = indent(children[0])
-            items: list[list[str]] = []
-            for line in children:
-                if indent(line) == item_indent and line[item_indent:].startswith("- "):
-                    items.append([line])
-                else:
-                    items[-1].append(line)
-            for item in items:
-                as_mapping = [" " * (item_indent + 2) + item[0][item_indent + 2:], *item[1:]]
-                body = canonical_yaml(as_mapping)
-                out.append(" " * item_indent + "- " + body[0][item_indent + 2:])
-                out.extend(body[1:])
-        else:
-            out.extend(canonical_yaml(children))
-    return out
-
-
-def without_activation(text: str, extension: str) -> str:
-    """Drops `spring.config.activate.on-profile` from a rendered document (the real server
-    keeps it; Ferry drops it: pending, see the xfail test)."""
-    if extension == "properties":
-        return "\n".join(line for line in text.split("\n")
-                         if not line.startswith("spring.config.activate.on-profile:"))
-    if extension == "json":
-        document = json.loads(text)
-
-        def prune(node: dict, keys: list[str]) -> None:
-            if len(keys) == 1:
-                node.pop(keys[0], None)
-            elif isinstance(node.get(keys[0]), dict):
-                prune(node[keys[0]], keys[1:])
-                if node[keys[0]] == {}:
-                    node.pop(keys[0])
-
-        prune(document, ["spring", "config", "activate", "on-profile"])
-        return json.dumps(document)
-    lines = text.split("\n")
-    for start, line in enumerate(lines):
-        if line == "spring:" and lines[start + 1:start + 4] == ["  config:", "    activate:",
-                                                              "      on-profile: prod"]:
-            following = lines[start + 4:start + 5]
-            if not following or not following[0].startswith("  "):
-                del lines[start:start + 4]
-                break
-    return "\n".join(lines)
-
-
-def rendered_canonical(text: str, extension: str) -> object:
-    """A rendered document in a form that ignores key order (pending: the real server lists
-    indexed keys after the plain ones)."""
-    if extension == "json":
-        return json.loads(text)
-    if extension == "properties":
-        return sorted(line for line in text.split("\n") if line)
-    return canonical_yaml([line for line in text.split("\n") if line])
-
-
 # The last path segment of a rendered document: `{application}-{profiles}.{extension}`.
 RENDERED = re.compile(r"^.+-.+\.(?P<extension>yml|yaml|properties|json)$")
 
@@ -233,12 +143,11 @@ def compare(pair: Pair, path: str) -> str | None:
         return f"{path}: content type real {real_type}, ferry {ferry_type}"
     rendered = RENDERED.match(path.split("?")[0].rsplit("/", 1)[-1])
     if rendered is None:
-        left = json.dumps(pending_environment(deliberate_environment(real.json())), indent=1)
-        right = json.dumps(pending_environment(deliberate_environment(ferry.json())), indent=1)
+        left = json.dumps(deliberate_environment(real.json()), indent=1)
+        right = json.dumps(deliberate_environment(ferry.json()), indent=1)
     else:
-        extension = rendered["extension"].replace("yaml", "yml")
-        left = rendered_canonical(without_activation(real.text, extension), extension)
-        right = rendered_canonical(ferry.text, extension)
+        # Rendered documents are compared byte for byte, key order included.
+        left, right = real.text, ferry.text
     if left != right:
         return f"{path}:\n  real:  {left}\n  ferry: {right}"
     return None
@@ -300,44 +209,78 @@ def test_git_unknown_label_is_404_on_both(git_pair):
     assert real.status_code == ferry.status_code == 404
 
 
-# === differences Ferry should fix (strict xfail: they flip when the fix lands) ===
-
-PENDING = "a difference from the real Config Server that Ferry should fix (README, Differences from the real servers)"
+# === differences Ferry once had, each pinned by its own test ===
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": the profiles field splits a comma list")
 def test_profiles_field_is_the_requested_list(native_pair):
     real, ferry = native_pair.both("/orders/dev,prod")
     assert real.json()["profiles"] == ["dev,prod"]
     assert ferry.json()["profiles"] == real.json()["profiles"]
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": git state is null, the server sends \"\"")
 def test_git_state_is_an_empty_string(git_pair):
     real, ferry = git_pair.both("/orders/dev")
     assert real.json()["state"] == ""
     assert ferry.json()["state"] == real.json()["state"]
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": rendered keys in another order")
 @pytest.mark.parametrize("extension", FORMATS)
 def test_rendered_documents_have_the_same_key_order(native_pair, extension):
     real, ferry = native_pair.both(f"/orders-dev.{extension}")
     assert ferry.text == real.text
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": spring.config.activate.on-profile is dropped")
 def test_rendered_documents_keep_the_activation_key(native_pair):
     real, ferry = native_pair.both("/orders-prod.properties")
     assert "spring.config.activate.on-profile: prod" in real.text.split("\n")
     assert "spring.config.activate.on-profile: prod" in ferry.text.split("\n")
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": a folder answers 404 for a label it does not know")
 def test_native_folder_answers_any_label(native_pair):
     """The native backend serves the folder for any label and echoes it in `label`: a
     client with `spring.cloud.config.label=release` starts against the real server."""
-    assert_alike(native_pair, ["/orders/dev/release", "/release/orders-dev.yml"])
+    assert_alike(native_pair, ["/orders/dev/release", "/release/orders-dev.yml",
+                               "/orders/dev/stable,main", "/orders/dev/feature(_)x"])
+    real, ferry = native_pair.both("/orders/dev/feature(_)x")
+    assert real.status_code == ferry.status_code == 200
+    assert ferry.json()["label"] == real.json()["label"]
+
+
+@pytest.fixture(scope="module")
+def labelled_folder_pair(tmp_path_factory):
+    """The sample folder with label sub-folders (`release/`, `hotfix/`, and `master/`, the
+    native backend's default label), each overriding some of the files."""
+    where = tmp_path_factory.mktemp("config-labelled")
+    repo = where / "config-labelled"
+    shutil.copytree(SAMPLE_REPO, repo)
+    for label, size in (("release", 21), ("hotfix", 22), ("master", 23)):
+        (repo / label).mkdir()
+        (repo / label / "orders-dev.yml").write_text(
+            f"orders:\n  db:\n    pool:\n      max-size: {size}\n  label: {label}\n")
+        (repo / label / "orders.yml").write_text(f"orders:\n  owner: {label}\nfeatures: [{label}]\n")
+    (repo / "release" / "application.yml").write_text(
+        "common:\n  timeout: 41\n---\nspring:\n  config:\n    activate:\n      on-profile: prod\n"
+        "common:\n  timeout: 42\n")
+    yield from serve(where, repo, {
+        "spring.profiles.active": "native",
+        "spring.cloud.config.server.native.search-locations": f"file:{repo}/",
+    })
+
+
+def test_native_label_sub_folders_rank_alike(labelled_folder_pair):
+    """The native backend searches a label's sub-folder above the folder, a profile's files
+    from every location before the plain ones, the first of several labels highest."""
+    paths = []
+    for label in ("release", "release,hotfix", "hotfix,release", "release,,hotfix", "main"):
+        for profiles in ("default", "dev", "dev,prod"):
+            paths.append(f"/orders/{profiles}/{label}")
+        paths.append(f"/{label}/orders-dev,prod.properties")
+        paths.append(f"/{label}/orders-dev.yml")
+    paths += ["/orders/dev", "/orders-dev.json", "/application/prod/release"]
+    assert_alike(labelled_folder_pair, paths)
+    real, ferry = labelled_folder_pair.both("/orders/dev/release")
+    assert real.json()["propertySources"][0]["source"]["orders.label"] == "release"
+    assert ferry.json()["propertySources"][0]["source"]["orders.label"] == "release"
 
 
 # === the differences issue 12 names, decided side by side ===
@@ -374,14 +317,12 @@ def test_profiles_spring_boot_refuses_are_refused_by_both(native_pair, git_pair,
         assert ferry.status_code == 400, ferry.text
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": a comma-separated application name loses the app's own files")
 @pytest.mark.parametrize("path", ["/orders,application/dev", "/application,orders/dev",
                                   "/orders,application-dev.yml", "/orders,application-dev.properties"])
 def test_comma_separated_names_answer_alike(git_pair, path):
     assert_alike(git_pair, [path])
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING + ": a comma-separated label list is 404")
 @pytest.mark.parametrize("labels", ["stable,main", "main,stable"])
 def test_comma_separated_labels_answer_alike(git_pair, labels):
     """The real server merges the labels (the last one wins) and joins their commit ids in

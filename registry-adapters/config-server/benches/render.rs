@@ -26,6 +26,7 @@ fn environment(items: usize) -> Environment {
         profiles: vec!["default".to_owned()],
         label: None,
         version: None,
+        state: None,
         sources: vec![
             PropertySource {
                 name: "high".to_owned(),

@@ -16,6 +16,10 @@
 //! Several labels (`/orders/dev/v1,v2`, the client's `send-all-labels`) are read one at a
 //! time as Spring's git backend does: the labels in reverse, each label's sources appended,
 //! so the last label ranks first; the versions are joined with `,` in request order.
+//! A folder is read once: its label sub-folders are further locations (`release/`, the
+//! first label highest, above the folder itself), ranked as Spring Boot ranks several
+//! locations: one profile's files from every location, then the next profile's, then the
+//! plain files from every location.
 //!
 //! KV order (Spring Cloud Consul Config): `config/A,Pn/` ... `config/A,P1/`, `config/A/`,
 //! then the same for `application` (and for each name of a comma-separated application,
@@ -44,6 +48,9 @@ pub struct Environment {
     pub profiles: Vec<String>,
     pub label: Option<String>,
     pub version: Option<String>,
+    /// Spring's `state`: `""` from its git backend (`AbstractScmEnvironmentRepository`),
+    /// `null` from a folder; set by the caller, which knows the backend.
+    pub state: Option<String>,
     pub sources: Vec<PropertySource>,
 }
 
@@ -64,16 +71,23 @@ pub fn build(
         sources.extend(kv_sources(kv, &names, profiles)?);
     }
     for snapshot in snapshots.iter().rev() {
-        for base in base_names(&names, profiles) {
-            for extension in EXTENSIONS {
-                let relative = format!("{base}.{extension}");
-                if let Some(bytes) = snapshot.read(&relative)? {
-                    let documents = parse_file(&relative, extension, &bytes)?;
-                    sources.extend(active_sources(
-                        &snapshot.source_name(&relative),
-                        documents,
-                        profiles,
-                    ));
+        // A folder's label sub-folders are further locations, as Spring Boot orders them:
+        // a profile's files from every location, then the next profile's, then the plain
+        // files from every location, the label sub-folders above the folder itself.
+        for group in base_names(&names, profiles) {
+            for location in snapshot.locations() {
+                for base in &group {
+                    for extension in EXTENSIONS {
+                        let relative = format!("{location}{base}.{extension}");
+                        if let Some(bytes) = snapshot.read(&relative)? {
+                            let documents = parse_file(&relative, extension, &bytes)?;
+                            sources.extend(active_sources(
+                                &snapshot.source_name(&relative),
+                                documents,
+                                profiles,
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -84,6 +98,7 @@ pub fn build(
         profiles: profiles.to_vec(),
         label: label.map(str::to_owned),
         version: (!versions.is_empty()).then(|| versions.join(",")),
+        state: None,
         sources,
     })
 }
@@ -100,23 +115,34 @@ fn config_names(application: &str) -> Vec<&str> {
     names
 }
 
-/// File base names, highest priority first, each once.
-fn base_names(names: &[&str], profiles: &[String]) -> Vec<String> {
-    let mut bases: Vec<String> = Vec::new();
-    let mut add = |base: String| {
-        if !bases.contains(&base) {
-            bases.push(base);
-        }
+/// File base names, highest priority first, each once, in groups: one per profile (later
+/// profile first), then the plain names.
+fn base_names(names: &[&str], profiles: &[String]) -> Vec<Vec<String>> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut group_of = |bases: Vec<String>| -> Vec<String> {
+        bases
+            .into_iter()
+            .filter(|base| {
+                let new = !seen.contains(base);
+                if new {
+                    seen.push(base.clone());
+                }
+                new
+            })
+            .collect()
     };
+    let mut groups = Vec::new();
     for profile in profiles.iter().rev() {
-        for name in names.iter().rev() {
-            add(format!("{name}-{profile}"));
-        }
+        let bases = names
+            .iter()
+            .rev()
+            .map(|name| format!("{name}-{profile}"))
+            .collect();
+        groups.push(group_of(bases));
     }
-    for name in names.iter().rev() {
-        add((*name).to_owned());
-    }
-    bases
+    let plain = names.iter().rev().map(|name| (*name).to_owned()).collect();
+    groups.push(group_of(plain));
+    groups
 }
 
 fn parse_file(

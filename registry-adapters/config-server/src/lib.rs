@@ -81,26 +81,27 @@ pub fn environment(
 ) -> Result<Environment, ConfigError> {
     let labels = split_labels(label);
     let mut snapshots = Vec::with_capacity(labels.len());
-    for label in &labels {
-        match &sources.repository {
-            Some(repository) => snapshots.push(repository.snapshot(*label)?),
-            None => match label {
-                None | Some("main") | Some("master") => {}
-                Some(other) => return Err(ConfigError::UnknownLabel((*other).to_owned())),
-            },
+    match sources.repository.as_deref() {
+        // A folder is read once, its label list naming the sub-folders searched as well.
+        Some(folder @ Repository::Folder { .. }) => snapshots.push(folder.snapshot(label)?),
+        Some(repository) => {
+            for label in &labels {
+                snapshots.push(repository.snapshot(*label)?);
+            }
+        }
+        None => {
+            for label in &labels {
+                match label {
+                    None | Some("main") | Some("master") => {}
+                    Some(other) => return Err(ConfigError::UnknownLabel((*other).to_owned())),
+                }
+            }
         }
     }
-    // A folder is one label's content whichever aliases name it, so it is read once.
-    if snapshots
-        .iter()
-        .all(|snapshot| snapshot.version().is_none())
-    {
-        snapshots.truncate(1);
-    }
-    // Spring's git backend reports the default label it read when none was asked for
-    // (`main`, even when it fell back to `master`); its native backend reports none.
+    // The label is reported as asked (`null` when none was), for git too: Spring's
+    // `CompositeEnvironmentRepository` builds the answer with the requested label and takes
+    // only the version and the state from its git backend, which read `main` (or `master`).
     let is_git = matches!(sources.repository.as_deref(), Some(Repository::Git { .. }));
-    let label = label.or(is_git.then_some(repository::DEFAULT_LABEL));
     let mut environment = environment::build(
         &snapshots,
         sources.kv.as_deref(),
@@ -108,6 +109,7 @@ pub fn environment(
         profiles,
         label,
     )?;
+    environment.state = is_git.then(String::new);
     if sources.decrypt {
         encryption::decrypt_environment(&mut environment, sources.encryptor.as_deref());
     }

@@ -1,12 +1,17 @@
 //! The alternative formats (`.properties`, `.json`, `.yml`): the Environment merged into one
 //! map (spec §5), placeholders resolved, then written out.
 //!
-//! Merging runs from the lowest source to the highest. Plain keys overwrite one by one, but
-//! a list replaces a list whole: indexed keys are grouped by the name before their first
-//! `[`, and a higher source's group removes the lower group first, so `[x, y]` over
-//! `[a, b, c]` yields `[x, y]` and never `[x, y, c]`.
+//! Merging follows Spring's `EnvironmentController.convertToProperties`, which decides the
+//! order of every rendered document: the sources are walked from the lowest to the highest.
+//! A plain key is put into one insertion-ordered map (a later value replaces the earlier one
+//! in its first place). Indexed keys (any key holding a `[`) are grouped per source by the
+//! name before their first `[`, and a source's group replaces that group from lower sources
+//! whole, keeping the place where the group first appeared, so `[x, y]` over `[a, b, c]`
+//! yields `[x, y]` and never `[x, y, c]`. The plain keys come first, then every group's
+//! keys in the order of the groups. Only `spring.profiles` is dropped; the server keeps
+//! `spring.config.activate.on-profile`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -14,44 +19,69 @@ use super::environment::Environment;
 use super::error::ConfigError;
 use super::limits;
 
-/// Keys that select documents rather than configure anything; the views leave them out.
-const ACTIVATION_KEYS: [&str; 2] = ["spring.profiles", "spring.config.activate.on-profile"];
+/// The one key Spring's `postProcessProperties` drops from rendered documents.
+const DROPPED_KEY: &str = "spring.profiles";
 
-/// The merged properties in first-seen order, without the activation keys. Linear in the
-/// number of properties times the number of sources.
+/// The merged properties in Spring's order (see the module docs). Linear in the number of
+/// properties.
 pub fn merged(environment: &Environment) -> Vec<(String, Value)> {
-    let mut merged: Vec<(String, Value)> = Vec::new();
-    let mut positions: HashMap<String, usize> = HashMap::new();
+    let mut plain = OrderedMap::default();
+    let mut groups: OrderedMap<Vec<(String, Value)>> = OrderedMap::default();
     for source in environment.sources.iter().rev() {
-        let groups: HashSet<&str> = source
-            .source
-            .iter()
-            .filter_map(|(key, _)| list_group(key))
-            .collect();
-        if !groups.is_empty() {
-            merged.retain(|(key, _)| list_group(key).is_none_or(|group| !groups.contains(group)));
-            positions = merged
-                .iter()
-                .enumerate()
-                .map(|(position, (key, _))| (key.clone(), position))
-                .collect();
-        }
+        // This source's lists, each complete, so each replaces the lower source's whole.
+        let mut source_groups: OrderedMap<OrderedMap> = OrderedMap::default();
         for (key, value) in &source.source {
-            match positions.get(key) {
-                Some(&position) => merged[position].1 = value.clone(),
-                None => {
-                    positions.insert(key.clone(), merged.len());
-                    merged.push((key.clone(), value.clone()));
-                }
+            match key.find('[') {
+                None => plain.put(key, value.clone()),
+                Some(at) => source_groups.entry(&key[..at]).put(key, value.clone()),
             }
         }
+        for (group, entries) in source_groups.entries {
+            groups.put(&group, entries.entries);
+        }
     }
-    merged.retain(|(key, _)| !ACTIVATION_KEYS.contains(&key.as_str()));
+    let mut merged = plain.entries;
+    merged.extend(groups.entries.into_iter().flat_map(|(_, entries)| entries));
+    merged.retain(|(key, _)| key != DROPPED_KEY);
     merged
 }
 
-fn list_group(key: &str) -> Option<&str> {
-    key.find('[').filter(|at| *at > 0).map(|at| &key[..at])
+/// An insertion-ordered map as Java's `LinkedHashMap`: putting an existing key replaces its
+/// value in its first place.
+struct OrderedMap<V = Value> {
+    entries: Vec<(String, V)>,
+    positions: HashMap<String, usize>,
+}
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap {
+            entries: Vec::new(),
+            positions: HashMap::new(),
+        }
+    }
+}
+
+impl<V> OrderedMap<V> {
+    fn put(&mut self, key: &str, value: V) {
+        match self.positions.get(key) {
+            Some(&position) => self.entries[position].1 = value,
+            None => {
+                self.positions.insert(key.to_owned(), self.entries.len());
+                self.entries.push((key.to_owned(), value));
+            }
+        }
+    }
+}
+
+impl<V: Default> OrderedMap<V> {
+    /// The value under `key`, a default one put first if there is none.
+    fn entry(&mut self, key: &str) -> &mut V {
+        if !self.positions.contains_key(key) {
+            self.put(key, V::default());
+        }
+        &mut self.entries[self.positions[key]].1
+    }
 }
 
 /// Replaces `${name}` and `${name:default}` in string values; unresolvable placeholders stay
@@ -445,6 +475,7 @@ mod tests {
             profiles: vec!["dev".into()],
             label: None,
             version: None,
+            state: None,
             sources: sources
                 .into_iter()
                 .enumerate()
@@ -474,12 +505,45 @@ mod tests {
             ],
         ]);
         let merged = merged(&env);
+        // Spring's `convertToProperties`: plain keys first, indexed ones after; only
+        // `spring.profiles` is dropped.
         assert_eq!(
             merged,
             vec![
                 ("a".to_owned(), json!(2)),
+                ("spring.config.activate.on-profile".to_owned(), json!("dev")),
                 ("features[0]".to_owned(), json!("x")),
                 ("features[1]".to_owned(), json!("y"))
+            ]
+        );
+    }
+
+    #[test]
+    fn plain_keys_come_first_then_each_list_where_its_name_first_appeared() {
+        // Sources highest first, as in an Environment. The lowest source names `b[…]`
+        // before `a[…]`, so `b` stays first even though the highest source replaces it;
+        // `z` is plain and comes before every list although it appears last.
+        let env = environment(vec![
+            vec![("c[0]", json!(5)), ("b[0]", json!(4)), ("y", json!("high"))],
+            vec![
+                ("x", json!(1)),
+                ("b[0]", json!(1)),
+                ("b[1]", json!(2)),
+                ("a[0]", json!(3)),
+                ("y", json!("low")),
+                ("z", json!(0)),
+            ],
+        ]);
+        let keys: Vec<(String, Value)> = merged(&env);
+        assert_eq!(
+            keys,
+            vec![
+                ("x".to_owned(), json!(1)),
+                ("y".to_owned(), json!("high")),
+                ("z".to_owned(), json!(0)),
+                ("b[0]".to_owned(), json!(4)),
+                ("a[0]".to_owned(), json!(3)),
+                ("c[0]".to_owned(), json!(5)),
             ]
         );
     }
@@ -640,6 +704,7 @@ mod tests {
             profiles: vec!["default".to_owned()],
             label: None,
             version: None,
+            state: None,
             sources: vec![
                 PropertySource {
                     name: "high".to_owned(),

@@ -37,6 +37,10 @@ impl std::fmt::Debug for Repository {
 pub enum Snapshot<'a> {
     Folder {
         root: &'a Path,
+        /// Where files are searched, as relative prefixes, highest first: the label
+        /// sub-folders that exist (`release/`), which Spring's native backend searches
+        /// above the folder itself (`add-label-locations`), and the folder (`""`).
+        locations: Vec<String>,
     },
     Git {
         repository: Box<gix::Repository>,
@@ -79,13 +83,16 @@ impl Repository {
     }
 
     /// The files under `label`, or the default label (`main`, else `master`, whether `main`
-    /// was asked for or implied).
+    /// was asked for or implied); a folder's files whatever the label.
     pub fn snapshot(&self, label: Option<&str>) -> Result<Snapshot<'_>, ConfigError> {
         match self {
-            Repository::Folder { root } => match label {
-                None | Some("main") | Some("master") => Ok(Snapshot::Folder { root }),
-                Some(other) => Err(ConfigError::UnknownLabel(other.to_owned())),
-            },
+            // Spring's native backend serves its folder for any label (the label only adds
+            // a sub-folder of that name, when there is one, to the search locations), so a
+            // client started with `spring.cloud.config.label=release` gets the folder.
+            Repository::Folder { root } => Ok(Snapshot::Folder {
+                root,
+                locations: folder_locations(root, label),
+            }),
             Repository::Git {
                 repository,
                 location,
@@ -108,6 +115,36 @@ impl Repository {
             }
         }
     }
+}
+
+/// Where a folder is searched for `label`, as prefixes of a relative path, highest first:
+/// the sub-folders named by the label (a comma-separated list, the first label highest),
+/// or by `master` when no label was asked for (Spring's native default label), then the
+/// folder itself. An empty label names the folder itself at its place in the list, as the
+/// real server ranks `release,,hotfix` (release, the folder, hotfix). A sub-folder that
+/// would lead out of the folder (a symlink) is not one.
+fn folder_locations(root: &Path, label: Option<&str>) -> Vec<String> {
+    let mut locations: Vec<String> = Vec::new();
+    let mut add = |location: String| {
+        if !locations.contains(&location) {
+            locations.push(location);
+        }
+    };
+    for label in label.unwrap_or("master").split(',') {
+        if label.is_empty() {
+            add(String::new());
+            continue;
+        }
+        let inside = root
+            .join(label)
+            .canonicalize()
+            .is_ok_and(|path| path.starts_with(root) && path != root && path.is_dir());
+        if inside {
+            add(format!("{label}/"));
+        }
+    }
+    add(String::new());
+    locations
 }
 
 /// A branch, a tag, or a (possibly abbreviated) commit id, peeled to its commit.
@@ -142,10 +179,19 @@ impl Snapshot<'_> {
         }
     }
 
+    /// Where configuration files are searched, as prefixes of a relative path, highest
+    /// first: a folder's label sub-folders, then the top level.
+    pub fn locations(&self) -> Vec<&str> {
+        match self {
+            Snapshot::Folder { locations, .. } => locations.iter().map(String::as_str).collect(),
+            Snapshot::Git { .. } => vec![""],
+        }
+    }
+
     /// How a property source names the file at `relative`.
     pub fn source_name(&self, relative: &str) -> String {
         match self {
-            Snapshot::Folder { root } => format!("file:{}/{relative}", root.display()),
+            Snapshot::Folder { root, .. } => format!("file:{}/{relative}", root.display()),
             Snapshot::Git { location, .. } => format!("{location}/{relative}"),
         }
     }
@@ -154,7 +200,7 @@ impl Snapshot<'_> {
     /// inside the repository), or `None` when there is no such file.
     pub fn read(&self, relative: &str) -> Result<Option<Vec<u8>>, ConfigError> {
         match self {
-            Snapshot::Folder { root } => {
+            Snapshot::Folder { root, .. } => {
                 let path = root.join(relative);
                 let Ok(resolved) = path.canonicalize() else {
                     return Ok(None);

@@ -130,6 +130,117 @@ async fn a_label_list_is_read_label_by_label_the_last_label_first() {
     std::fs::remove_dir_all(repo).unwrap();
 }
 
+/// The property sources' paths relative to `folder`.
+fn source_paths(body: &str, folder: &Path) -> Vec<String> {
+    let root = format!("file:{}/", folder.display());
+    serde_json::from_str::<Value>(body).unwrap()["propertySources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|source| source["name"].as_str().unwrap().replace(&root, ""))
+        .collect()
+}
+
+/// A folder's label sub-folders rank as the real native backend (Spring Cloud Config 4.3,
+/// `add-label-locations`) ranked them for this layout: each profile's files from every
+/// location, the label sub-folders (first label highest) above the top level, then the
+/// plain files in the same way; `master` is the sub-folder read when no label is asked.
+#[tokio::test]
+async fn a_folder_searches_its_label_sub_folders_above_itself() {
+    let folder = tempdir();
+    for sub in ["release", "hotfix", "master"] {
+        std::fs::create_dir_all(folder.join(sub)).unwrap();
+    }
+    let files = [
+        "orders",
+        "orders-dev",
+        "orders-prod",
+        "application",
+        "application-dev",
+    ];
+    for sub in ["", "release/", "hotfix/", "master/"] {
+        for file in files {
+            write(&folder, &[(&format!("{sub}{file}.yml"), "x: 1\n")]);
+        }
+    }
+    write(
+        &folder,
+        &[
+            ("orders.properties", "p=1\n"),
+            ("release/orders.properties", "p=2\n"),
+        ],
+    );
+    let router = router_for(&folder, None);
+    let expected: [(&str, &[&str]); 4] = [
+        (
+            "/orders/dev,prod/release",
+            &[
+                "release/orders-prod.yml",
+                "orders-prod.yml",
+                "release/orders-dev.yml",
+                "release/application-dev.yml",
+                "orders-dev.yml",
+                "application-dev.yml",
+                "release/orders.properties",
+                "release/orders.yml",
+                "release/application.yml",
+                "orders.properties",
+                "orders.yml",
+                "application.yml",
+            ],
+        ),
+        (
+            "/orders/dev/release,hotfix",
+            &[
+                "release/orders-dev.yml",
+                "release/application-dev.yml",
+                "hotfix/orders-dev.yml",
+                "hotfix/application-dev.yml",
+                "orders-dev.yml",
+                "application-dev.yml",
+                "release/orders.properties",
+                "release/orders.yml",
+                "release/application.yml",
+                "hotfix/orders.yml",
+                "hotfix/application.yml",
+                "orders.properties",
+                "orders.yml",
+                "application.yml",
+            ],
+        ),
+        // An empty label puts the folder itself at its place in the list.
+        (
+            "/orders/default/release,,hotfix",
+            &[
+                "release/orders.properties",
+                "release/orders.yml",
+                "release/application.yml",
+                "orders.properties",
+                "orders.yml",
+                "application.yml",
+                "hotfix/orders.yml",
+                "hotfix/application.yml",
+            ],
+        ),
+        (
+            "/orders/default",
+            &[
+                "master/orders.yml",
+                "master/application.yml",
+                "orders.properties",
+                "orders.yml",
+                "application.yml",
+            ],
+        ),
+    ];
+    for (uri, paths) in expected {
+        let (status, _, body) = get(&router, uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(source_paths(&body, &folder), paths, "{uri}");
+    }
+    std::fs::remove_dir_all(folder).unwrap();
+}
+
 #[tokio::test]
 async fn a_folder_takes_a_list_of_its_label_aliases_once() {
     let folder = tempdir();
@@ -142,8 +253,15 @@ async fn a_folder_takes_a_list_of_its_label_aliases_once() {
         serde_json::from_str::<Value>(&body).unwrap()["version"],
         Value::Null
     );
-    let (status, _, _) = get(&router, "/orders/default/main,v9", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Spring's native backend serves the folder for any label and echoes it.
+    let (status, _, body) = get(&router, "/orders/default/main,v9", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(source_files(&body), ["orders.yml"]);
+    let (status, _, body) = get(&router, "/orders/default/release", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let document = serde_json::from_str::<Value>(&body).unwrap();
+    assert_eq!(document["label"], "release");
+    assert_eq!(document["state"], Value::Null);
     std::fs::remove_dir_all(folder).unwrap();
 }
 
@@ -169,6 +287,15 @@ async fn the_label_main_falls_back_to_master_in_every_form() {
         assert_eq!(status, StatusCode::OK, "{uri}: {body}");
         let environment: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(environment["version"], master.as_str(), "{uri}");
+        // Spring's git backend (`AbstractScmEnvironmentRepository`) sends an empty state.
+        assert_eq!(environment["state"], "", "{uri}");
+        // The label as asked: none stays `null`, though `main` (here `master`) was read.
+        let asked = uri
+            .strip_prefix("/orders/default")
+            .unwrap()
+            .trim_start_matches('/');
+        let label = (!asked.is_empty()).then_some(asked);
+        assert_eq!(environment["label"], json!(label), "{uri}");
         assert_eq!(
             environment["propertySources"][0]["source"]["pool"], 7,
             "{uri}"

@@ -101,10 +101,12 @@ fn answer(sources: &ConfigSources, shape: Shape, resolve: bool) -> Result<Respon
                 .collect();
             let body = json!({
                 "name": environment.name,
-                "profiles": environment.profiles,
+                // Spring's `CompositeEnvironmentRepository` answers the profiles as asked,
+                // one element (`["dev,prod"]`), whatever the backend split them into.
+                "profiles": [environment.profiles.join(",")],
                 "label": environment.label,
                 "version": environment.version,
-                "state": null,
+                "state": environment.state,
                 "propertySources": property_sources,
             });
             Ok(json_body(&body, "application/json"))
