@@ -93,9 +93,12 @@ class Churn:
                     self._register(http, "CHURN-STEADY", port)
                     if len(self.live["churn-steady"]) > 3:
                         self._cancel(http, "CHURN-STEADY", min(self.live["churn-steady"]))
+                    # Either order of the two registrations: whichever order a server
+                    # lists an app's entries in, one of them puts the removal first.
                     fresh = f"CHURN-{self.steps}"
-                    self._register(http, fresh, 41000)
-                    self._register(http, fresh, 41001)
+                    first, second = (41000, 41001) if self.steps % 2 else (41001, 41000)
+                    self._register(http, fresh, first)
+                    self._register(http, fresh, second)
                     self._cancel(http, fresh, 41000)
         except BaseException as error:  # noqa: BLE001 - handed to the test thread
             self.error = error
