@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs the real third-party clients the tests use
-# (Python ones into .venv, Node ones into tests/node_modules), builds the workspace once,
+# (Python ones into .venv, Node ones into tests/node_modules, Java 17 and Maven through apt
+# when missing), builds the workspace once and the Spring estate under samples/ once
+# (scripts/build-samples.sh, beside the Rust build: it is mostly downloads the first time),
 # runs the Rust tests, a short run of every fuzz target (scripts/fuzz.sh, a few seconds
-# each), then the end-to-end tests against the built `ferry` binary, then a representative
-# few of them against the release build users run.
+# each), then the end-to-end tests against the built `ferry` binary, then the Spring estate
+# tests (tests/spring: the real Java apps of both generations against the built binary),
+# then a representative few of the end-to-end tests against the release build users run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -24,8 +27,29 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null \
+        || ! java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])'; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null
+    fi
+fi
+need java "Java 17 or newer (apt: openjdk-17-jdk-headless)"
+need mvn "Maven 3.8 or newer (apt: maven)"
+
+echo "== building the Spring estate (scripts/build-samples.sh, in the background)"
+mkdir -p target
+scripts/build-samples.sh >target/samples-build.log 2>&1 &
+samples_build=$!
+
 echo "== building (once, debug profile; the tests reuse this build)"
 cargo build --locked --workspace --all-targets
+if ! wait "$samples_build"; then
+    cat target/samples-build.log >&2
+    echo "scripts/build-samples.sh failed" >&2
+    exit 1
+fi
+rm -f target/samples-build.log
 
 echo "== Rust tests"
 cargo test --locked --workspace
@@ -56,6 +80,11 @@ fi
 
 echo "== end-to-end tests: the real ferry binary with real clients"
 FERRY_BIN="$root/target/debug/ferry" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e
+
+echo "== Spring estate tests: the real Java apps (samples/) with the ferry binary"
+started=$(date +%s)
+FERRY_BIN="$root/target/debug/ferry" .venv/bin/python -m pytest -q -p no:cacheprovider tests/spring
+echo "tests/spring took $(( $(date +%s) - started ))s"
 
 echo "== the build users run (scripts/build-release.sh: release, static) with real clients"
 shipped="$root/$(scripts/build-release.sh)"

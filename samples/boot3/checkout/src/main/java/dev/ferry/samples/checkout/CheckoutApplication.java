@@ -5,6 +5,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Supplier;
 
 import org.springframework.boot.SpringApplication;
@@ -14,9 +15,11 @@ import org.springframework.cloud.client.loadbalancer.LoadBalanced;
 import org.springframework.cloud.openfeign.EnableFeignClients;
 import org.springframework.cloud.openfeign.FeignClient;
 import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
 import org.springframework.http.client.SimpleClientHttpRequestFactory;
 import org.springframework.web.bind.annotation.GetMapping;
 import org.springframework.web.bind.annotation.PathVariable;
+import org.springframework.web.bind.annotation.PostMapping;
 import org.springframework.web.bind.annotation.RequestParam;
 import org.springframework.web.bind.annotation.RestController;
 import org.springframework.web.client.RestTemplate;
@@ -27,7 +30,8 @@ import org.springframework.web.client.RestTemplate;
  *
  * <p>{@code GET /drive?via=rest|feign&rate=N&seconds=S} sends N calls a second for S seconds
  * (bounded) and reports successes, failures, who answered and when the first call carrying a
- * trace header (added on the way, e.g. by a proxy) was answered.
+ * trace header (added on the way, e.g. by a proxy) was answered; {@code POST /drive/stop} ends
+ * the running drives early (they report what they did).
  * {@code GET /peers/{service}} lists what this app's DiscoveryClient sees.
  */
 @SpringBootApplication
@@ -44,14 +48,21 @@ public class CheckoutApplication {
         Map<String, Object> whoami();
     }
 
-    @Bean
-    @LoadBalanced
-    static RestTemplate restTemplate() {
-        SimpleClientHttpRequestFactory factory = new SimpleClientHttpRequestFactory();
-        factory.setConnectTimeout(2000);
-        factory.setReadTimeout(5000);
-        return new RestTemplate(factory);
+    /** Its own class: the controller below takes the RestTemplate in its constructor. */
+    @Configuration
+    static class Clients {
+        @Bean
+        @LoadBalanced
+        RestTemplate restTemplate() {
+            SimpleClientHttpRequestFactory factory = new SimpleClientHttpRequestFactory();
+            factory.setConnectTimeout(2000);
+            factory.setReadTimeout(5000);
+            return new RestTemplate(factory);
+        }
     }
+
+    /** Set by POST /drive/stop; every running drive ends at its next call. */
+    private final AtomicBoolean stopDrives = new AtomicBoolean();
 
     private final RestTemplate restTemplate;
     private final OrdersClient ordersClient;
@@ -82,6 +93,7 @@ public class CheckoutApplication {
                     "rate must be 1.." + MAX_RATE + " and seconds 0.." + MAX_SECONDS);
         }
         Supplier<Map<String, Object>> target = caller(via);
+        stopDrives.set(false);
         long start = System.currentTimeMillis();
         long calls = Math.round(rate * seconds);
         long intervalNanos = 1_000_000_000L / rate;
@@ -92,7 +104,8 @@ public class CheckoutApplication {
         Long firstTraced = null;
         Long lastUntraced = null;
         int traced = 0;
-        for (long i = 0; i < calls; i++) {
+        long i = 0;
+        for (; i < calls && !stopDrives.get(); i++) {
             long due = startNanos + i * intervalNanos;
             long wait = due - System.nanoTime();
             if (wait > 0) {
@@ -119,7 +132,7 @@ public class CheckoutApplication {
         report.put("via", via);
         report.put("startedAtMillis", start);
         report.put("endedAtMillis", System.currentTimeMillis());
-        report.put("calls", calls);
+        report.put("calls", i);
         report.put("successes", successes);
         report.put("failures", failures.size());
         report.put("failureSamples", failures.subList(0, Math.min(10, failures.size())));
@@ -128,6 +141,12 @@ public class CheckoutApplication {
         report.put("firstTracedAtMillis", firstTraced);
         report.put("lastUntracedAtMillis", lastUntraced);
         return report;
+    }
+
+    @PostMapping("/drive/stop")
+    public Map<String, Object> stopDrives() {
+        stopDrives.set(true);
+        return Map.of("stopping", true);
     }
 
     @GetMapping("/peers/{service}")
