@@ -38,20 +38,64 @@ pub struct Cli {
     #[arg(long, env = "FERRY_CONSUL_LISTEN", default_value = "127.0.0.1:8500")]
     pub consul_listen: Listen,
 
-    /// ACL token the Consul API requires (in `X-Consul-Token`, `?token=` or
-    /// `Authorization: Bearer`); without it the Consul API is open, as Consul with ACLs off.
+    /// ACL token of the Consul API (in `X-Consul-Token`, `?token=` or `Authorization:
+    /// Bearer`): it may do everything. With one set, the API acts as Consul with
+    /// `default_policy = "deny"`: a request without a token is anonymous (list reads come
+    /// back empty, other reads and every write get 403), another token gets 403. Without
+    /// one the Consul API is open, as Consul with ACLs off.
     #[arg(long, env = "FERRY_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
+
+    /// A path prefix the whole Consul API also answers under, as `spring.cloud.consul.path`
+    /// sets one before `/v1` (e.g. when Consul sits behind a reverse proxy): `consul`
+    /// serves `/consul/v1/...`; leading and trailing slashes do not matter.
+    #[arg(long, env = "FERRY_CONSUL_PATH_PREFIX")]
+    pub consul_path_prefix: Option<String>,
 
     /// Address of the Spring Cloud Config Server API, or `off`.
     #[arg(long, env = "FERRY_CONFIG_LISTEN", default_value = "127.0.0.1:8888")]
     pub config_listen: Listen,
+
+    /// The service name Ferry lists its own Config Server under, so that config clients
+    /// with `spring.cloud.config.discovery.enabled=true` find it (through the Eureka view
+    /// as the upper-case app, through the Consul catalog as is), at the advertised host and
+    /// the config listener's port; `off` lists nothing. Listed only while the config
+    /// listener is on.
+    #[arg(
+        long,
+        env = "FERRY_CONFIG_SERVICE_NAME",
+        default_value = "configserver"
+    )]
+    pub config_service_name: String,
 
     /// Configuration files to serve: a folder in Spring Cloud Config's native layout, or a
     /// local git repository (a path or a `file://` URL) whose labels are branches, tags and
     /// commits. The KV store is served too, in Spring Cloud Consul Config's layout.
     #[arg(long, env = "FERRY_CONFIG_REPO")]
     pub config_repo: Option<String>,
+
+    /// Refuse (400) profile names Spring's Config Server refuses since 4.3.3: anything but
+    /// letters, digits and `-_.+@`, or not starting and ending with a letter or digit
+    /// (`_local`, `dev:eu`). `false` accepts them as older servers did, like Spring's
+    /// `spring.profiles.validate=false`.
+    #[arg(long, env = "FERRY_CONFIG_VALIDATE_PROFILES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub config_validate_profiles: bool,
+
+    /// Symmetric key for `{cipher}` values and `/encrypt` and `/decrypt`, as Spring Cloud
+    /// Config's `encrypt.key` (Spring Security's `Encryptors.text`: AES-256-CBC, a PBKDF2
+    /// key). Without one, `{cipher}` values are served as `invalid.<name>: <n/a>` and the
+    /// endpoints fail, as Spring's server without a key does.
+    #[arg(long, env = "FERRY_ENCRYPT_KEY", hide_env_values = true)]
+    pub encrypt_key: Option<String>,
+
+    /// The salt for `--encrypt-key`, in hex, as Spring's `encrypt.salt`.
+    #[arg(long, env = "FERRY_ENCRYPT_SALT", default_value = "deadbeef")]
+    pub encrypt_salt: String,
+
+    /// Serve `{cipher}` values decrypted (Spring's `spring.cloud.config.server.encrypt.enabled`);
+    /// `false` hands them to clients as written, for clients that decrypt them themselves.
+    #[arg(long, env = "FERRY_CONFIG_DECRYPT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub config_decrypt: bool,
 
     /// The node name the Consul view reports (default: the host name).
     #[arg(long, env = "FERRY_NODE_NAME")]

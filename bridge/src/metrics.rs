@@ -1,5 +1,7 @@
 //! Prometheus metrics: per-API request counts and latencies recorded by a middleware, and
-//! registry figures read at scrape time (so they cost nothing between scrapes).
+//! registry figures read at scrape time (so they cost nothing between scrapes). The Eureka
+//! view's fetch counts are its own atomics (it knows no metrics library); a collector
+//! exports them as `ferry_eureka_fetches_total{kind="full"|"delta"}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,9 +10,11 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use ferry_core::Registry;
+use ferry_eureka::FetchCounts;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -38,9 +42,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(proxy: &ferry_proxy::metrics::ProxyMetrics) -> Metrics {
+    pub fn new(
+        proxy: &ferry_proxy::metrics::ProxyMetrics,
+        eureka_fetches: Arc<FetchCounts>,
+    ) -> Metrics {
         let mut registry = prometheus_client::registry::Registry::with_prefix("ferry");
         proxy.register(&mut registry);
+        registry.register_collector(Box::new(EurekaFetches(eureka_fetches)));
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
@@ -102,6 +110,31 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    kind: &'static str,
+}
+
+/// `ferry_eureka_fetches_total{kind}`: the Eureka view's counts, read at scrape time.
+#[derive(Debug)]
+struct EurekaFetches(Arc<FetchCounts>);
+
+impl Collector for EurekaFetches {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = [("full", self.0.full()), ("delta", self.0.delta())];
+        let mut family = encoder.encode_descriptor(
+            "eureka_fetches",
+            "Eureka registry fetches answered (GET apps: full, GET apps/delta: delta), any format, cached or not.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (kind, count) in counts {
+            ConstCounter::new(count).encode(family.encode_family(&FetchLabels { kind })?)?;
+        }
+        Ok(())
     }
 }
 

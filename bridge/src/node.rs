@@ -10,11 +10,11 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use ferry_config_server::{ConfigSources, Repository};
+use ferry_config_server::{ConfigSources, Repository, TextEncryptor};
 use ferry_consul::{ConsulSettings, NodeInfo};
 use ferry_core::health::{self, HealthSettings};
 use ferry_core::kv::KvStore;
-use ferry_core::registry::eviction;
+use ferry_core::registry::{eviction, ConfigServerListing};
 use ferry_core::store::DurableStore;
 use ferry_core::{Clock, Registry, RegistrySettings};
 use ferry_eureka::EurekaSettings;
@@ -73,7 +73,8 @@ pub async fn run(
         .context("cannot restore the agent registrations")?;
     tracing::info!(restored, "agent registrations restored");
     let proxy_metrics = Arc::new(ProxyMetrics::new());
-    let metrics = Arc::new(Metrics::new(&proxy_metrics));
+    let eureka_fetches = Arc::new(ferry_eureka::FetchCounts::default());
+    let metrics = Arc::new(Metrics::new(&proxy_metrics, eureka_fetches.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let limits = ConnectionLimits {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
@@ -91,10 +92,11 @@ pub async fn run(
     apis.push((
         "eureka",
         cli.eureka_listen,
-        ferry_eureka::routes(registry.clone(), eureka_settings),
+        ferry_eureka::routes(registry.clone(), eureka_settings, eureka_fetches),
     ));
     let mut consul_settings = ConsulSettings::new(node.clone());
     consul_settings.token = cli.consul_token.clone().filter(|token| !token.is_empty());
+    consul_settings.path_prefix = cli.consul_path_prefix.clone();
     consul_settings.body_timeout = seconds(cli.body_timeout, "body-timeout")?;
     // KV values keep Consul's own 512 KiB limit; every other body takes the common one.
     consul_settings.max_body_bytes = cli.max_body_bytes;
@@ -109,12 +111,29 @@ pub async fn run(
         )),
         None => None,
     };
+    // A blank key is no key, as Spring's `StringUtils.hasText` has it.
+    let encryptor = match cli
+        .encrypt_key
+        .as_deref()
+        .filter(|key| !key.trim().is_empty())
+    {
+        Some(key) => Some(Arc::new(
+            TextEncryptor::new(key, &cli.encrypt_salt)
+                .map_err(|error| anyhow::anyhow!("--encrypt-key/--encrypt-salt: {error}"))?,
+        )),
+        None => None,
+    };
     apis.push((
         "config",
         cli.config_listen,
         ferry_config_server::routes(ConfigSources {
             repository,
             kv: Some(kv.clone()),
+            validate_profiles: cli.config_validate_profiles,
+            encryptor,
+            decrypt: cli.config_decrypt,
+            max_body_bytes: cli.max_body_bytes,
+            body_timeout: seconds(cli.body_timeout, "body-timeout")?,
         }),
     ));
     let (stop, stopping) = shutdown::channel();
@@ -171,6 +190,8 @@ pub async fn run(
         bound.push((api, listener, router));
     }
 
+    list_config_server(&registry, &cli, &node, &bound)?;
+
     let eviction_every = seconds(cli.eureka_eviction_interval, "eureka-eviction-interval")?
         .max(Duration::from_millis(10));
     let eviction = eviction::spawn(registry.clone(), eviction_every);
@@ -221,6 +242,40 @@ pub async fn run(
         let _ = server.await;
     }
     tracing::info!("ferry stopped");
+    Ok(())
+}
+
+/// Lists this node's Config Server in the registry at the config listener's bound port,
+/// or removes a listing an earlier start left when the listener or the listing is off.
+fn list_config_server(
+    registry: &Registry,
+    cli: &Cli,
+    node: &NodeInfo,
+    bound: &[(&'static str, TcpListener, Router)],
+) -> anyhow::Result<()> {
+    let config_port = bound
+        .iter()
+        .find(|(api, _, _)| *api == "config")
+        .map(|(_, listener, _)| listener.local_addr().map(|address| address.port()))
+        .transpose()?;
+    let name = cli.config_service_name.trim();
+    match config_port {
+        Some(port) if !name.is_empty() && !name.eq_ignore_ascii_case("off") => {
+            let listing = ConfigServerListing {
+                service_name: name.to_owned(),
+                node: node.name.clone(),
+                host: node.address.clone(),
+                port,
+            };
+            registry
+                .list_config_server(&listing)
+                .context("cannot list the Config Server in the registry")?;
+            tracing::info!(service = name, host = %node.address, port, "Config Server listed");
+        }
+        _ => registry
+            .unlist_config_server(&node.name)
+            .context("cannot remove the Config Server's listing")?,
+    }
     Ok(())
 }
 

@@ -84,6 +84,10 @@ class Ferry:
             "--config-listen", f"127.0.0.1:{self.config_port}",
             "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--data-dir", str(data_dir),
+            # Ferry lists its own Config Server as an instance by default; tests that count
+            # instances or apps see only their own, and the tests of that listing turn it
+            # on again (a later flag wins).
+            "--config-service-name", "off",
             *extra_args,
         ]
         self.env = {**os.environ, **(env or {})}
@@ -148,6 +152,18 @@ class Ferry:
         response = self.get(path)
         assert response.status_code == 200, response.text
         return response.json()
+
+    def eureka_fetches(self) -> dict[str, int]:
+        """`ferry_eureka_fetches_total` by kind ("full", "delta") from the admin /metrics."""
+        text = httpx.get(f"{self.admin_url}/metrics", timeout=5).text
+        counts = {}
+        for line in text.splitlines():
+            for kind in ("full", "delta"):
+                series = f'ferry_eureka_fetches_total{{kind="{kind}"}} '
+                if line.startswith(series):
+                    counts[kind] = int(line[len(series):])
+        assert set(counts) == {"full", "delta"}, text
+        return counts
 
     def instances(self, path: str = "apps/") -> dict[str, dict]:
         """instanceId (or hostName) -> instance, from the server's own JSON."""
@@ -299,10 +315,11 @@ class JsEureka:
 class JsConsul:
     """The `consul` npm client in a Node process, one call at a time."""
 
-    def __init__(self, ferry: Ferry):
+    def __init__(self, ferry: Ferry, base_url: str | None = None):
+        """`base_url` (ending in `/v1`) replaces the client's default base URL."""
         environment = {**os.environ, "NODE_PATH": str(NODE_PATH)}
         self.process = subprocess.Popen(
-            ["node", str(JS_CONSUL), str(ferry.consul_port)],
+            ["node", str(JS_CONSUL), str(ferry.consul_port), *([base_url] if base_url else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
         )
         self.lock = threading.Lock()

@@ -206,3 +206,53 @@ def test_a_plain_file_from_a_folder(start_ferry):
     plain = httpx.get(f"{base}/orders/dev/main/orders.yml")
     assert plain.status_code == 200 and plain.text == (SAMPLE / "orders.yml").read_text()
     assert httpx.get(f"{base}/orders/dev/main/..%2Fetc%2Fpasswd").status_code in (400, 404)
+
+
+def test_comma_separated_names_and_label_lists_as_java_clients_send_them(start_ferry, tmp_path):
+    """`spring.cloud.config.name=orders,shared` and `send-all-labels` (`/orders/dev/v1,v2`):
+    every name's files are served, later names and later labels first, as Spring's server."""
+    repo = tmp_path / "names"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "application.yml").write_text("who: application\n")
+    (repo / "orders.yml").write_text("who: orders\norders:\n  pool: 5\n")
+    (repo / "shared.yml").write_text("who: shared\nshared:\n  region: eu\n")
+    (repo / "orders-dev.yml").write_text("who: orders-dev\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "main")
+    git(repo, "checkout", "-qb", "hotfix")
+    (repo / "orders.yml").write_text("who: orders\norders:\n  pool: 9\n")
+    git(repo, "commit", "-qam", "hotfix")
+    git(repo, "checkout", "-q", "main")
+    ferry = start_ferry("--config-repo", str(repo))
+
+    js = js_load(ferry, "orders,shared", ["dev"])
+    assert [name.rsplit("/", 1)[-1] for name in js["sources"]] == [
+        "orders-dev.yml", "shared.yml", "orders.yml", "application.yml"]
+    assert js["properties"]["orders.pool"] == 5        # the app's own file is not lost
+    assert js["properties"]["shared.region"] == "eu"
+    assert js["properties"]["who"] == "orders-dev"
+    py = py_load(ferry, "orders,shared", "default", "main")
+    assert py.get("who") == "shared" and py.get("orders.pool") == 5
+
+    both = py_load(ferry, "orders", "default", "main,hotfix")
+    assert both.get("orders.pool") == 9                 # the last label ranks first
+    listed = httpx.get(f"http://127.0.0.1:{ferry.config_port}/orders/default/main,hotfix").json()
+    assert listed["label"] == "main,hotfix" and len(listed["version"].split(",")) == 2
+    assert "error" in js_load(ferry, "orders", ["default"], "main,no-such-label")
+
+
+def test_profile_names_spring_refuses_are_400_unless_validation_is_off(start_ferry, tmp_path):
+    """Spring's server (4.3.3+) refuses `_local` and `dev:eu` with 400; with
+    `spring.profiles.validate=false` (here `--config-validate-profiles false`) it serves them,
+    as older servers did for the Boot 2.7 clients that send them."""
+    repo = tmp_path / "profiles"
+    repo.mkdir()
+    (repo / "orders-_local.yml").write_text("where: local\n")
+    (repo / "orders-dev:eu.yml").write_text("where: eu\n")
+    strict = start_ferry("--config-repo", str(repo))
+    assert httpx.get(f"http://127.0.0.1:{strict.config_port}/orders/_local").status_code == 400
+    assert "error" in js_load(strict, "orders", ["dev:eu"])
+    lenient = start_ferry("--config-repo", str(repo), "--config-validate-profiles", "false")
+    assert py_load(lenient, "orders", "_local").get("where") == "local"
+    assert js_load(lenient, "orders", ["dev:eu"])["properties"]["where"] == "eu"

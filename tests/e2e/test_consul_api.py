@@ -181,3 +181,27 @@ def test_blocking_health_and_catalog_reads_wake_on_what_they_read_only(ferry):
         services, lambda: py.agent.service.register("payments", service_id="payments-1", port=9004),
         "a new service")
     assert "payments" in names
+
+
+def test_a_new_address_or_port_on_re_registration_wakes_catalog_and_health_watchers(ferry):
+    # Spring Cloud Consul's catalog watch refreshes its load balancer when the service
+    # list's index moves; a re-registration at a new port must move it.
+    py = ferry.consul()
+    py.agent.service.register("orders", service_id="orders-1", address="127.0.0.1", port=9001)
+    index, _ = py.catalog.services()
+    py.agent.service.register("orders", service_id="orders-1", address="127.0.0.1", port=9001)
+    assert py.catalog.services()[0] == index, "the same registration leaves the service list alone"
+    port = 9005
+    for read in (lambda **kw: py.catalog.services(**kw),
+                 lambda **kw: py.health.service("orders", **kw)):
+        index, _ = read()
+        port += 1
+        watcher = Blocking(lambda: read(index=index, wait="60s"))
+        new_index, _ = assert_woken_by(
+            watcher,
+            lambda: py.agent.service.register("orders", service_id="orders-1", address="127.0.0.2",
+                                              port=port),
+            "the re-registration at a new address and port")
+        assert int(new_index) > int(index)
+    _, entries = py.health.service("orders")
+    assert (entries[0]["Service"]["Address"], entries[0]["Service"]["Port"]) == ("127.0.0.2", 9007)

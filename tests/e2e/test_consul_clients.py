@@ -10,7 +10,7 @@ import consul
 import httpx
 import pytest
 
-from harness import JsConsul, JsConsulError, PyEureka, SampleService, wait_until
+from harness import JsConsul, JsConsulError, PyEureka, SampleService, app_instances, wait_until
 
 
 def passing_ids(client, service):
@@ -288,3 +288,100 @@ def test_bad_input_is_answered_as_consul_does_and_changes_nothing(start_ferry):
     reply = httpx.get(f"{url}/v1/kv/k?index={index}&wait=100h", headers=headers, timeout=20)
     assert reply.status_code == 200 and time.monotonic() - started < 5
     assert httpx.get(f"{url}/v1/status/leader").status_code == 200, "status stays open without a token"
+
+
+def test_reads_without_a_token_are_filtered_as_under_default_deny(start_ferry):
+    # Spring Cloud Consul's health indicator, getAllInstances and actuator endpoint read
+    # without the token; Consul with default-deny ACLs answers those with empty lists
+    # (so the app stays UP), and refuses writes and reads of one named thing.
+    ferry = start_ferry("--consul-token", "s3cret")
+    trusted = ferry.consul(token="s3cret")
+    trusted.agent.service.register("inventory", service_id="inventory-1", port=9400, check={"TTL": "30s"})
+    assert trusted.agent.check.ttl_pass("service:inventory-1")
+    assert trusted.kv.put("config/inventory/data", "x: 1")
+
+    anonymous = ferry.consul()
+    index, services = anonymous.catalog.services()
+    assert services == {} and int(index) >= 1
+    assert anonymous.health.service("inventory")[1] == []
+    assert anonymous.catalog.service("inventory")[1] == []
+    assert anonymous.agent.services() == {}
+    assert anonymous.kv.get("config/", recurse=True)[1] is None
+    assert anonymous.status.leader() != ""
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.kv.get("config/inventory/data")
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.agent.self()
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.agent.service.register("intruder", service_id="intruder-1", port=1)
+    with pytest.raises(consul.ACLPermissionDenied):
+        anonymous.agent.service.maintenance("inventory-1", "true")
+    # The token still sees everything, and nothing above changed it.
+    assert passing_ids(trusted, "inventory") == ["inventory-1"]
+    assert set(trusted.catalog.services()[1]) == {"consul", "inventory"}
+    with pytest.raises(consul.ACLPermissionDenied):
+        ferry.consul(token="guess").catalog.services()
+
+
+def test_a_consul_service_keeps_its_case_and_eureka_sees_it_upper_case(ferry, clients):
+    py = ferry.consul()
+    py.agent.service.register("Inventory", service_id="inventory-1", address="127.0.0.1", port=9500)
+    assert "Inventory" in py.catalog.services()[1]
+    for spelling in ("Inventory", "inventory"):
+        _, entries = py.health.service(spelling)
+        assert [entry["Service"]["Service"] for entry in entries] == ["Inventory"], spelling
+    watcher = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    wait_until(lambda: watcher.view().get("INVENTORY") == [("inventory-1", "UP", 9500)], 10,
+               what="py-eureka-client to see INVENTORY")
+
+
+def test_ferrys_config_server_is_listed_for_discovery_first_clients(start_ferry, clients):
+    # spring.cloud.config.discovery.enabled=true: the client looks up `configserver` and
+    # calls http://<host>:<port>/ (+ the `configPath` metadata, none here).
+    ferry = start_ferry("--config-service-name", "configserver")
+    py = ferry.consul()
+    assert "configserver" in py.catalog.services()[1]
+    _, entries = py.health.service("configserver", passing=True)
+    assert len(entries) == 1
+    service = entries[0]["Service"]
+    assert (service["Address"], service["Port"]) == ("127.0.0.1", ferry.config_port)
+    assert service["Meta"].get("secure", "false") == "false" and "configPath" not in service["Meta"]
+    health = httpx.get(f"http://{service['Address']}:{service['Port']}/actuator/health", timeout=5)
+    assert health.status_code == 200
+
+    watcher = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    wait_until(lambda: watcher.view().get("CONFIGSERVER") == [
+        ("ferry-config-server:" + py.agent.self()["Config"]["NodeName"], "UP", ferry.config_port)], 10,
+        what="py-eureka-client to see CONFIGSERVER")
+    instance = next(iter(app_instances(ferry, "CONFIGSERVER")))
+    assert instance["status"] == "UP" and instance["port"]["$"] == ferry.config_port
+    for url in (instance["homePageUrl"], instance["statusPageUrl"]):
+        assert url.startswith(f"http://127.0.0.1:{ferry.config_port}/")
+    assert httpx.get(instance["statusPageUrl"], timeout=5).status_code == 200
+    # A Config Server request at the URL a discovery-first client builds.
+    environment = httpx.get(instance["homePageUrl"] + "pricing/default", timeout=5)
+    assert environment.status_code == 200 and environment.json()["name"] == "pricing"
+
+
+def test_the_config_server_listing_follows_the_settings_across_restarts(start_ferry):
+    ferry = start_ferry("--config-service-name", "config")
+    assert "config" in ferry.consul().catalog.services()[1]
+    assert ferry.stop() == 0
+    # The same data directory, the listing turned off: the kept registration goes.
+    ferry.args += ["--config-service-name", "off"]
+    ferry.start()
+    services = ferry.consul().catalog.services()[1]
+    assert "config" not in services and "configserver" not in services
+
+
+def test_the_api_answers_under_a_path_prefix(start_ferry, clients):
+    # spring.cloud.consul.path=/consul/ joins as http://host:port/consul/v1/...
+    ferry = start_ferry("--consul-path-prefix", "/consul/")
+    prefixed = clients(JsConsul(ferry, base_url=f"{ferry.consul_url}/consul/v1"))
+    prefixed.call("agent.service.register", {"name": "inventory", "id": "inventory-1", "port": 9600})
+    prefixed.call("kv.set", "config/inventory/data", "x: 1")
+    assert [entry["Service"]["ID"] for entry in prefixed.call("health.service", "inventory")] == ["inventory-1"]
+    assert prefixed.call("kv.get", "config/inventory/data")["Value"] == "x: 1"
+    # The same registry at the root, and nothing under another prefix.
+    assert "inventory" in ferry.consul().catalog.services()[1]
+    assert httpx.get(f"{ferry.consul_url}/other/v1/catalog/services").status_code == 404

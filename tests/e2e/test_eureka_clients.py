@@ -132,3 +132,19 @@ def test_status_override_and_its_removal_round_trip_through_real_clients(ferry, 
     wait_until(lambda: ferry.instances().get("127.0.0.1:orders:9401", {}).get("status") == "UP", 10,
                what="the client to re-register UP")
     wait_until(lambda: js.ids("ORDERS") == ["127.0.0.1:orders:9401"], 10, what="js to see it again")
+
+
+def test_fetch_counters_show_a_py_client_keeping_to_deltas(ferry, clients):
+    # A registered app that fetches nothing, so every fetch counted is the watcher's.
+    clients(py_client(ferry, "orders", 9501, should_discover=False))
+    wait_until(lambda: "127.0.0.1:orders:9501" in ferry.instances(), 5, what="orders registered")
+    before = ferry.eureka_fetches()
+    watcher = clients(PyEureka(ferry.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    wait_until(lambda: "ORDERS" in watcher.view(), 10, what="the watcher to see ORDERS")
+    # A change reaches the watcher through its delta merge, hashcode matching.
+    clients(py_client(ferry, "orders", 9502, should_discover=False))
+    wait_until(lambda: len(watcher.view().get("ORDERS", [])) == 2, 10, what="the delta to add 9502")
+    wait_until(lambda: ferry.eureka_fetches()["delta"] - before["delta"] >= 3, 10,
+               what="three delta fetches")
+    after = ferry.eureka_fetches()
+    assert after["full"] - before["full"] == 1, (before, after)

@@ -20,9 +20,6 @@ def health_answer(app):
     return response.json().get("status")
 
 
-@pytest.mark.xfail(reason="needs Consul reads without a token filtered instead of 403 (Consul views branch): "
-                          "Spring Cloud Consul's health indicator reads /v1/catalog/services without the token",
-                   strict=True)
 def test_inventory_with_an_acl_token_registers_and_stays_healthy(ferries, apps):
     ferry = ferries("acl", "--consul-token", TOKEN)
     inventory = apps.new("boot3", "inventory", {

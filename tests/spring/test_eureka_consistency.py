@@ -153,8 +153,6 @@ def test_java_clients_follow_churn_with_deltas(churned, generation):
 
 
 @GENERATIONS
-@pytest.mark.xfail(reason="needs ferry_eureka_fetches_total{kind} on /metrics (Eureka views branch) "
-                          "and the Eureka delta listed oldest first", strict=True)
 def test_java_clients_do_not_fall_back_to_full_fetches(churned, generation):
     result = churned[generation]
     assert result["delta"] >= 2 * OBSERVE_SECONDS * 0.6, f"both clients fetched deltas about every second: {result}"

@@ -7,10 +7,22 @@
 //! above `.yaml`. In a multi-document file, later active documents rank first, and a
 //! document for a profile that is not requested is left out.
 //!
+//! The server reads a repository as a Spring Boot app started with
+//! `spring.config.name=application,A` would, so a comma-separated application
+//! (`orders,shared`) is several config names: `application,orders,shared`, a later name
+//! above an earlier one. For each profile, `shared-P` ranks above `orders-P` above
+//! `application-P`, and the plain files follow in the same order.
+//!
+//! Several labels (`/orders/dev/v1,v2`, the client's `send-all-labels`) are read one at a
+//! time as Spring's git backend does: the labels in reverse, each label's sources appended,
+//! so the last label ranks first; the versions are joined with `,` in request order.
+//!
 //! KV order (Spring Cloud Consul Config): `config/A,Pn/` ... `config/A,P1/`, `config/A/`,
-//! then the same for `application`. A context's `data` key holds a YAML (or properties)
-//! document; every other key under it is one property (`/` becomes `.`). KV sources rank
-//! above repository files, so a value changed in Consul's KV wins for both kinds of client.
+//! then the same for `application` (and for each name of a comma-separated application,
+//! later first). A context's `data` key holds a YAML (or properties) document; every other
+//! key under it is one property (`/` becomes `.`). KV sources rank above repository files,
+//! so a value changed in Consul's KV wins for both kinds of client. They do not depend on
+//! the label, so they are listed once.
 
 use serde_json::Value;
 
@@ -37,19 +49,22 @@ pub struct Environment {
 
 const EXTENSIONS: [&str; 3] = ["properties", "yml", "yaml"];
 
+/// The Environment of `application` (one name or a comma-separated list) for `profiles`,
+/// from `snapshots`: one per requested label, in request order.
 pub fn build(
-    snapshot: Option<&Snapshot<'_>>,
+    snapshots: &[Snapshot<'_>],
     kv: Option<&KvStore>,
     application: &str,
     profiles: &[String],
     label: Option<&str>,
 ) -> Result<Environment, ConfigError> {
+    let names = config_names(application);
     let mut sources = Vec::new();
     if let Some(kv) = kv {
-        sources.extend(kv_sources(kv, application, profiles)?);
+        sources.extend(kv_sources(kv, &names, profiles)?);
     }
-    if let Some(snapshot) = snapshot {
-        for base in base_names(application, profiles) {
+    for snapshot in snapshots.iter().rev() {
+        for base in base_names(&names, profiles) {
             for extension in EXTENSIONS {
                 let relative = format!("{base}.{extension}");
                 if let Some(bytes) = snapshot.read(&relative)? {
@@ -63,30 +78,45 @@ pub fn build(
             }
         }
     }
+    let versions: Vec<String> = snapshots.iter().filter_map(Snapshot::version).collect();
     Ok(Environment {
         name: application.to_owned(),
         profiles: profiles.to_vec(),
         label: label.map(str::to_owned),
-        version: snapshot.and_then(Snapshot::version),
+        version: (!versions.is_empty()).then(|| versions.join(",")),
         sources,
     })
 }
 
-/// File base names, highest priority first, each once.
-fn base_names(application: &str, profiles: &[String]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    let mut add = |name: String| {
+/// The config names Spring's server reads for `application`: `application` and then each
+/// comma-separated name, lowest priority first, each once.
+fn config_names(application: &str) -> Vec<&str> {
+    let mut names = vec!["application"];
+    for name in application.split(',') {
         if !names.contains(&name) {
             names.push(name);
         }
+    }
+    names
+}
+
+/// File base names, highest priority first, each once.
+fn base_names(names: &[&str], profiles: &[String]) -> Vec<String> {
+    let mut bases: Vec<String> = Vec::new();
+    let mut add = |base: String| {
+        if !bases.contains(&base) {
+            bases.push(base);
+        }
     };
     for profile in profiles.iter().rev() {
-        add(format!("{application}-{profile}"));
-        add(format!("application-{profile}"));
+        for name in names.iter().rev() {
+            add(format!("{name}-{profile}"));
+        }
     }
-    add(application.to_owned());
-    add("application".to_owned());
-    names
+    for name in names.iter().rev() {
+        add((*name).to_owned());
+    }
+    bases
 }
 
 fn parse_file(
@@ -156,11 +186,11 @@ pub fn applies(document: &yaml::Document, profiles: &[String]) -> bool {
 
 fn kv_sources(
     kv: &KvStore,
-    application: &str,
+    names: &[&str],
     profiles: &[String],
 ) -> Result<Vec<PropertySource>, ConfigError> {
     let mut contexts: Vec<String> = Vec::new();
-    for name in [application, "application"] {
+    for name in names.iter().rev() {
         for profile in profiles.iter().rev() {
             contexts.push(format!("config/{name},{profile}/"));
         }

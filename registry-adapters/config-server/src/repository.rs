@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 
+/// The label a git repository is read at when a request names none (Spring's
+/// `JGitEnvironmentProperties.MAIN_LABEL`), falling back to `master`.
+pub const DEFAULT_LABEL: &str = "main";
+
 pub enum Repository {
     Folder {
         root: PathBuf,
@@ -90,7 +94,7 @@ impl Repository {
                 // The default label, asked for or not, falls back to `master` as Spring's
                 // `tryMasterBranch` does.
                 let commit = match label {
-                    None | Some("main") => resolve(&repository, "main")
+                    None | Some(DEFAULT_LABEL) => resolve(&repository, DEFAULT_LABEL)
                         .or_else(|| resolve(&repository, "master"))
                         .ok_or_else(|| ConfigError::UnknownLabel("main".to_owned()))?,
                     Some(label) => resolve(&repository, label)

@@ -10,7 +10,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::error::ConfigError;
-use super::render;
+use super::{encryption, render};
 use super::{environment, ConfigSources};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,13 @@ pub fn routes(sources: ConfigSources) -> Router {
 }
 
 async fn handle(State(sources): State<ConfigSources>, request: Request) -> Response {
-    let shape = match parse(request.uri().path()) {
+    if let Some(endpoint) = encryption::endpoint(request.method(), request.uri().path()) {
+        return match endpoint {
+            Ok(endpoint) => encryption::answer(&sources, endpoint, request).await,
+            Err(response) => response,
+        };
+    }
+    let shape = match parse(request.uri().path(), sources.validate_profiles) {
         Ok(Some(shape)) => shape,
         Ok(None) => return ConfigError::NotFound.into_response(),
         Err(error) => return error.into_response(),
@@ -155,7 +161,9 @@ fn text_body(text: String) -> Response {
 }
 
 /// Recognizes a path; `Ok(None)` for a path that is no Config Server resource.
-fn parse(path: &str) -> Result<Option<Shape>, ConfigError> {
+/// `validate` checks profile names as Spring's server does by default.
+fn parse(path: &str, validate: bool) -> Result<Option<Shape>, ConfigError> {
+    let profiles = |text: &str| profiles(text, validate);
     let raw: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let raw: Vec<&str> = if raw.last() == Some(&"") {
         raw[..raw.len() - 1].to_vec()
@@ -170,7 +178,7 @@ fn parse(path: &str) -> Result<Option<Shape>, ConfigError> {
         .map(|segment| decode(segment))
         .collect::<Result<_, _>>()?;
     let shape = match segments.as_slice() {
-        [file] => match file_form(file)? {
+        [file] => match file_form(file, validate)? {
             Some((application, profiles, format)) => Shape::Rendered {
                 application,
                 profiles,
@@ -179,7 +187,7 @@ fn parse(path: &str) -> Result<Option<Shape>, ConfigError> {
             },
             None => return Ok(None),
         },
-        [first, second] => match file_form(second)? {
+        [first, second] => match file_form(second, validate)? {
             Some((application, profiles, format)) => Shape::Rendered {
                 application,
                 profiles,
@@ -214,7 +222,7 @@ fn parse(path: &str) -> Result<Option<Shape>, ConfigError> {
     Ok(Some(shape))
 }
 
-fn decode(segment: &str) -> Result<String, ConfigError> {
+pub(super) fn decode(segment: &str) -> Result<String, ConfigError> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut position = 0;
@@ -244,7 +252,10 @@ fn has_extension(file: &str) -> bool {
 }
 
 /// `{application}-{profiles}.{ext}`, split at the last hyphen of the stem.
-fn file_form(file: &str) -> Result<Option<(String, Vec<String>, Format)>, ConfigError> {
+fn file_form(
+    file: &str,
+    validate: bool,
+) -> Result<Option<(String, Vec<String>, Format)>, ConfigError> {
     let (stem, format) = if let Some(stem) = file
         .strip_suffix(".yml")
         .or_else(|| file.strip_suffix(".yaml"))
@@ -260,7 +271,11 @@ fn file_form(file: &str) -> Result<Option<(String, Vec<String>, Format)>, Config
     let Some((application, profile_list)) = stem.rsplit_once('-') else {
         return Ok(None);
     };
-    Ok(Some((name(application)?, profiles(profile_list)?, format)))
+    Ok(Some((
+        name(application)?,
+        profiles(profile_list, validate)?,
+        format,
+    )))
 }
 
 /// Rejects what could name a file outside the repository or confuse the lookup.
@@ -278,7 +293,7 @@ fn check_part(text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn name(text: &str) -> Result<String, ConfigError> {
+pub(super) fn name(text: &str) -> Result<String, ConfigError> {
     check_part(text)?;
     if text.is_empty() {
         return Err(ConfigError::BadRequest(
@@ -299,16 +314,24 @@ fn label(text: &str) -> Result<String, ConfigError> {
     Ok(text.replace("(_)", "/"))
 }
 
-fn profiles(text: &str) -> Result<Vec<String>, ConfigError> {
+/// A comma-separated profile list. With `validate`, each profile is checked as Spring's
+/// `PathUtils.isInvalidProfiles` does (4.3.3 and later): not blank, only letters, digits and
+/// `-_.+@`, starting and ending with a letter or digit. Java walks UTF-16 units, so a
+/// character beyond the Basic Multilingual Plane fails on its second surrogate; beyond ASCII
+/// "letter or digit" is Rust's Unicode alphabetic or numeric, which also admits the few
+/// letter-like numbers and vowel signs Java's `isLetterOrDigit` does not.
+pub(super) fn profiles(text: &str, validate: bool) -> Result<Vec<String>, ConfigError> {
     check_part(text)?;
+    let letter_or_digit = |c: char| c.is_alphanumeric() && u32::from(c) <= 0xFFFF;
     text.split(',')
         .map(|profile| {
-            let valid = !profile.is_empty()
-                && profile
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+' | '@'))
-                && profile.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && profile.ends_with(|c: char| c.is_ascii_alphanumeric());
+            let valid = !validate
+                || (!profile.is_empty()
+                    && profile
+                        .chars()
+                        .all(|c| letter_or_digit(c) || matches!(c, '-' | '.' | '_' | '+' | '@'))
+                    && profile.starts_with(letter_or_digit)
+                    && profile.ends_with(letter_or_digit));
             if valid {
                 Ok(profile.to_owned())
             } else {

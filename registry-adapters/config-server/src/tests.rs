@@ -27,15 +27,20 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/golden")
 }
 
-fn router_for(path: &Path, kv: Option<Arc<KvStore>>) -> Router {
+pub(crate) fn router_for(path: &Path, kv: Option<Arc<KvStore>>) -> Router {
     let repository = Repository::open(path.to_str().unwrap()).unwrap();
     routes(ConfigSources {
         repository: Some(Arc::new(repository)),
         kv,
+        ..ConfigSources::default()
     })
 }
 
-async fn get(router: &Router, uri: &str, accept: Option<&str>) -> (StatusCode, String, String) {
+pub(crate) async fn get(
+    router: &Router,
+    uri: &str,
+    accept: Option<&str>,
+) -> (StatusCode, String, String) {
     let headers: Vec<(&str, &str)> = accept
         .map(|accept| ("accept", accept))
         .into_iter()
@@ -171,13 +176,13 @@ async fn a_malformed_file_is_a_500_naming_it_and_a_folder_edit_is_live() {
     std::fs::remove_dir_all(folder).unwrap();
 }
 
-fn tempdir() -> PathBuf {
+pub(crate) fn tempdir() -> PathBuf {
     let folder = std::env::temp_dir().join(format!("ferry-config-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&folder).unwrap();
     folder
 }
 
-fn git(repo: &Path, args: &[&str]) -> String {
+pub(crate) fn git(repo: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args([
             "-c",

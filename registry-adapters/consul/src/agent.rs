@@ -9,6 +9,7 @@ use axum::routing::{get, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
+use super::acl::Access;
 use super::decode::{self, field};
 use super::encode;
 use super::error::ConsulError;
@@ -53,9 +54,14 @@ fn member(view: &ConsulView) -> Value {
     })
 }
 
-async fn agent_self(State(view): State<ConsulView>) -> Response {
+async fn agent_self(
+    State(view): State<ConsulView>,
+    access: Access,
+) -> Result<Response, ConsulError> {
+    // `agent:read` on this node, which the anonymous token lacks.
+    access.may_read_one()?;
     let node = view.node();
-    json_response(&json!({
+    Ok(json_response(&json!({
         "Config": {
             "Datacenter": node.datacenter,
             "PrimaryDatacenter": node.datacenter,
@@ -70,19 +76,25 @@ async fn agent_self(State(view): State<ConsulView>) -> Response {
         "Stats": {},
         "DebugConfig": {},
         "xDS": {},
-    }))
+    })))
 }
 
-async fn members(State(view): State<ConsulView>) -> Response {
-    json_response(&json!([member(&view)]))
+async fn members(State(view): State<ConsulView>, access: Access) -> Response {
+    let members = if access.sees_all() {
+        vec![member(&view)]
+    } else {
+        Vec::new()
+    };
+    json_response(&Value::Array(members))
 }
 
-async fn services(State(view): State<ConsulView>) -> Response {
+async fn services(State(view): State<ConsulView>, access: Access) -> Response {
     let datacenter = &view.node().datacenter;
     let services: Map<String, Value> = view
         .registry
         .agent_instances()
         .iter()
+        .filter(|_| access.sees_all())
         .map(|registered| {
             (
                 registered.instance.id.clone(),
@@ -95,21 +107,29 @@ async fn services(State(view): State<ConsulView>) -> Response {
 
 async fn service(
     State(view): State<ConsulView>,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
     let registered = view
         .registry
         .agent_instance(&id)
         .ok_or_else(|| ConsulError::NotFound(format!("unknown service ID: {id}")))?;
+    // Consul looks the service up first, then checks `service:read` on it.
+    access.may_read_one()?;
     let mut service = encode::agent_service(&registered.instance, &view.node().datacenter);
     service["ContentHash"] = Value::String(format!("{:016x}", registered.instance.modify_index));
     Ok(json_response(&service))
 }
 
-async fn checks(State(view): State<ConsulView>) -> Response {
+async fn checks(State(view): State<ConsulView>, access: Access) -> Response {
     let node = view.node();
     let mut checks = Map::new();
-    for registered in view.registry.agent_instances() {
+    let visible = if access.sees_all() {
+        view.registry.agent_instances()
+    } else {
+        Vec::new()
+    };
+    for registered in visible {
         for check in &registered.instance.checks {
             checks.insert(
                 check.id.clone(),
@@ -281,12 +301,14 @@ fn agent_health(view: &ConsulView, instance: &ferry_core::model::Instance) -> Va
 
 async fn health_by_id(
     State(view): State<ConsulView>,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
     let registered = view
         .registry
         .agent_instance(&id)
         .ok_or_else(|| ConsulError::NotFound(format!("ServiceId {id} not found")))?;
+    access.may_read_one()?;
     let health = encode::instance_health(&registered.instance);
     let mut response = json_response(&agent_health(&view, &registered.instance));
     *response.status_mut() = health_status(health);
@@ -295,8 +317,11 @@ async fn health_by_id(
 
 async fn health_by_name(
     State(view): State<ConsulView>,
+    access: Access,
     Path(name): Path<String>,
 ) -> Result<Response, ConsulError> {
+    // Consul checks `service:read` on the name before it looks anything up.
+    access.may_read_one()?;
     let (_, instances) = view.registry.app_with_index(&name.to_ascii_uppercase());
     if instances.is_empty() {
         return Err(ConsulError::NotFound(format!(

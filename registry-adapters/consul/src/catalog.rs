@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
+use super::acl::Access;
 use super::blocking::wait_for;
 use super::encode::{self, service_name};
 use super::error::ConsulError;
@@ -32,16 +33,21 @@ pub(super) fn routes() -> Router<ConsulView> {
 
 async fn services(
     State(view): State<ConsulView>,
+    access: Access,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ConsulError> {
     let blocking = Params(params).blocking()?;
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
         let (index, apps) = view.registry.catalog();
         let mut services = Map::new();
+        if !access.sees_all() {
+            return (index, Value::Object(services));
+        }
         // Real Consul lists itself; clients that list services expect it.
         services.insert("consul".to_owned(), json!([]));
-        for (app, tags) in apps {
-            services.insert(service_name(&app), json!(tags));
+        for service in apps {
+            let name = service_name(&service.app, service.name.as_deref());
+            services.insert(name.into_owned(), json!(service.tags));
         }
         (index, Value::Object(services))
     })
@@ -62,6 +68,7 @@ fn tagged<'a>(
 
 async fn service(
     State(view): State<ConsulView>,
+    access: Access,
     Path(name): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ConsulError> {
@@ -71,7 +78,7 @@ async fn service(
     let app = name.to_ascii_uppercase();
     let key = format!("catalog\u{0}{app}\u{0}{}", tags.join("\u{0}"));
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
-        rendered(&view, &key, &app, |instances| {
+        rendered(&view, access, &key, &app, |instances| {
             let rows: Vec<Value> = tagged(instances, &tags)
                 .map(|registered| encode::catalog_service(view.node(), &registered.instance))
                 .collect();
@@ -82,14 +89,19 @@ async fn service(
     Ok(indexed_bytes(index, body))
 }
 
-/// One app's read at its current result index, rendered once per index and key.
+/// One app's read at its current result index, rendered once per index and key; a
+/// caller who may not see it gets an empty list at the same index.
 fn rendered(
     view: &ConsulView,
+    access: Access,
     key: &str,
     app: &str,
     render: impl FnOnce(&[RegisteredInstance]) -> Value,
 ) -> (u64, Bytes) {
     let index = view.registry.app_result_index(app);
+    if !access.sees_all() {
+        return (index, Bytes::from_static(b"[]"));
+    }
     let body = view.rendered.get_with((key.to_owned(), index), || {
         let (_, instances) = view.registry.app_with_index(app);
         Bytes::from(render(&instances).to_string())
@@ -99,12 +111,18 @@ fn rendered(
 
 async fn nodes(
     State(view): State<ConsulView>,
+    access: Access,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ConsulError> {
     let blocking = Params(params).blocking()?;
     // One node, registered at start: its index never moves.
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
-        (1, json!([encode::node(view.node())]))
+        let nodes = if access.sees_all() {
+            vec![encode::node(view.node())]
+        } else {
+            Vec::new()
+        };
+        (1, Value::Array(nodes))
     })
     .await;
     Ok(indexed(StatusCode::OK, index, Some(&body)))
@@ -112,6 +130,7 @@ async fn nodes(
 
 async fn node(
     State(view): State<ConsulView>,
+    access: Access,
     Path(node): Path<String>,
 ) -> Result<Response, ConsulError> {
     let info = view.node();
@@ -119,6 +138,10 @@ async fn node(
         return Ok(indexed(StatusCode::OK, 1, Some(&Value::Null)));
     }
     let (index, instances) = view.registry.all_with_index();
+    // A node the caller may not read is answered as one that does not exist.
+    if !access.sees_all() {
+        return Ok(indexed(StatusCode::OK, index, Some(&Value::Null)));
+    }
     let services: Map<String, Value> = instances
         .iter()
         .map(|registered| {
@@ -138,6 +161,7 @@ async fn datacenters(State(view): State<ConsulView>) -> Response {
 
 async fn health_service(
     State(view): State<ConsulView>,
+    access: Access,
     Path(name): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ConsulError> {
@@ -148,7 +172,7 @@ async fn health_service(
     let app = name.to_ascii_uppercase();
     let key = format!("health\u{0}{app}\u{0}{passing}\u{0}{}", tags.join("\u{0}"));
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
-        rendered(&view, &key, &app, |instances| {
+        rendered(&view, access, &key, &app, |instances| {
             let rows: Vec<Value> = tagged(instances, &tags)
                 .filter(|registered| {
                     !passing || encode::instance_health(&registered.instance) == Health::Passing
@@ -164,6 +188,7 @@ async fn health_service(
 
 async fn health_checks(
     State(view): State<ConsulView>,
+    access: Access,
     Path(name): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ConsulError> {
@@ -173,6 +198,7 @@ async fn health_checks(
         let (index, instances) = view.registry.app_with_index(&app);
         let checks: Vec<Value> = instances
             .iter()
+            .filter(|_| access.sees_all())
             .flat_map(|registered| encode::instance_checks(view.node(), &registered.instance))
             .collect();
         (index, Value::Array(checks))
@@ -183,6 +209,7 @@ async fn health_checks(
 
 async fn health_state(
     State(view): State<ConsulView>,
+    access: Access,
     Path(state): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ConsulError> {
@@ -194,7 +221,7 @@ async fn health_state(
     };
     let blocking = Params(params).blocking()?;
     let (index, body) = wait_for(view.registry.watch(), blocking, || {
-        let (index, mut checks) = node_checks(&view);
+        let (index, mut checks) = node_checks(&view, access);
         checks.retain(|check| wanted.is_none_or(|wanted| check["Status"] == wanted.as_str()));
         (index, Value::Array(checks))
     })
@@ -204,18 +231,23 @@ async fn health_state(
 
 async fn health_node(
     State(view): State<ConsulView>,
+    access: Access,
     Path(node): Path<String>,
 ) -> Result<Response, ConsulError> {
     if node != view.node().name {
         return Ok(indexed(StatusCode::OK, 1, Some(&json!([]))));
     }
-    let (index, checks) = node_checks(&view);
+    let (index, checks) = node_checks(&view, access);
     Ok(indexed(StatusCode::OK, index, Some(&Value::Array(checks))))
 }
 
-/// Every check on this node, its own `serfHealth` first, with the health result index.
-fn node_checks(view: &ConsulView) -> (u64, Vec<Value>) {
+/// Every check on this node, its own `serfHealth` first, with the health result index;
+/// none for a caller who may not see them.
+fn node_checks(view: &ConsulView, access: Access) -> (u64, Vec<Value>) {
     let (index, instances) = view.registry.all_with_index();
+    if !access.sees_all() {
+        return (index, Vec::new());
+    }
     let mut checks = vec![encode::serf_check(view.node())];
     for registered in &instances {
         checks.extend(encode::instance_checks(view.node(), &registered.instance));

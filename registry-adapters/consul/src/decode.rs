@@ -167,6 +167,8 @@ pub fn service_registration(body: &Value, node_address: &str) -> Result<Instance
         address
     };
     let mut instance = Instance::new(&name, &id, &host, &host, port);
+    // Consul keeps the name's case (it only matches it without case).
+    instance.name = Some(name.clone());
     instance.registration = Registration::Agent;
     instance.metadata = string_map(object, "Meta")?;
     validate_meta(&instance.metadata)?;

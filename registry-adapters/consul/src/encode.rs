@@ -22,8 +22,19 @@ pub struct NodeInfo {
     pub datacenter: String,
 }
 
-pub fn service_name(app: &str) -> String {
-    app.to_ascii_lowercase()
+/// A service's name as Consul shows it: as registered, when the registration kept its
+/// case (a Consul registration), else the app in lower case (a Eureka registration, whose
+/// upper case is Eureka's convention, not the service's spelling).
+pub fn service_name<'a>(app: &'a str, registered: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+    match registered {
+        Some(name) => std::borrow::Cow::Borrowed(name),
+        None => std::borrow::Cow::Owned(app.to_ascii_lowercase()),
+    }
+}
+
+/// `service_name` of one instance.
+fn instance_service_name(instance: &Instance) -> std::borrow::Cow<'_, str> {
+    service_name(&instance.app, instance.name.as_deref())
 }
 
 pub fn node(node: &NodeInfo) -> Value {
@@ -66,7 +77,7 @@ fn port(instance: &Instance) -> u32 {
 pub fn agent_service(instance: &Instance, datacenter: &str) -> Value {
     json!({
         "ID": instance.id,
-        "Service": service_name(&instance.app),
+        "Service": instance_service_name(instance),
         "Tags": instance.tags,
         "Meta": instance.metadata,
         "Port": port(instance),
@@ -82,7 +93,7 @@ pub fn agent_service(instance: &Instance, datacenter: &str) -> Value {
 fn health_service(instance: &Instance) -> Value {
     json!({
         "ID": instance.id,
-        "Service": service_name(&instance.app),
+        "Service": instance_service_name(instance),
         "Tags": instance.tags,
         "Address": instance.ip_addr,
         "Meta": instance.metadata,
@@ -106,7 +117,7 @@ pub fn catalog_service(node: &NodeInfo, instance: &Instance) -> Value {
         "NodeMeta": {"consul-network-segment": ""},
         "ServiceKind": "",
         "ServiceID": instance.id,
-        "ServiceName": service_name(&instance.app),
+        "ServiceName": instance_service_name(instance),
         "ServiceTags": instance.tags,
         "ServiceAddress": instance.ip_addr,
         "ServiceMeta": instance.metadata,
@@ -164,7 +175,7 @@ fn eureka_status_check(node: &NodeInfo, instance: &Instance) -> Value {
         "Notes": "Mirrors the status the instance has in Ferry's Eureka view",
         "Output": format!("Eureka status {}", instance.status),
         "ServiceID": instance.id,
-        "ServiceName": service_name(&instance.app),
+        "ServiceName": instance_service_name(instance),
         "ServiceTags": instance.tags,
         "Type": "",
         "Interval": "",
@@ -217,7 +228,7 @@ pub fn check_json(node: &NodeInfo, instance: &Instance, check: &Check) -> Value 
         "Notes": check.notes,
         "Output": check.output,
         "ServiceID": instance.id,
-        "ServiceName": service_name(&instance.app),
+        "ServiceName": instance_service_name(instance),
         "ServiceTags": instance.tags,
         "Type": kind,
         "Interval": interval,

@@ -14,6 +14,10 @@ pub enum ConsulError {
     BadRequest(String),
     #[error("Permission denied")]
     PermissionDenied,
+    /// A token the ACL system does not know (Consul resolves it, finds nothing, and
+    /// refuses the request whatever it asks).
+    #[error("ACL not found")]
+    UnknownToken,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -30,7 +34,7 @@ impl ConsulError {
     pub fn status(&self) -> StatusCode {
         match self {
             ConsulError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ConsulError::PermissionDenied => StatusCode::FORBIDDEN,
+            ConsulError::PermissionDenied | ConsulError::UnknownToken => StatusCode::FORBIDDEN,
             ConsulError::NotFound(_) => StatusCode::NOT_FOUND,
             ConsulError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ConsulError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,

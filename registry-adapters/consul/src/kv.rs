@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
 
+use super::acl::Access;
 use super::blocking::wait_for;
 use super::encode;
 use super::error::ConsulError;
@@ -39,6 +40,7 @@ enum Read {
 
 async fn read(
     State(view): State<ConsulView>,
+    access: Access,
     path: Option<Path<String>>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ConsulError> {
@@ -49,14 +51,24 @@ async fn read(
     if key.is_empty() && !recurse && !keys {
         return Err(ConsulError::BadRequest("Missing key name".into()));
     }
+    if !recurse && !keys {
+        // `key:read` on one key; listings are filtered instead.
+        access.may_read_one()?;
+    }
     let separator = params.get("separator").map(str::to_owned);
     let blocking = params.blocking()?;
     let (index, result) = wait_for(view.kv.watch(), blocking, || {
         if keys {
-            let (index, names) = view.kv.keys(&key, separator.as_deref());
+            let (index, mut names) = view.kv.keys(&key, separator.as_deref());
+            if !access.sees_all() {
+                names.clear();
+            }
             (index, Read::Keys(names))
         } else if recurse {
-            let (index, entries) = view.kv.list(&key);
+            let (index, mut entries) = view.kv.list(&key);
+            if !access.sees_all() {
+                entries.clear();
+            }
             (index, Read::Many(entries))
         } else {
             let (index, entry) = view.kv.get(&key);

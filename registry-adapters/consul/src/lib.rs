@@ -4,10 +4,13 @@
 //! change index.
 //!
 //! Layout: `agent`, `catalog` (catalog and health), `kv`, `session`, `status` hold the
-//! handlers; `decode` and `encode` convert bodies; `query` and `duration` parse parameters;
-//! `blocking` holds reads until their result index moves; `error` maps status codes.
+//! handlers; `acl` decides what a caller may see (the configured token, or none: the
+//! anonymous token of a default-deny agent); `decode` and `encode` convert bodies; `query`
+//! and `duration` parse parameters; `blocking` holds reads until their result index
+//! moves; `error` maps status codes.
 #![forbid(unsafe_code)]
 
+mod acl;
 mod agent;
 mod blocking;
 mod catalog;
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -40,13 +43,17 @@ use query::Params;
 #[derive(Clone, Debug)]
 pub struct ConsulSettings {
     pub node: NodeInfo,
-    /// When set, every request but `/v1/status/*` must carry this token.
+    /// When set, the ACL token that may do everything; a request without a token is
+    /// anonymous, as under Consul's `default_policy = "deny"` (see `acl`).
     pub token: Option<String>,
     /// Bodies other than KV values above this size get 413.
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     /// The Consul version `/v1/agent/self` reports (clients check for 1.x).
     pub version: String,
+    /// A path the whole API also answers under (`consul` serves `/consul/v1/...`), for
+    /// clients whose `spring.cloud.consul.path` names a prefix before `/v1`.
+    pub path_prefix: Option<String>,
 }
 
 impl ConsulSettings {
@@ -57,6 +64,7 @@ impl ConsulSettings {
             max_body_bytes: 4 << 20,
             body_timeout: Duration::from_secs(10),
             version: "1.18.0".to_owned(),
+            path_prefix: None,
         }
     }
 }
@@ -77,8 +85,9 @@ impl ConsulView {
     }
 }
 
-/// The Consul API under `/v1/`.
+/// The Consul API under `/v1/`, and under `/{prefix}/v1/` too with a path prefix.
 pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSettings) -> Router {
+    let prefix = settings.path_prefix.as_deref().and_then(path_prefix);
     let settings = Arc::new(settings);
     let view = ConsulView {
         registry,
@@ -90,34 +99,54 @@ pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSetting
             .time_to_live(Duration::from_secs(60))
             .build(),
     };
-    Router::new()
+    let api = Router::new()
         .merge(agent::routes())
         .merge(catalog::routes())
         .merge(kv::routes())
         .merge(session::routes())
         .merge(status::routes())
         .with_state(view)
-        .layer(axum::middleware::from_fn_with_state(settings, guard))
+        .layer(axum::middleware::from_fn_with_state(settings, guard));
+    match prefix {
+        // The API stays at the root as well: clients pointed at Ferry directly keep working.
+        // Nested, handlers and the guard see the path without the prefix.
+        Some(prefix) => Router::new().nest(&prefix, api.clone()).merge(api),
+        None => api,
+    }
 }
 
-/// Checks what every endpoint shares before any handler runs: the ACL token, the
-/// datacenter, and flags that cannot go together. A refused request changes nothing.
+/// A path prefix as Spring Cloud Consul joins it to the agent's address: with its leading
+/// and trailing slashes trimmed and one `/` before it (`/consul/` and `consul` are both
+/// `/consul`); `None` when nothing is left.
+pub fn path_prefix(configured: &str) -> Option<String> {
+    let trimmed = configured.trim().trim_matches('/');
+    (!trimmed.is_empty()).then(|| format!("/{trimmed}"))
+}
+
+/// Checks what every endpoint shares before any handler runs: the ACL token (and with it
+/// what the caller may see, stored for the handlers as an `Access`), the datacenter, and
+/// flags that cannot go together. A refused request changes nothing.
 async fn guard(
     State(settings): State<Arc<ConsulSettings>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let params = match axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
         Ok(axum::extract::Query(pairs)) => Params(pairs),
         Err(_) => return ConsulError::BadRequest("Invalid query string".into()).into_response(),
     };
-    if let Some(expected) = &settings.token {
-        let public = request.uri().path().starts_with("/v1/status/");
-        if !public
-            && presented_token(&params, request.headers()).as_deref() != Some(expected.as_str())
-        {
+    if !acl::is_public(request.uri().path()) {
+        let presented = presented_token(&params, request.headers());
+        let access = match acl::access(settings.token.as_deref(), presented.as_deref()) {
+            Ok(access) => access,
+            Err(refused) => return refused.into_response(),
+        };
+        // Reads are sorted out by their handlers; every write needs the token.
+        let read = matches!(*request.method(), Method::GET | Method::HEAD);
+        if !read && !access.sees_all() {
             return ConsulError::PermissionDenied.into_response();
         }
+        request.extensions_mut().insert(access);
     }
     if let Some(datacenter) = params.get("dc") {
         if !datacenter.is_empty() && datacenter != settings.node.datacenter {

@@ -8,6 +8,7 @@ use axum::routing::{get, put};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::acl::Access;
 use super::decode;
 use super::encode;
 use super::error::ConsulError;
@@ -60,8 +61,14 @@ async fn renew(
     Ok(json_response(&json!([encode::session(&session)])))
 }
 
-async fn info(State(view): State<ConsulView>, Path(id): Path<String>) -> Response {
-    let sessions: Vec<Value> = view.kv.session(&id).iter().map(encode::session).collect();
+async fn info(State(view): State<ConsulView>, access: Access, Path(id): Path<String>) -> Response {
+    let sessions: Vec<Value> = view
+        .kv
+        .session(&id)
+        .iter()
+        .filter(|_| access.sees_all())
+        .map(encode::session)
+        .collect();
     indexed(
         StatusCode::OK,
         view.kv.store_result_index(),
@@ -69,21 +76,31 @@ async fn info(State(view): State<ConsulView>, Path(id): Path<String>) -> Respons
     )
 }
 
-async fn list(State(view): State<ConsulView>) -> Response {
-    let sessions: Vec<Value> = view.kv.sessions().iter().map(encode::session).collect();
-    indexed(
-        StatusCode::OK,
-        view.kv.store_result_index(),
-        Some(&Value::Array(sessions)),
-    )
-}
-
-async fn by_node(State(view): State<ConsulView>, Path(node): Path<String>) -> Response {
+async fn list(State(view): State<ConsulView>, access: Access) -> Response {
     let sessions: Vec<Value> = view
         .kv
         .sessions()
         .iter()
-        .filter(|session| session.node == node)
+        .filter(|_| access.sees_all())
+        .map(encode::session)
+        .collect();
+    indexed(
+        StatusCode::OK,
+        view.kv.store_result_index(),
+        Some(&Value::Array(sessions)),
+    )
+}
+
+async fn by_node(
+    State(view): State<ConsulView>,
+    access: Access,
+    Path(node): Path<String>,
+) -> Response {
+    let sessions: Vec<Value> = view
+        .kv
+        .sessions()
+        .iter()
+        .filter(|session| access.sees_all() && session.node == node)
         .map(encode::session)
         .collect();
     indexed(

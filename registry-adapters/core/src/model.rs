@@ -229,8 +229,14 @@ pub struct Instance {
     /// Whether the client sent the id explicitly; views that echo registrations omit an id
     /// the client never gave.
     pub id_explicit: bool,
-    /// Application name, upper case: the registry's one spelling of a service name.
+    /// Application name, upper case: the key every lookup uses, so that names match
+    /// whatever their case, as in Eureka (which upper-cases them) and Consul (which
+    /// matches service names case-insensitively).
     pub app: String,
+    /// The name as its registrant spelled it, where the registering protocol keeps case
+    /// (a Consul registration: `Inventory` stays `Inventory`); `None` where it does not
+    /// (Eureka clients send upper case only). Views that show case show this.
+    pub name: Option<String>,
     pub host_name: String,
     pub ip_addr: String,
     pub sid: Option<String>,
@@ -273,6 +279,7 @@ impl Instance {
             id: id.to_owned(),
             id_explicit: true,
             app: app.to_ascii_uppercase(),
+            name: None,
             host_name: host_name.to_owned(),
             ip_addr: ip_addr.to_owned(),
             sid: None,

@@ -4,13 +4,14 @@
 //! Layout: `routes` (handlers), `decode` (documents -> model, both formats), `json` and
 //! `xml` (model -> documents), `spelling` (Eureka's names for statuses, actions and
 //! data-centre kinds, and the optional instance fields both encoders write), `hashcode`,
-//! `negotiate` (formats and gzip), `cache` (rendered registry documents), `error` (status
-//! codes).
+//! `negotiate` (formats and gzip), `cache` (rendered registry documents), `fetches` (counts
+//! of full and delta fetches, for the binary's metrics), `error` (status codes).
 #![forbid(unsafe_code)]
 
 mod cache;
 pub mod decode;
 mod error;
+mod fetches;
 pub mod hashcode;
 pub mod json;
 mod negotiate;
@@ -21,6 +22,7 @@ pub mod xml;
 use std::time::Duration;
 
 pub use error::EurekaError;
+pub use fetches::FetchCounts;
 pub use negotiate::Format;
 pub use routes::{register_body, routes};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -20,6 +20,7 @@ use ferry_core::registry::{Listing, Registry, RenewRequest};
 use super::cache::{Doc, DocKey, ResponseCache};
 use super::decode::{self, Origin};
 use super::error::EurekaError;
+use super::fetches::FetchCounts;
 use super::hashcode::{apps_hashcode, Document};
 use super::negotiate::{accepts_gzip, body_format, Format};
 use super::{json, spelling, xml, EurekaSettings};
@@ -32,10 +33,16 @@ struct EurekaView {
     registry: Arc<Registry>,
     cache: Arc<ResponseCache>,
     settings: Arc<EurekaSettings>,
+    fetches: Arc<FetchCounts>,
 }
 
-/// The Eureka API over `registry`, with both URL prefixes.
-pub fn routes(registry: Arc<Registry>, settings: EurekaSettings) -> Router {
+/// The Eureka API over `registry`, with both URL prefixes; every registry fetch it answers
+/// is counted in `fetches`.
+pub fn routes(
+    registry: Arc<Registry>,
+    settings: EurekaSettings,
+    fetches: Arc<FetchCounts>,
+) -> Router {
     let view = EurekaView {
         cache: Arc::new(ResponseCache::new(
             settings.cache_max_bytes,
@@ -43,6 +50,7 @@ pub fn routes(registry: Arc<Registry>, settings: EurekaSettings) -> Router {
         )),
         registry,
         settings: Arc::new(settings),
+        fetches,
     };
     let api = Router::new()
         .route("/apps", get(all_apps))
@@ -205,12 +213,12 @@ async fn update_metadata(
     Ok(StatusCode::OK)
 }
 
-async fn all_apps(State(view): State<EurekaView>, headers: HeaderMap) -> Response {
-    view.registry_document(Doc::Full, &headers)
+async fn all_apps(State(view): State<EurekaView>, method: Method, headers: HeaderMap) -> Response {
+    view.registry_document(Doc::Full, &method, &headers)
 }
 
-async fn delta(State(view): State<EurekaView>, headers: HeaderMap) -> Response {
-    view.registry_document(Doc::Delta, &headers)
+async fn delta(State(view): State<EurekaView>, method: Method, headers: HeaderMap) -> Response {
+    view.registry_document(Doc::Delta, &method, &headers)
 }
 
 async fn one_app(
@@ -273,7 +281,12 @@ async fn by_secure_address(
 
 impl EurekaView {
     /// The full registry or the delta, from the cache when this index was rendered before.
-    fn registry_document(&self, doc: Doc, headers: &HeaderMap) -> Response {
+    fn registry_document(&self, doc: Doc, method: &Method, headers: &HeaderMap) -> Response {
+        // axum answers HEAD with the GET handler; a HEAD fetches nothing, so only a GET
+        // counts.
+        if method == Method::GET {
+            self.fetches.count(doc);
+        }
         let format = Format::from_accept(headers);
         let gzip = accepts_gzip(headers);
         let key = DocKey {

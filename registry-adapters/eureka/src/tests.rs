@@ -14,17 +14,30 @@ use ferry_http::test_client::{call, Reply};
 use super::decode::{self, Origin};
 use super::hashcode::{apps_hashcode, Document};
 use super::spelling::DataCenterKind;
-use super::{json as json_codec, routes, xml, EurekaSettings};
+use super::{json as json_codec, routes, xml, EurekaSettings, FetchCounts};
 use ferry_core::model::*;
 use ferry_core::registry::{RegisteredInstance, Registry};
 
+mod delta_client;
+
 fn app() -> (Router, Arc<Registry>) {
+    let (router, registry, _) = counted_app();
+    (router, registry)
+}
+
+/// `app()` with the fetch counts its router adds to.
+fn counted_app() -> (Router, Arc<Registry>, Arc<FetchCounts>) {
     let registry = Arc::new(Registry::default());
     let settings = EurekaSettings {
         max_body_bytes: 4096,
         ..EurekaSettings::default()
     };
-    (routes(registry.clone(), settings), registry)
+    let fetches = Arc::new(FetchCounts::default());
+    (
+        routes(registry.clone(), settings, fetches.clone()),
+        registry,
+        fetches,
+    )
 }
 
 fn registration(app: &str, id: &str) -> Value {
@@ -271,6 +284,49 @@ async fn the_delta_carries_each_change_once_and_the_full_registry_hashcode() {
     assert_eq!(seen["a"], "MODIFIED");
     assert_eq!(seen["b"], "ADDED");
     assert_eq!(seen["c"], "DELETED");
+}
+
+#[tokio::test]
+async fn every_get_of_the_registry_or_the_delta_is_counted_by_kind() {
+    let (router, _, fetches) = counted_app();
+    register_json(&router, "/eureka/", "orders", "a").await;
+    let get = |uri: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        call(&router, Method::GET, uri, headers, Vec::new())
+    };
+    // Both prefixes, with and without the slash, JSON, XML and gzip; the second GET of a
+    // document at the same index is a cache hit and counts all the same.
+    for (uri, headers) in [
+        ("/eureka/apps", &[("accept", "application/json")][..]),
+        ("/eureka/apps/", &[("accept", "application/json")][..]),
+        ("/eureka/apps/", &[("accept", "application/json")][..]),
+        ("/eureka/v2/apps/", &[][..]),
+        ("/eureka/v2/apps", &[("accept-encoding", "gzip")][..]),
+    ] {
+        assert_eq!(get(uri, headers).await.status, StatusCode::OK, "{uri}");
+    }
+    for (uri, headers) in [
+        ("/eureka/apps/delta", &[("accept", "application/json")][..]),
+        ("/eureka/apps/delta", &[("accept", "application/json")][..]),
+        ("/eureka/v2/apps/delta", &[("accept-encoding", "gzip")][..]),
+    ] {
+        assert_eq!(get(uri, headers).await.status, StatusCode::OK, "{uri}");
+    }
+    assert_eq!((fetches.full(), fetches.delta()), (5, 3));
+
+    // Other reads, a HEAD and writes are no registry fetch.
+    for uri in [
+        "/eureka/apps/ORDERS",
+        "/eureka/apps/ORDERS/a",
+        "/eureka/instances/a",
+        "/eureka/vips/orders",
+        "/eureka/svips/orders",
+    ] {
+        assert_eq!(get(uri, &[]).await.status, StatusCode::OK, "{uri}");
+    }
+    let head = call(&router, Method::HEAD, "/eureka/apps/", &[], Vec::new()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    register_json(&router, "/eureka/", "orders", "b").await;
+    assert_eq!((fetches.full(), fetches.delta()), (5, 3));
 }
 
 #[tokio::test]

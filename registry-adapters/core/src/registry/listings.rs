@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::recent::{RecentChange, RecentChanges};
 use super::routes::{routed, Routes};
 use super::{not_registered, Registry, RegistryError};
-use crate::model::{Instance, Millis, Status, StatusCounts};
+use crate::model::{Action, Instance, Millis, Status, StatusCounts};
 
 /// An instance with its live last-renewal time, as views render it.
 #[derive(Clone, Debug)]
@@ -32,6 +32,17 @@ pub struct Listing {
     /// Per-status counts over the whole registry, or over the listed instances for a
     /// filtered listing (Eureka's hashcode scope).
     pub counts: StatusCounts,
+}
+
+/// One app as the catalog lists it.
+#[derive(Clone, Debug)]
+pub struct CatalogService {
+    /// The upper-case key.
+    pub app: String,
+    /// Its registered spelling, if a registration kept one (`Instance::name`).
+    pub name: Option<String>,
+    /// The union of its instances' tags.
+    pub tags: BTreeSet<String>,
 }
 
 /// One instance as the data plane needs it: its real address, never a route.
@@ -212,6 +223,14 @@ impl Registry {
 
     /// The latest change of every instance changed within the retention window, grouped by
     /// app; counts cover the whole registry.
+    ///
+    /// Within an app the entries come oldest first, except that removals come after every
+    /// other entry of the app. Clients apply a delta in order, and Netflix's Java client
+    /// (`DiscoveryClient.updateDelta`), meeting an app it does not hold, adopts the delta's
+    /// whole app — its removed instances included — at the first ADDED or MODIFIED entry; a
+    /// removal met before that finds nothing to remove, so the removed instance would stay
+    /// (and the hashcode check would force a full fetch). py-eureka-client fails outright
+    /// on such a removal. Each instance appears once, so the order changes nothing else.
     pub fn list_recent_changes(&self) -> Listing {
         let now = self.now();
         let state = self.state.read();
@@ -232,6 +251,10 @@ impl Registry {
                     instance: routed(instance, state.routes.get(&instance.app)),
                     last_renewal,
                 });
+        }
+        for instances in apps.values_mut() {
+            // A stable sort: oldest first within the upserts and within the removals.
+            instances.sort_by_key(|entry| entry.instance.action == Action::Deleted);
         }
         Listing {
             index: self.index.current(),
@@ -330,8 +353,10 @@ impl Registry {
         self.state.read().listings.counts.total()
     }
 
-    /// Every app with the union of its instances' tags, at the catalog's result index.
-    pub fn catalog(&self) -> (u64, Vec<(String, BTreeSet<String>)>) {
+    /// Every app with its registered spelling (that of its first instance, in id order, to
+    /// have one; see `Instance::name`) and the union of its instances' tags, at the
+    /// catalog's result index.
+    pub fn catalog(&self) -> (u64, Vec<CatalogService>) {
         let state = self.state.read();
         let listings = &state.listings;
         let apps = listings
@@ -339,11 +364,18 @@ impl Registry {
             .iter()
             .filter(|(_, instances)| !instances.is_empty())
             .map(|(app, instances)| {
+                let name = instances
+                    .values()
+                    .find_map(|entry| entry.instance.name.clone());
                 let tags = instances
                     .values()
                     .flat_map(|entry| entry.instance.tags.iter().cloned())
                     .collect();
-                (app.clone(), tags)
+                CatalogService {
+                    app: app.clone(),
+                    name,
+                    tags,
+                }
             })
             .collect();
         (listings.catalog_index.max(1), apps)

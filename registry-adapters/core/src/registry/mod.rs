@@ -13,7 +13,8 @@
 //!   every read of them;
 //! - `leases`: Eureka registrations, heartbeats, overrides, self-preservation, eviction;
 //! - `agent` and `checks`: registrations through an agent and their health checks;
-//! - `routes`: the mesh routes views publish instead of instance addresses.
+//! - `routes`: the mesh routes views publish instead of instance addresses;
+//! - `own_services`: Ferry's own Config Server, listed for clients that discover it.
 //!
 //! The write path itself (`put` and `remove` below) is shared by all of them and lives
 //! here, once: allocate an index → stamp → `Store::write` → in-memory model → recent-change
@@ -24,6 +25,7 @@ mod checks;
 pub mod eviction;
 mod leases;
 mod listings;
+mod own_services;
 mod recent;
 mod renewals;
 mod routes;
@@ -31,7 +33,8 @@ mod status_rules;
 
 pub use agent::{AgentError, CheckUpdate};
 pub use leases::{lease_or_default, RenewRequest, Renewed};
-pub use listings::{Endpoint, Listing, RegisteredInstance};
+pub use listings::{CatalogService, Endpoint, Listing, RegisteredInstance};
+pub use own_services::{config_server_id, ConfigServerListing};
 pub use routes::Route;
 pub use status_rules::effective_status;
 
@@ -192,11 +195,18 @@ impl Registry {
     }
 
     /// The one way a record enters the registry.
-    fn put(
+    fn put(&self, state: &mut State, instance: Instance, now: Millis) -> Result<(), RegistryError> {
+        self.put_published(state, instance, now, false)
+    }
+
+    /// `put`, for a record whose published address changed even if the record did not
+    /// (`rerouted`: a mesh route was set or cleared), so catalog readers are woken.
+    fn put_published(
         &self,
         state: &mut State,
         mut instance: Instance,
         now: Millis,
+        rerouted: bool,
     ) -> Result<(), RegistryError> {
         let index = self.index.allocate()?;
         let previous = state
@@ -205,9 +215,10 @@ impl Registry {
             .map(|entry| entry.instance.clone());
         stamp(&mut instance, previous.as_deref(), index);
         self.store.write(&Change::Put(&instance))?;
-        let catalog_changed = previous.as_ref().is_none_or(|stored| {
-            stored.tags != instance.tags || stored.metadata != instance.metadata
-        });
+        let catalog_changed = rerouted
+            || previous
+                .as_ref()
+                .is_none_or(|stored| !same_catalog_entry(stored, &instance));
         state.agents.track(previous.as_deref(), &instance);
         let instance = Arc::new(instance);
         state
@@ -271,6 +282,24 @@ fn stamp(instance: &mut Instance, previous: Option<&Instance>, index: u64) {
             }
         }
     }
+}
+
+/// Whether a record reads the same in the catalog: where it is reached and how it is
+/// labelled. Its status and checks are not the catalog's (Consul keeps them in the checks
+/// table), so a check result moves only the health and app indexes; an address or port
+/// must move the catalog's too, or a watcher of the service list (Spring Cloud Consul's
+/// catalog watch, which refreshes its load balancer on a new index) never learns of it.
+fn same_catalog_entry(stored: &Instance, instance: &Instance) -> bool {
+    stored.name == instance.name
+        && stored.host_name == instance.host_name
+        && stored.ip_addr == instance.ip_addr
+        && stored.port == instance.port
+        && stored.secure_port == instance.secure_port
+        && stored.tags == instance.tags
+        && stored.metadata == instance.metadata
+        && stored.weights == instance.weights
+        && stored.enable_tag_override == instance.enable_tag_override
+        && stored.tagged_addresses == instance.tagged_addresses
 }
 
 /// Whether a check is unchanged apart from its index stamps.

@@ -46,16 +46,22 @@ impl RecentChanges {
         }
     }
 
-    /// The latest change of every instance that changed within the window, newest first.
+    /// The latest change of every instance that changed within the window, oldest first
+    /// (in the order those latest changes were made), as Netflix's server walks its queue
+    /// of recent changes in insertion order.
     pub fn latest_per_instance(&self, now: Millis) -> Vec<&RecentChange> {
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
-        self.entries
+        // Walked from the newest so that the first entry met per instance is its latest.
+        let mut latest: Vec<&RecentChange> = self
+            .entries
             .iter()
             .rev()
             .take_while(|change| change.at >= now - self.retention_ms)
             .filter(|change| {
                 seen.insert((change.instance.app.as_str(), change.instance.id.as_str()))
             })
-            .collect()
+            .collect();
+        latest.reverse();
+        latest
     }
 }

@@ -67,8 +67,8 @@ pub(super) fn routed(instance: &Arc<Instance>, route: Option<&Route>) -> Arc<Ins
 
 impl Registry {
     /// Publishes `route` for every instance of `app` (or stops, with `None`). Each instance
-    /// shows the change as MODIFIED in the next delta and moves the app's index, so callers
-    /// follow on their next refresh. Returns how many instances changed.
+    /// shows the change as MODIFIED in the next delta and moves the app's and the catalog's
+    /// indexes, so callers follow on their next refresh. Returns how many instances changed.
     pub fn set_route(&self, app: &str, route: Option<Route>) -> Result<usize, RegistryError> {
         let now = self.now();
         let mut state = self.state.write();
@@ -80,7 +80,7 @@ impl Registry {
         for mut instance in instances {
             instance.action = Action::Modified;
             instance.last_updated = now;
-            self.put(&mut state, instance, now)?;
+            self.put_published(&mut state, instance, now, true)?;
         }
         Ok(changed)
     }

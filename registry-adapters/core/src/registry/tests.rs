@@ -200,11 +200,47 @@ fn cancel_removes_and_leaves_a_deleted_entry_in_the_delta() {
         .iter()
         .map(|entry| (entry.instance.id.as_str(), entry.instance.action))
         .collect();
-    assert_eq!(actions, vec![("a", Action::Deleted), ("b", Action::Added)]);
+    assert_eq!(actions, vec![("b", Action::Added), ("a", Action::Deleted)]);
     assert_eq!(
         delta.counts.total(),
         1,
         "delta counts cover the current registry"
+    );
+}
+
+#[test]
+fn the_delta_lists_each_instance_at_its_latest_change_oldest_first_removals_last() {
+    let registry = registry(true);
+    for id in ["a", "b", "c", "d"] {
+        registry.register(instance(id), false).unwrap();
+        registry.clock().advance(1);
+    }
+    // `d` is removed before anything else changes: an order blind to removals would list
+    // it first, where the Java client would drop it and then adopt it again with the app.
+    registry.cancel("ORDERS", "d").unwrap();
+    registry.clock().advance(1);
+    registry
+        .set_override("ORDERS", "a", Status::OutOfService, None)
+        .unwrap();
+    registry.clock().advance(1);
+    registry.cancel("ORDERS", "b").unwrap();
+    registry.clock().advance(1);
+    registry.register(instance("e"), false).unwrap();
+    let delta = registry.list_recent_changes();
+    let order: Vec<(&str, Action)> = delta.apps[0]
+        .1
+        .iter()
+        .map(|entry| (entry.instance.id.as_str(), entry.instance.action))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("c", Action::Added),
+            ("a", Action::Modified),
+            ("e", Action::Added),
+            ("d", Action::Deleted),
+            ("b", Action::Deleted),
+        ]
     );
 }
 
@@ -511,4 +547,45 @@ fn agent_registrations_and_their_checks_survive_a_restart() {
     assert!(again.agent_instances().is_empty());
     drop(again);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_catalog_index_moves_when_an_address_port_or_route_changes_not_on_a_status_change() {
+    let registry = registry(true);
+    registry.register(instance("a"), false).unwrap();
+    let catalog_index = || registry.catalog().0;
+    let registered = catalog_index();
+
+    // The same registration again (a heartbeat-like re-registration): the catalog is
+    // unchanged, though the app's record was rewritten.
+    registry.register(instance("a"), false).unwrap();
+    assert_eq!(catalog_index(), registered);
+    // A status change is the health view's, not the catalog's.
+    let mut down = instance("a");
+    down.status = Status::Down;
+    registry.register(down, false).unwrap();
+    assert_eq!(catalog_index(), registered);
+
+    let mut moved = instance("a");
+    moved.port.number = 9090;
+    registry.register(moved.clone(), false).unwrap();
+    let after_port = catalog_index();
+    assert!(
+        after_port > registered,
+        "a new port moves the catalog index"
+    );
+    moved.ip_addr = "10.0.0.2".into();
+    registry.register(moved, false).unwrap();
+    let after_address = catalog_index();
+    assert!(after_address > after_port, "a new address moves it");
+
+    let route = Route {
+        host: "127.0.0.1".into(),
+        port: 15001,
+    };
+    registry.set_route("ORDERS", Some(route)).unwrap();
+    assert!(
+        catalog_index() > after_address,
+        "a route changes what is published"
+    );
 }

@@ -43,6 +43,7 @@ pub fn encode(instance: &Instance) -> Vec<u8> {
         "id": instance.id,
         "id_explicit": instance.id_explicit,
         "app": instance.app,
+        "name": instance.name,
         "host_name": instance.host_name,
         "ip_addr": instance.ip_addr,
         "sid": instance.sid,
@@ -133,6 +134,8 @@ pub fn decode(bytes: &[u8]) -> Result<Instance, RecordError> {
         id: record.string("id")?,
         id_explicit: record.bool("id_explicit")?,
         app: record.string("app")?,
+        // Added after version 1's first records, which lack it: absent is `None`.
+        name: record.absent_or_string("name")?,
         host_name: record.string("host_name")?,
         ip_addr: record.string("ip_addr")?,
         sid: record.optional_string("sid")?,
@@ -377,6 +380,14 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A field a later Ferry added: absent or null is `None`.
+    fn absent_or_string(&self, field: &'static str) -> Result<Option<String>, RecordError> {
+        match self.map.get(field) {
+            None => Ok(None),
+            Some(_) => self.optional_string(field),
+        }
+    }
+
     fn bool(&self, field: &'static str) -> Result<bool, RecordError> {
         self.get(field)?.as_bool().ok_or(RecordError::Field(field))
     }
@@ -434,6 +445,7 @@ mod tests {
     fn full_instance() -> Instance {
         let mut instance = Instance::new("orders", "orders-1", "host-a", "10.0.0.7", 8080);
         instance.id_explicit = false;
+        instance.name = Some("Orders".to_owned());
         instance.sid = Some("sid-1".to_owned());
         instance.status = Status::Down;
         instance.overridden_status = Status::OutOfService;
@@ -578,5 +590,15 @@ mod tests {
             Err(RecordError::Field("weights"))
         ));
         assert!(matches!(decode(b"\x00\x01"), Err(RecordError::NotJson(_))));
+    }
+
+    #[test]
+    fn a_record_written_before_the_registered_name_was_kept_reads_back_without_it() {
+        let mut value: Value = serde_json::from_slice(&encode(&full_instance())).unwrap();
+        value.as_object_mut().unwrap().remove("name");
+        let older = serde_json::to_vec(&value).unwrap();
+        let instance = decode(&older).unwrap();
+        assert_eq!(instance.name, None);
+        assert_eq!(instance.app, "ORDERS");
     }
 }

@@ -1,0 +1,198 @@
+"""The real Spring servers (Eureka Server, Config Server) and the Java sample apps as plain
+processes on free loopback ports, for the side-by-side tests.
+
+`Jvm` is one `java -jar` process: its settings are `-D` system properties, its log goes to a
+temp dir (printed by `Jvm.log()` when a test fails), readiness is `/actuator/health` UP.
+`Ferry` and `free_port` are tests/e2e/harness.py's. Kept small and plain: the lead folds it
+into the estate harness later.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from harness import Ferry, free_port, wait_until  # noqa: E402
+
+# The fast-start JVM flags and the jar paths are the estate harness's.
+from estate import FAST_JVM_FLAGS, jar  # noqa: E402,F401
+
+
+class Jvm:
+    """One Spring Boot jar on a free loopback port."""
+
+    def __init__(self, generation: str, app: str, log_dir: Path, props: dict | None = None):
+        self.name = f"{generation}-{app}"
+        self.port = int((props or {}).get("server.port") or free_port())
+        self.log_path = log_dir / f"{self.name}-{self.port}.log"
+        self.props = {"server.port": str(self.port), "server.address": "127.0.0.1", **(props or {})}
+        self.args = [
+            "java",
+            *FAST_JVM_FLAGS,
+            *(f"-D{key}={value}" for key, value in self.props.items()),
+            "-jar",
+            str(jar(generation, app)),
+        ]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def launch(self) -> "Jvm":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=dict(os.environ))
+        return self
+
+    def wait_healthy(self, timeout: float = 180) -> "Jvm":
+        wait_until(self._healthy, timeout=timeout, interval=0.5, what=f"{self.name} /actuator/health")
+        return self
+
+    def start(self) -> "Jvm":
+        return self.launch().wait_healthy()
+
+    def _healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            answer = httpx.get(f"{self.url}/actuator/health", timeout=2)
+            return answer.status_code == 200 and answer.json().get("status") == "UP"
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=30, **kwargs)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (Spring shuts down gracefully: a Eureka client cancels its lease), then
+        SIGKILL if it hangs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log(self, tail: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+
+class Processes:
+    """Everything a test started; `close()` stops all of it, newest first, and
+    `report()` is the log tails to print when the test failed."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.started: list = []
+
+    def jvm(self, generation: str, app: str, props: dict | None = None, start: bool = True) -> Jvm:
+        process = Jvm(generation, app, self.log_dir, props)
+        self.started.append(process)
+        if not start:
+            return process
+        try:
+            return process.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def jvms(self, *specs: tuple[str, str, dict]) -> list[Jvm]:
+        """Starts several apps side by side (their start-up overlaps) and waits for all."""
+        started = [Jvm(generation, app, self.log_dir, props) for generation, app, props in specs]
+        self.started.extend(started)
+        try:
+            for jvm in started:
+                jvm.launch()
+            return [jvm.wait_healthy() for jvm in started]
+        except BaseException:
+            self.close()
+            raise
+
+    def ferry(self, *args: str, env: dict | None = None) -> Ferry:
+        data_dir = Path(tempfile.mkdtemp(prefix="ferry-data-", dir=self.log_dir))
+        ferry = Ferry(data_dir, *args, env=env)
+        self.started.append(ferry)
+        try:
+            return ferry.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for process in reversed(self.started):
+            try:
+                process.stop()
+            except Exception:  # noqa: BLE001 - every process must be stopped
+                if getattr(process, "process", None) is not None:
+                    process.process.kill()
+
+    def report(self) -> str:
+        parts = [f"logs in {self.log_dir}"]
+        for process in self.started:
+            name = getattr(process, "name", "ferry")
+            parts.append(f"----- {name} ({getattr(process, 'log_path', '')}) -----\n{process.log()}")
+        return "\n".join(parts)
+
+
+def eureka_server_props(response_cache_ms: int = 1000) -> dict:
+    """The real Eureka Server standalone: self-preservation off, its read-only response
+    cache refreshed every `response_cache_ms` (30 s by default), eviction every 5 s."""
+    return {
+        "eureka.server.enable-self-preservation": "false",
+        "eureka.server.response-cache-update-interval-ms": str(response_cache_ms),
+        "eureka.server.eviction-interval-timer-in-ms": "5000",
+        # Standalone, it synced nothing from peers: without this it refuses registry reads
+        # for its first 5 minutes.
+        "eureka.server.wait-time-in-ms-when-sync-empty": "0",
+    }
+
+
+def eureka_client_props(eureka_url: str, fetch_seconds: int = 1, renew_seconds: int = 1) -> dict:
+    """A Eureka client pointed at `eureka_url`, announcing 127.0.0.1 so every call stays on
+    loopback, registering at once and fetching every `fetch_seconds`."""
+    return {
+        "eureka.client.serviceUrl.defaultZone": eureka_url,
+        "eureka.instance.prefer-ip-address": "true",
+        "eureka.instance.ip-address": "127.0.0.1",
+        "eureka.instance.hostname": "127.0.0.1",
+        "eureka.instance.lease-renewal-interval-in-seconds": str(renew_seconds),
+        "eureka.client.initial-instance-info-replication-interval-seconds": "1",
+        "eureka.client.instance-info-replication-interval-seconds": "1",
+        "eureka.client.registry-fetch-interval-seconds": str(fetch_seconds),
+    }
+
+
+def settle(predicate, timeout: float = 30, what: str = "condition"):
+    """`wait_until` with a half-second poll: JVM views change once per fetch interval."""
+    return wait_until(predicate, timeout=timeout, interval=0.5, what=what)
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "ferry-tests", "GIT_AUTHOR_EMAIL": "tests@ferry.invalid",
+           "GIT_COMMITTER_NAME": "ferry-tests", "GIT_COMMITTER_EMAIL": "tests@ferry.invalid",
+           # Fixed dates keep commit ids stable between the two servers' runs.
+           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+
+
+__all__ = ["Ferry", "Jvm", "Processes", "ROOT", "eureka_client_props", "eureka_server_props",
+           "free_port", "git", "settle", "wait_until"]
