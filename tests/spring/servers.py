@@ -23,24 +23,8 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from harness import Ferry, free_port, wait_until  # noqa: E402
 
-# C1 only, the serial collector, a small heap, no JMX or banner: a Boot app starts in about
-# half the time on a 2-core machine.
-FAST_JVM_FLAGS = [
-    "-XX:TieredStopAtLevel=1",
-    "-XX:+UseSerialGC",
-    "-XX:CICompilerCount=1",
-    "-Xss512k",
-    "-Xmx256m",
-    "-Dspring.jmx.enabled=false",
-    "-Dspring.main.banner-mode=off",
-]
-
-
-def jar(generation: str, app: str) -> Path:
-    path = ROOT / "samples" / generation / app / "target" / f"{app}.jar"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: build the samples with scripts/build-samples.sh")
-    return path
+# The fast-start JVM flags and the jar paths are the estate harness's.
+from estate import FAST_JVM_FLAGS, jar  # noqa: E402,F401
 
 
 class Jvm:
