@@ -131,6 +131,7 @@ pub fn config_pipeline(documents: Vec<Document>) {
         profiles: Vec::new(),
         label: None,
         version: None,
+        state: None,
         sources: documents
             .into_iter()
             .enumerate()
