@@ -36,10 +36,19 @@ def ferry_binary() -> Path:
     return binary
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port free now and never handed out before by this process: the kernel
+    may offer a just-closed port again, and two listeners of one ferry must not share one."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
@@ -71,11 +80,18 @@ class Ferry:
     """One `ferry` process on free loopback ports with its own data directory."""
 
     def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.extra_args = extra_args
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
         self.eureka_port = free_port()
         self.consul_port = free_port()
         self.config_port = free_port()
         self.admin_port = free_port()
-        self.data_dir = data_dir
+        data_dir, extra_args = self.data_dir, self.extra_args
         self.log_path = data_dir.parent / f"ferry-{self.eureka_port}.log"
         self.args = [
             str(ferry_binary()),
@@ -90,8 +106,6 @@ class Ferry:
             "--config-service-name", "off",
             *extra_args,
         ]
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen | None = None
 
     @property
     def eureka_url(self) -> str:
@@ -114,9 +128,19 @@ class Ferry:
     def start(self) -> "Ferry":
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("already running")
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        wait_until(self._ready, timeout=15, what="ferry /ready")
+        first_start = self.process is None
+        for attempt in range(3):
+            log = open(self.log_path, "ab")
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            try:
+                wait_until(self._ready, timeout=15, what="ferry /ready")
+                return self
+            except AssertionError:
+                # Another process took a port between free_port() and ferry's bind. Only a
+                # first start may move: a restart must come back on the ports tests know.
+                if not (first_start and attempt < 2 and "Address already in use" in self.log()):
+                    raise
+                self._choose_ports()
         return self
 
     def _ready(self) -> bool:
