@@ -54,10 +54,16 @@ def jar(generation: str, app: str) -> Path:
 
 
 def eureka_client_props(ferry: Ferry, fetch_seconds: int | None = 1, renew_seconds: int = 1) -> dict:
-    """A Eureka client pointed at `ferry`, announcing 127.0.0.1 (test traffic stays on
-    loopback). `fetch_seconds=None` keeps Spring's registry fetch interval (30 s)."""
+    """A Eureka client pointed at `ferry`; see `eureka_url_props`."""
+    return eureka_url_props(ferry.eureka_url, fetch_seconds, renew_seconds)
+
+
+def eureka_url_props(eureka_url: str, fetch_seconds: int | None = 1, renew_seconds: int = 1) -> dict:
+    """A Eureka client pointed at any Eureka server (Ferry or the real one), announcing
+    127.0.0.1 (test traffic stays on loopback). `fetch_seconds=None` keeps Spring's registry
+    fetch interval (30 s)."""
     props = {
-        "eureka.client.serviceUrl.defaultZone": ferry.eureka_url,
+        "eureka.client.serviceUrl.defaultZone": eureka_url,
         "eureka.instance.prefer-ip-address": "true",
         "eureka.instance.ip-address": "127.0.0.1",
         "eureka.instance.hostname": "127.0.0.1",

@@ -23,8 +23,10 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from harness import Ferry, free_port, wait_until  # noqa: E402
 
-# The fast-start JVM flags and the jar paths are the estate harness's.
+# The fast-start JVM flags, the jar paths and the Eureka client settings are the estate
+# harness's (here by URL: these apps point at the real Eureka Server too).
 from estate import FAST_JVM_FLAGS, jar  # noqa: E402,F401
+from estate import eureka_url_props as eureka_client_props  # noqa: E402
 
 
 class Jvm:
@@ -162,21 +164,6 @@ def eureka_server_props(response_cache_ms: int = 1000) -> dict:
         # Standalone, it synced nothing from peers: without this it refuses registry reads
         # for its first 5 minutes.
         "eureka.server.wait-time-in-ms-when-sync-empty": "0",
-    }
-
-
-def eureka_client_props(eureka_url: str, fetch_seconds: int = 1, renew_seconds: int = 1) -> dict:
-    """A Eureka client pointed at `eureka_url`, announcing 127.0.0.1 so every call stays on
-    loopback, registering at once and fetching every `fetch_seconds`."""
-    return {
-        "eureka.client.serviceUrl.defaultZone": eureka_url,
-        "eureka.instance.prefer-ip-address": "true",
-        "eureka.instance.ip-address": "127.0.0.1",
-        "eureka.instance.hostname": "127.0.0.1",
-        "eureka.instance.lease-renewal-interval-in-seconds": str(renew_seconds),
-        "eureka.client.initial-instance-info-replication-interval-seconds": "1",
-        "eureka.client.instance-info-replication-interval-seconds": "1",
-        "eureka.client.registry-fetch-interval-seconds": str(fetch_seconds),
     }
 
 
