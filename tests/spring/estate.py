@@ -105,7 +105,8 @@ class SpringApp:
                  name: str | None = None):
         self.generation = generation
         self.app = app
-        self.port = free_port()
+        # A test may fix the port (the side-by-side runs use the same ports on both servers).
+        self.port = int((props or {}).get("server.port") or free_port())
         self.name = name or f"{generation}-{app}-{self.port}"
         self.props = {"server.port": str(self.port), "server.address": "127.0.0.1", **(props or {})}
         self.log_path = log_dir / f"{self.name}.log"
@@ -147,9 +148,9 @@ class SpringApp:
             raise AssertionError(f"{self.name} exited with {self.process.returncode}")
         try:
             response = httpx.get(f"{self.url}/actuator/health", timeout=2)
-        except httpx.HTTPError:
+            return response.status_code == 200 and response.json().get("status") == "UP"
+        except (httpx.HTTPError, ValueError):
             return False
-        return response.status_code == 200 and response.json().get("status") == "UP"
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

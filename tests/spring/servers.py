@@ -1,10 +1,9 @@
 """The real Spring servers (Eureka Server, Config Server) and the Java sample apps as plain
 processes on free loopback ports, for the side-by-side tests.
 
-`Jvm` is one `java -jar` process: its settings are `-D` system properties, its log goes to a
-temp dir (printed by `Jvm.log()` when a test fails), readiness is `/actuator/health` UP.
-`Ferry` and `free_port` are tests/e2e/harness.py's. Kept small and plain: the lead folds it
-into the estate harness later.
+`Jvm` is the estate harness's `SpringApp` (one `java -jar` process: `-D` settings, its log
+in a temp dir, printed by `log()` when a test fails, readiness `/actuator/health` UP) with
+the lenient stop these comparisons want. `Ferry` and `free_port` are tests/e2e/harness.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import os
 import subprocess
 import tempfile
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -25,76 +23,27 @@ from harness import Ferry, free_port, wait_until  # noqa: E402
 
 # The fast-start JVM flags, the jar paths and the Eureka client settings are the estate
 # harness's (here by URL: these apps point at the real Eureka Server too).
-from estate import FAST_JVM_FLAGS, jar  # noqa: E402,F401
+from estate import FAST_JVM_FLAGS, SpringApp, jar  # noqa: E402,F401
 from estate import eureka_url_props as eureka_client_props  # noqa: E402
 
 
-class Jvm:
-    """One Spring Boot jar on a free loopback port."""
-
-    def __init__(self, generation: str, app: str, log_dir: Path, props: dict | None = None):
-        self.name = f"{generation}-{app}"
-        self.port = int((props or {}).get("server.port") or free_port())
-        self.log_path = log_dir / f"{self.name}-{self.port}.log"
-        self.props = {"server.port": str(self.port), "server.address": "127.0.0.1", **(props or {})}
-        self.args = [
-            "java",
-            *FAST_JVM_FLAGS,
-            *(f"-D{key}={value}" for key, value in self.props.items()),
-            "-jar",
-            str(jar(generation, app)),
-        ]
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def launch(self) -> "Jvm":
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=dict(os.environ))
-        return self
+class Jvm(SpringApp):
+    """One Spring Boot jar on a loopback port (`server.port` in `props`, or a free one): the
+    estate harness's `SpringApp`, stopped leniently (a JVM that hangs on SIGTERM is killed,
+    not a failure: these tests compare servers, not shutdowns) and with a longer POST
+    timeout for `/actuator/refresh` and `/encrypt`."""
 
     def wait_healthy(self, timeout: float = 180) -> "Jvm":
-        wait_until(self._healthy, timeout=timeout, interval=0.5, what=f"{self.name} /actuator/health")
-        return self
+        return self.wait_ready(timeout)
 
-    def start(self) -> "Jvm":
-        return self.launch().wait_healthy()
-
-    def _healthy(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            answer = httpx.get(f"{self.url}/actuator/health", timeout=2)
-            return answer.status_code == 200 and answer.json().get("status") == "UP"
-        except (httpx.HTTPError, ValueError):
-            return False
-
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, **kwargs)
-
-    def post(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=30, **kwargs)
+    def post(self, path: str, timeout: float = 30, **kwargs) -> httpx.Response:
+        return super().post(path, timeout=timeout, **kwargs)
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM (Spring shuts down gracefully: a Eureka client cancels its lease), then
-        SIGKILL if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
         try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def log(self, tail: int = 6000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except OSError:
-            return ""
+            super().stop(timeout)
+        except AssertionError:
+            pass  # SpringApp.stop has killed it.
 
 
 class Processes:
