@@ -14,6 +14,7 @@
 //! connect-timeout = 0.5
 //! balancer = "round-robin"
 //! max-attempts = 2
+//! legacy-via-proxy = true  # a synced legacy registry shows it at the proxy while in the mesh
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ struct ServiceSection {
     connect_timeout: Option<f64>,
     balancer: Option<String>,
     max_attempts: Option<u32>,
+    legacy_via_proxy: Option<bool>,
 }
 
 /// The command line with the file's settings merged in, and the per-service sections.
@@ -161,5 +163,6 @@ fn overrides(name: &str, section: ServiceSection) -> anyhow::Result<ServiceOverr
             })
             .transpose()?,
         max_attempts: section.max_attempts.map(|attempts| attempts.max(1)),
+        legacy_via_proxy: section.legacy_via_proxy,
     })
 }

@@ -54,6 +54,9 @@ pub struct MeshSettings {
 pub struct ServiceOverrides {
     /// Put the service in this mode at every start.
     pub pinned: Option<Mode>,
+    /// While in the mesh, whether a synced legacy registry shows the service at the proxy
+    /// too (`None`: yes), so its callers still on the legacy registry go through the mesh.
+    pub legacy_via_proxy: Option<bool>,
     pub request_timeout: Option<std::time::Duration>,
     pub connect_timeout: Option<std::time::Duration>,
     pub strategy: Option<super::balance::Strategy>,
@@ -267,9 +270,16 @@ impl Mesh {
     }
 
     fn publish(&self, service: &str, port: Option<u16>) -> Result<(), MeshError> {
+        let publish_to_legacy = self
+            .settings
+            .services
+            .get(service)
+            .and_then(|overrides| overrides.legacy_via_proxy)
+            .unwrap_or(true);
         let route = port.map(|port| Route {
             host: self.settings.advertise_host.clone(),
             port: u32::from(port),
+            publish_to_legacy,
         });
         self.registry
             .set_route(service, route)

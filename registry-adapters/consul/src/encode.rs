@@ -139,7 +139,7 @@ pub fn health_entry(node_info: &NodeInfo, instance: &Instance) -> Value {
 
 /// Every check of an instance as Consul shows it: its own, or the Eureka status check.
 pub fn instance_checks(node: &NodeInfo, instance: &Instance) -> Vec<Value> {
-    if instance.registration == Registration::Lease {
+    if instance.registration != Registration::Agent {
         return vec![eureka_status_check(node, instance)];
     }
     instance
@@ -153,7 +153,7 @@ pub fn instance_checks(node: &NodeInfo, instance: &Instance) -> Vec<Value> {
 /// Eureka says for a Eureka registration.
 pub fn instance_health(instance: &Instance) -> Health {
     match instance.registration {
-        Registration::Lease => eureka_health(instance.status),
+        Registration::Lease | Registration::Imported => eureka_health(instance.status),
         Registration::Agent => instance.health(),
     }
 }

@@ -125,7 +125,21 @@ pub enum Registration {
     /// staying critical), with no lease; its status comes from its checks. Consul
     /// registrations are agent registrations.
     Agent,
+    /// A copy of an instance another registry owns (a legacy Eureka or Consul Ferry syncs
+    /// with), held by the sync adapter: no lease here and no checks; its status is what the
+    /// owner publishes, and it goes when the owner's copy goes. Its owner is named in its
+    /// metadata under `OWNER_METADATA_KEY`.
+    Imported,
 }
+
+/// The metadata key naming the side that owns an instance whose copy lives in another
+/// registry: `ferry` on the copies Ferry exports to a legacy registry, the source's name
+/// (`legacy-eureka`, `legacy-consul`) on the copies it imports. Consul allows only letters,
+/// digits, `-` and `_` in metadata keys, hence the spelling.
+pub const OWNER_METADATA_KEY: &str = "ferry-owner";
+
+/// The owner value of the copies Ferry exports.
+pub const OWNER_FERRY: &str = "ferry";
 
 /// The health a check reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

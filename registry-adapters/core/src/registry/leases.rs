@@ -62,6 +62,8 @@ impl Registry {
         let previous = state
             .listings
             .lookup(&incoming.app, &incoming.id)
+            // A registration here takes over an imported copy: nothing of it carries over.
+            .filter(|entry| entry.instance.registration != Registration::Imported)
             .map(|entry| entry.current());
         if let Some(stored) = &previous {
             if stored.last_dirty > incoming.last_dirty {
@@ -269,7 +271,8 @@ impl Registry {
         if !self.settings.self_preservation {
             return true;
         }
-        let expected_clients = self.instance_count() as f64;
+        // Only leases renew: agent registrations and imported copies send no heartbeats.
+        let expected_clients = self.lease_count() as f64;
         let threshold = (expected_clients * 2.0 * self.settings.renewal_threshold).floor() as u64;
         threshold > 0 && self.renewals_last_minute() > threshold
     }

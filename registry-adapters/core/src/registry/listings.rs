@@ -115,6 +115,11 @@ impl Listings {
         }
     }
 
+    /// Index of the last change to any instance or check.
+    pub(super) fn health_index(&self) -> u64 {
+        self.health_index
+    }
+
     pub(super) fn lookup(&self, app: &str, id: &str) -> Option<&Entry> {
         self.apps.get(app).and_then(|instances| instances.get(id))
     }
@@ -351,6 +356,16 @@ impl Registry {
 
     pub fn instance_count(&self) -> usize {
         self.state.read().listings.counts.total()
+    }
+
+    /// How many instances are lease registrations (the ones that send heartbeats).
+    pub fn lease_count(&self) -> usize {
+        self.state
+            .read()
+            .listings
+            .entries()
+            .filter(|entry| entry.instance.registration == crate::model::Registration::Lease)
+            .count()
     }
 
     /// Every app with its registered spelling (that of its first instance, in id order, to

@@ -14,7 +14,9 @@
 //! - `leases`: Eureka registrations, heartbeats, overrides, self-preservation, eviction;
 //! - `agent` and `checks`: registrations through an agent and their health checks;
 //! - `routes`: the mesh routes views publish instead of instance addresses;
-//! - `own_services`: Ferry's own Config Server, listed for clients that discover it.
+//! - `own_services`: Ferry's own Config Server, listed for clients that discover it;
+//! - `imports`: copies of instances a legacy registry owns, and the instances Ferry owns,
+//!   as the sync adapters read and write them.
 //!
 //! The write path itself (`put` and `remove` below) is shared by all of them and lives
 //! here, once: allocate an index → stamp → `Store::write` → in-memory model → recent-change
@@ -23,6 +25,7 @@
 mod agent;
 mod checks;
 pub mod eviction;
+mod imports;
 mod leases;
 mod listings;
 mod own_services;
@@ -32,6 +35,7 @@ mod routes;
 mod status_rules;
 
 pub use agent::{AgentError, CheckUpdate};
+pub use imports::{Imported, Owned};
 pub use leases::{lease_or_default, RenewRequest, Renewed};
 pub use listings::{CatalogService, Endpoint, Listing, RegisteredInstance};
 pub use own_services::{config_server_id, ConfigServerListing};

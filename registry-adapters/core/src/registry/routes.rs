@@ -18,6 +18,9 @@ use crate::model::{Action, Instance, Port};
 pub struct Route {
     pub host: String,
     pub port: u32,
+    /// Whether a legacy registry Ferry syncs with is shown this route too (so apps still on
+    /// it reach the service through the proxy), or the instances' own addresses.
+    pub publish_to_legacy: bool,
 }
 
 /// Upper-case app -> the route views publish instead of its instances' addresses.
@@ -101,6 +104,7 @@ mod tests {
         let route = Route {
             host: "10.9.9.9".into(),
             port: 15001,
+            publish_to_legacy: true,
         };
         assert!(!routes.set("ORDERS", None), "nothing to clear");
         assert!(routes.set("ORDERS", Some(route.clone())));

@@ -359,6 +359,7 @@ fn a_route_changes_what_views_publish_but_not_the_endpoints() {
     let route = Route {
         host: "10.9.9.9".into(),
         port: 15001,
+        publish_to_legacy: true,
     };
     assert_eq!(
         registry.set_route("ORDERS", Some(route.clone())).unwrap(),
@@ -582,6 +583,7 @@ fn the_catalog_index_moves_when_an_address_port_or_route_changes_not_on_a_status
     let route = Route {
         host: "127.0.0.1".into(),
         port: 15001,
+        publish_to_legacy: true,
     };
     registry.set_route("ORDERS", Some(route)).unwrap();
     assert!(

@@ -81,6 +81,7 @@ pub fn encode(instance: &Instance) -> Vec<u8> {
         "registration": match instance.registration {
             Registration::Lease => "lease",
             Registration::Agent => "agent",
+            Registration::Imported => "imported",
         },
         "tags": instance.tags,
         "checks": instance.checks.iter().map(check).collect::<Vec<_>>(),
@@ -173,6 +174,7 @@ pub fn decode(bytes: &[u8]) -> Result<Instance, RecordError> {
         registration: record.parsed("registration", |registration| match registration {
             "lease" => Some(Registration::Lease),
             "agent" => Some(Registration::Agent),
+            "imported" => Some(Registration::Imported),
             _ => None,
         })?,
         tags: record
