@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -263,8 +264,148 @@ def consul_health(ferry: Ferry, service: str) -> list[dict]:
     return response.json()
 
 
+def metrics(ferry: Ferry, prefix: str) -> dict[str, float]:
+    """Every series on Ferry's /metrics whose name starts with `prefix` ("name{labels}" ->
+    value): unlike `metric`, a series Ferry does not export is missing, not 0."""
+    found = {}
+    for line in httpx.get(f"{ferry.admin_url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(prefix):
+            series, _, value = line.rpartition(" ")
+            found[series] = float(value)
+    return found
+
+
+def eureka_registry(eureka_url: str) -> list[dict]:
+    """Every instance a Eureka server lists at `{eureka_url}apps/` (Ferry or the real Netflix
+    server: a single application or instance may come as an object, not a list), one entry
+    per listing, so an instance listed twice is there twice."""
+    response = httpx.get(f"{eureka_url}apps/", headers={"Accept": "application/json"}, timeout=5)
+    assert response.status_code == 200, f"GET {eureka_url}apps/: {response.status_code} {response.text}"
+
+    def listed(value):
+        return value if isinstance(value, list) else [value] if value else []
+
+    return [instance for application in listed(response.json()["applications"].get("application"))
+            for instance in listed(application.get("instance"))]
+
+
+def peer_ports(app: SpringApp, service: str) -> set[int]:
+    """The ports of `service`'s instances an app's DiscoveryClient lists (its /peers)."""
+    return {peer["port"] for peer in app.json(f"/peers/{service}")}
+
+
+class Drive:
+    """checkout's /drive run in a thread: `rate` calls a second for `seconds` through `via`."""
+
+    def __init__(self, checkout: SpringApp, via: str, rate: int, seconds: float):
+        self.checkout = checkout
+        self.report = None
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(checkout, via, rate, seconds))
+        self.thread.start()
+
+    def _run(self, checkout, via, rate, seconds):
+        try:
+            self.report = checkout.json(f"/drive?via={via}&rate={rate}&seconds={seconds}", timeout=seconds + 60)
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            self.error = error
+
+    def stop(self) -> dict:
+        """Ends the drive early and returns its report."""
+        assert self.thread.is_alive(), "the drive ended before the sequence did"
+        self.checkout.post("/drive/stop")
+        return self.result()
+
+    def result(self) -> dict:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.report
+
+
+@contextmanager
+def driving_through_cutover(ferry: Ferry, checkout: SpringApp, via: str, rate: int, seconds: float,
+                            service: str = "orders"):
+    """A `Drive` for the block; whatever the block did, `service` is back in legacy mode and
+    the drive ended when it is left (the block takes the report with `drive.stop()`)."""
+    drive = Drive(checkout, via, rate, seconds)
+    try:
+        yield drive
+    finally:
+        ctl(ferry, "cutover", service, "legacy")
+        if drive.thread.is_alive():
+            drive.stop()
+
+
+# Calls Ferry's proxy forwarded to `orders`.
+ORDERS_PROXIED = 'ferry_proxy_requests_total{service="ORDERS"}'
+
+
+def wait_for_proxied(ferry: Ferry, since: float, timeout: float, series: str = ORDERS_PROXIED) -> float:
+    """Seconds until Ferry's proxy counted a call (`series`) beyond `since`."""
+    begin = time.monotonic()
+    wait_until(lambda: metric(ferry, series) > since, timeout, interval=0.05, what="a proxied call")
+    return time.monotonic() - begin
+
+
+def wait_for_direct(ferry: Ferry, quiet: float, timeout: float, series: str = ORDERS_PROXIED) -> float:
+    """Seconds until Ferry's proxy stopped counting calls (`series`: none for `quiet` s);
+    the figure is the time to the last proxied call."""
+    begin = time.monotonic()
+    last_value, last_change = metric(ferry, series), time.monotonic()
+    while time.monotonic() - last_change < quiet:
+        assert time.monotonic() - begin < timeout, "calls still go through the proxy"
+        time.sleep(0.05)
+        value = metric(ferry, series)
+        if value != last_value:
+            last_value, last_change = value, time.monotonic()
+    return last_change - begin
+
+
+def assert_cutover_drive(report: dict, proxied: float, calls: int, each_mode: int) -> None:
+    """What a drive through a cutover and a rollback must show, given the calls Ferry's proxy
+    counted meanwhile: no call failed, at least `calls` calls, at least `each_mode` through the
+    proxy and as many direct; every proxied call, and only those, reached the service traced
+    (the proxy adds trace headers)."""
+    assert report["failures"] == 0, report["failureSamples"]
+    assert report["successes"] == report["calls"] >= calls, report
+    assert proxied >= each_mode, "calls went through the proxy in mesh mode"
+    assert report["traced"] == proxied, "every proxied call, and only those, reached orders traced"
+    assert report["calls"] - report["traced"] >= each_mode, "calls went direct in legacy mode"
+
+
+class Watch:
+    """Calls `probe` every `interval` seconds on a thread until `stop()`, keeping each answer
+    (or the exception it raised) with the second it was taken: for properties that must hold
+    all the way through a disruption, not just before and after it."""
+
+    def __init__(self, probe, interval: float = 0.25):
+        self.probe = probe
+        self.interval = interval
+        self.samples: list[tuple[float, object]] = []
+        self.started = time.monotonic()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping.is_set():
+            try:
+                answer = self.probe()
+            except Exception as error:  # noqa: BLE001 - kept for the test to judge
+                answer = error
+            self.samples.append((round(time.monotonic() - self.started, 2), answer))
+            self.stopping.wait(self.interval)
+
+    def stop(self) -> list[tuple[float, object]]:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        return self.samples
+
+
 __all__ = [
-    "Apps", "Ferry", "GENERATIONS", "MEASUREMENTS", "SpringApp", "ROOT", "config_client_props", "consul_client_props",
-    "consul_health", "ctl", "eureka_client_props", "eureka_instances", "ferry_binary", "free_port",
-    "metric", "start_all", "wait_until",
+    "Apps", "Drive", "assert_cutover_drive", "Ferry", "GENERATIONS", "MEASUREMENTS", "ORDERS_PROXIED", "SpringApp", "ROOT", "Watch",
+    "config_client_props", "consul_client_props", "consul_health", "ctl", "driving_through_cutover", "eureka_client_props", "eureka_instances",
+    "eureka_registry", "eureka_url_props", "ferry_binary", "free_port", "metric", "metrics", "peer_ports",
+    "start_all", "wait_for_direct", "wait_for_proxied", "wait_until",
 ]

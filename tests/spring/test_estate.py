@@ -4,51 +4,17 @@ back under load, with the real Spring Cloud clients of both generations."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 import estate as e
 from conftest import checkout_props
-from estate import consul_client_props, consul_health, ctl, eureka_instances, metric, wait_until
+from estate import (ORDERS_PROXIED as PROXIED, assert_cutover_drive, consul_client_props, consul_health, ctl,
+                    driving_through_cutover, eureka_instances, metric, peer_ports, wait_for_direct, wait_for_proxied,
+                    wait_until)
 
 GENERATIONS = pytest.mark.parametrize("generation", e.GENERATIONS)
-PROXIED = 'ferry_proxy_requests_total{service="ORDERS"}'
-
-
-def peer_ports(app, service: str) -> set[int]:
-    return {peer["port"] for peer in app.json(f"/peers/{service}")}
-
-
-class Drive:
-    """checkout's /drive run in a thread: `rate` calls a second for `seconds` through `via`."""
-
-    def __init__(self, checkout, via: str, rate: int, seconds: float):
-        self.checkout = checkout
-        self.report = None
-        self.error = None
-        self.thread = threading.Thread(target=self._run, args=(checkout, via, rate, seconds))
-        self.thread.start()
-
-    def _run(self, checkout, via, rate, seconds):
-        try:
-            self.report = checkout.json(f"/drive?via={via}&rate={rate}&seconds={seconds}", timeout=seconds + 60)
-        except BaseException as error:  # noqa: BLE001 - handed to the test thread
-            self.error = error
-
-    def stop(self) -> dict:
-        """Ends the drive early and returns its report."""
-        assert self.thread.is_alive(), "the drive ended before the sequence did"
-        self.checkout.post("/drive/stop")
-        return self.result()
-
-    def result(self) -> dict:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.report
-
 
 # === registration and discovery ===
 
@@ -159,27 +125,6 @@ def test_stopped_consul_app_is_deregistered_and_callers_stop_using_it(estate, ap
 
 # === cutover under load ===
 
-def wait_for_proxied(ferry, since: float, timeout: float) -> float:
-    """Seconds until Ferry's proxy counted a call for ORDERS beyond `since`."""
-    begin = time.monotonic()
-    wait_until(lambda: metric(ferry, PROXIED) > since, timeout, interval=0.05, what="a proxied call")
-    return time.monotonic() - begin
-
-
-def wait_for_direct(ferry, quiet: float, timeout: float) -> float:
-    """Seconds until Ferry's proxy stopped counting calls for ORDERS (none for `quiet` s);
-    the figure is the time to the last proxied call."""
-    begin = time.monotonic()
-    last_value, last_change = metric(ferry, PROXIED), time.monotonic()
-    while time.monotonic() - last_change < quiet:
-        assert time.monotonic() - begin < timeout, "calls still go through the proxy"
-        time.sleep(0.05)
-        value = metric(ferry, PROXIED)
-        if value != last_value:
-            last_value, last_change = value, time.monotonic()
-    return last_change - begin
-
-
 @GENERATIONS
 def test_cutover_and_rollback_twice_under_load_fail_no_call(estate, generation):
     """checkout sends 25 calls a second to orders through its @LoadBalanced RestTemplate
@@ -191,9 +136,8 @@ def test_cutover_and_rollback_twice_under_load_fail_no_call(estate, generation):
     wait_until(lambda: peer_ports(checkout, "orders") == {app.port for app in estate.all_orders()}, 20,
                what="checkout to see every orders instance")
     before = metric(ferry, PROXIED)
-    drive = Drive(checkout, "rest", 25, 120)
     timings = []
-    try:
+    with driving_through_cutover(ferry, checkout, "rest", 25, 120) as drive:
         time.sleep(2)
         for _ in range(2):
             output = ctl(ferry, "cutover", "orders", "mesh")
@@ -205,16 +149,8 @@ def test_cutover_and_rollback_twice_under_load_fail_no_call(estate, generation):
             timings.append(("legacy", wait_for_direct(ferry, quiet=3, timeout=20)))
         time.sleep(2)
         report = drive.stop()
-    finally:
-        ctl(ferry, "cutover", "orders", "legacy")
-        if drive.thread.is_alive():
-            drive.stop()
     proxied = metric(ferry, PROXIED) - before
-    assert report["failures"] == 0, report["failureSamples"]
-    assert report["successes"] == report["calls"] >= 250
-    assert proxied >= 100, "calls went through the proxy in mesh mode"
-    assert report["traced"] == proxied, "every proxied call, and only those, reached orders traced"
-    assert report["calls"] - report["traced"] >= 100, "calls went direct in legacy mode"
+    assert_cutover_drive(report, proxied, calls=250, each_mode=100)
     assert set(report["perInstance"]) == {app.instance_id for app in estate.all_orders()}
     e.MEASUREMENTS.append(
         f"{generation} cutover, 1 s fetch + 1 s LoadBalancer cache: "
@@ -229,18 +165,13 @@ def test_cutover_takes_one_refresh_with_spring_defaults(estate, apps):
                         name="boot3-checkout-defaults").start()
     try:
         wait_until(lambda: len(peer_ports(defaults, "orders")) == 4, 40, what="the defaults checkout to see orders")
-        drive = Drive(defaults, "rest", 10, 160)
-        try:
+        with driving_through_cutover(ferry, defaults, "rest", 10, 160) as drive:
             time.sleep(1)
             ctl(ferry, "cutover", "orders", "mesh")
             to_mesh = wait_for_proxied(ferry, metric(ferry, PROXIED), 30 + 35 + 10)
             ctl(ferry, "cutover", "orders", "legacy")
             to_legacy = wait_for_direct(ferry, quiet=5, timeout=30 + 35 + 15)
             report = drive.stop()
-        finally:
-            ctl(ferry, "cutover", "orders", "legacy")
-            if drive.thread.is_alive():
-                drive.stop()
     finally:
         defaults.stop()
     assert report["failures"] == 0, report["failureSamples"]
