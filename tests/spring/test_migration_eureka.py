@@ -50,12 +50,11 @@ SYNC_KEYS = {"name", "kind", "endpoints", "current_endpoint", "reachable", "last
              "initial_import_done", "imported", "stale", "pending_removals", "exported",
              "full_fetches", "delta_fetches", "errors", "last_error"}
 # Metadata the orders apps register (eureka.instance.metadata-map): characters that need
-# escaping in XML and in a query string, spaces, an empty value.
+# escaping in XML and in a query string, spaces. (Spring drops a key with an empty value;
+# the py-eureka-client instances of test_metadata_is_intact_both_ways register one.)
 ORDERS_METADATA = {
-    "legacy": {"zone": "dc-legacy", "release": "2024.12.1", "team": "orders",
-               "note": "a=b&c=d <x> 'q' 50%", "empty": ""},
-    "ferry": {"zone": "dc-mesh", "release": "2026.11.0", "team": "orders",
-              "note": "x<y & y>z, \"quoted\"", "empty": ""},
+    "legacy": {"zone": "dc-legacy", "release": "2024.12.1", "team": "orders", "note": "a=b&c=d <x> 'q' 50%"},
+    "ferry": {"zone": "dc-mesh", "release": "2026.11.0", "team": "orders", "note": "x<y & y>z, \"quoted\""},
 }
 
 
@@ -86,12 +85,14 @@ def find(instances: list[dict], app: str, instance_id: str) -> dict | None:
 
 
 class Migration:
-    """The legacy server, the ferry syncing with it and the apps on each side."""
+    """The legacy server, the ferry syncing with it and the apps on each side; `echo_watch`
+    looks for echoes on both sides every half second for the whole module."""
 
     def __init__(self, legacy, ferry, apps: dict):
         self.legacy = legacy
         self.ferry = ferry
         self.apps = apps
+        self.echo_watch: Watch | None = None
 
     def __getattr__(self, name):
         try:
@@ -159,6 +160,18 @@ def consistency_problems(migration: Migration, addresses: bool = True) -> list[s
     return problems
 
 
+def echoes(migration: Migration) -> list[str]:
+    """Copies on the side that owns them, now (a registry that does not answer is skipped)."""
+    found = []
+    for side, read, echo in (("legacy", migration.on_legacy, SOURCE), ("ferry", migration.on_ferry, "ferry")):
+        try:
+            instances = read()
+        except (httpx.HTTPError, AssertionError):
+            continue
+        found += [f"{side}: {i['app']}/{i['instanceId']} ({OWNER}: {echo})" for i in instances if owner(i) == echo]
+    return found
+
+
 def assert_consistent(migration: Migration, timeout: float = 20, what: str = "the registries to agree"):
     """Waits (bounded) until `consistency_problems` finds nothing; fails with what it found."""
     last: list = []
@@ -223,8 +236,11 @@ def migration(apps, ferries) -> Migration:
                                     app.app, app.instance_id), timeout=30,
                        what=f"{app.name} registered with its own server")
         assert_consistent(made, timeout=60, what="the first sync of both registries")
+        made.echo_watch = Watch(lambda: echoes(made), 0.5)
         yield made
     finally:
+        if "made" in locals():
+            made.echo_watch.stop()
         for app in reversed(started):
             app.kill()
         if ferry is not None:
@@ -465,6 +481,28 @@ def test_same_app_on_both_sides_never_overwrite_each_other(migration, py_clients
     assert_consistent(migration)
 
 
+def test_app_moving_to_ferry_under_its_legacy_id_is_owned_by_ferry(migration, py_clients):
+    """An app moves to Ferry while its old registration is still alive on the legacy server,
+    under the same instance id (a new process on a new port). Ferry's registration owns
+    the id: Ferry never takes the legacy copy over it, and its export replaces the legacy
+    registration, so both sides list the id once, at the new port, owned by Ferry, for
+    several sync intervals although the old process keeps renewing on the legacy side."""
+    old = py_clients(migration.legacy_url, "mover", "mover-1")
+    settle(lambda: (find(migration.on_ferry(), "mover", "mover-1") or {}).get("metadata", {}).get(OWNER) == SOURCE,
+           timeout=15, what="the legacy registration imported into Ferry")
+    new = py_clients(migration.ferry.eureka_url, "mover", "mover-1")
+    expected = {"ferry": [(new.port, None)], "legacy": [(new.port, "ferry")]}
+
+    def seen() -> dict:
+        return {side: [(port(i), owner(i)) for i in instances if i["app"] == "MOVER"]
+                for side, instances in (("ferry", migration.on_ferry()), ("legacy", migration.on_legacy()))}
+
+    settle(lambda: seen() == expected, timeout=15, what=f"mover-1 at port {new.port} owned by Ferry on both sides")
+    hold(seen, 4 * SYNC_INTERVAL + 1, check=lambda value: value == expected,
+         what=f"mover-1 owned by Ferry on both sides while the old process ({old.port}) still renews")
+    assert_consistent(migration)
+
+
 def test_metadata_is_intact_both_ways(migration, py_clients):
     """nacos-sync#160: every metadata key an app registered is on the other side's copy with
     the same value (characters XML and query strings escape, an empty value, non-ASCII),
@@ -567,19 +605,25 @@ def missing_samples(samples, expected: set) -> list:
 
 
 def test_sync_survives_a_ferry_restart(migration, py_clients):
-    """nacos-sync#257: Ferry is restarted (SIGTERM, same data dir and ports). The legacy
-    server keeps Ferry's exported instances the whole time (adopted, not dropped); Ferry
-    answers its first request after the restart with the legacy instances already there (it
-    waits for its first import); new registrations on either side still cross, and nothing
-    is listed twice."""
+    """nacos-sync#257: Ferry is restarted (SIGTERM, same data dir and ports; the legacy URL
+    now in FERRY_SYNC_EUREKA instead of `--sync-eureka`). The legacy server keeps Ferry's
+    exported instances the whole time (adopted, not dropped); Ferry answers its first
+    request after the restart with the legacy instances already there (it waits for its
+    first import); new registrations on either side still cross, and nothing is listed
+    twice."""
+    ferry = migration.ferry
     exported = ids_owned_by(migration.on_legacy(), "ferry")
     imported = ids_owned_by(migration.on_ferry(), SOURCE)
     assert exported and imported
     watch = Watch(lambda: ids_owned_by(migration.on_legacy(), "ferry"), 0.25)
     try:
-        assert migration.ferry.stop() == 0, migration.ferry.log()
+        assert ferry.stop() == 0, ferry.log()
         time.sleep(2 * SYNC_INTERVAL + 1)
-        migration.ferry.start()
+        # Back with the legacy URL from the environment instead of the flag.
+        flag = ferry.args.index("--sync-eureka")
+        ferry.env["FERRY_SYNC_EUREKA"] = ferry.args[flag + 1]
+        ferry.args = ferry.args[:flag] + ferry.args[flag + 2:]
+        ferry.start()
         first = ids_owned_by(migration.on_ferry(), SOURCE)
         status = migration.sync()
         assert_consistent(migration, timeout=30, what="the registries to agree after Ferry's restart")
@@ -656,3 +700,14 @@ def test_legacy_outage_keeps_imported_instances_until_it_returns(migration):
     after = {side: {(i["app"], i["instanceId"]) for i in instances}
              for side, instances in (("legacy", migration.on_legacy()), ("ferry", migration.on_ferry()))}
     assert after == before, f"lost: { {s: before[s] - after[s] for s in before} }, new: { {s: after[s] - before[s] for s in before} }"
+
+
+def test_nothing_was_echoed_at_any_time(migration):
+    """Sampled every half second through the whole module, restarts and the outage included:
+    the legacy server never listed a `ferry-owner: legacy-eureka` copy, Ferry never a
+    `ferry-owner: ferry` one (a copy sent back where it came from)."""
+    samples = list(migration.echo_watch.samples)
+    answered = [sample for sample in samples if isinstance(sample[1], list)]
+    assert len(answered) >= 60, f"the watch ran ({len(samples)} samples)"
+    seen = [(at, found) for at, found in answered if found]
+    assert not seen, f"echoes (second of the module, copies): {seen[:5]}"
