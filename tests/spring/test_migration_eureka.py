@@ -384,6 +384,33 @@ def test_status_override_on_the_owner_side_shows_on_the_other(migration):
     assert_consistent(migration)
 
 
+def test_down_reported_by_the_app_shows_on_the_other_side(migration, py_clients):
+    """An app that reports itself DOWN (a re-registration with status DOWN, as a Eureka
+    client does when its health turns) is DOWN on the other registry, its check critical in
+    Ferry's Consul view, and UP again on both when it says so."""
+    for home, other, instance_id in ((migration.legacy_url, migration.ferry.eureka_url, "payments-legacy-side"),
+                                     (migration.ferry.eureka_url, migration.legacy_url, "payments-ferry-side")):
+        client = py_clients(home, "payments", instance_id)
+
+        def status_at(url: str) -> str | None:
+            return (find(eureka_registry(url), "payments", instance_id) or {}).get("status")
+
+        def consul_checks() -> list[str]:
+            return [check["Status"] for entry in consul_health(migration.ferry, "payments")
+                    if entry["Service"]["Port"] == client.port for check in entry["Checks"]]
+
+        settle(lambda: status_at(other) == "UP", timeout=15, what=f"{instance_id} UP at {other}")
+        client.run(client.client.register(status="DOWN"))
+        settle(lambda: status_at(other) == "DOWN", timeout=15, what=f"{instance_id} DOWN at {other}")
+        settle(lambda: "critical" in consul_checks(), timeout=10,
+               what=f"{instance_id}'s check critical in Ferry's Consul view")
+        client.run(client.client.register(status="UP"))
+        settle(lambda: status_at(other) == "UP", timeout=15, what=f"{instance_id} UP again at {other}")
+        settle(lambda: consul_checks() and set(consul_checks()) == {"passing"}, timeout=10,
+               what=f"{instance_id}'s check passing again in Ferry's Consul view")
+    assert_consistent(migration)
+
+
 def test_metadata_change_on_the_owner_side_shows_on_the_other(migration):
     """Metadata set through the owner's server (`PUT .../metadata?k=v`) reaches the copy on
     the other registry (Ferry's Consul view too), the keys the app registered kept."""
