@@ -735,6 +735,6 @@ def test_nothing_was_echoed_at_any_time(migration):
     `ferry-owner: ferry` one (a copy sent back where it came from)."""
     samples = list(migration.echo_watch.samples)
     answered = [sample for sample in samples if isinstance(sample[1], list)]
-    assert len(answered) >= 60, f"the watch ran ({len(samples)} samples)"
+    assert len(answered) >= 10, f"the watch ran ({len(samples)} samples)"
     seen = [(at, found) for at, found in answered if found]
     assert not seen, f"echoes (second of the module, copies): {seen[:5]}"
