@@ -44,8 +44,6 @@ SOURCE = "legacy-eureka"
 LEASE_SECONDS = 3
 SYNC_INTERVAL = 1
 SYNC_GRACE = 5
-# A caller's LoadBalancer keeps the instance list it took from its DiscoveryClient 1 s.
-CALLER = {"spring.cloud.loadbalancer.cache.ttl": "1s"}
 SYNC_KEYS = {"name", "kind", "endpoints", "current_endpoint", "reachable", "last_success",
              "initial_import_done", "imported", "stale", "pending_removals", "exported",
              "full_fetches", "delta_fetches", "errors", "last_error"}
@@ -186,14 +184,20 @@ def assert_consistent(migration: Migration, timeout: float = 20, what: str = "th
         raise AssertionError(f"{what}: still after {timeout}s: " + "; ".join(last)) from None
 
 
-def legacy_eureka_props(url: str, **overrides) -> dict:
-    """An app on the legacy server (or one on Ferry with the same short lease)."""
-    return {**eureka_url_props(url), "eureka.instance.lease-expiration-duration-in-seconds": str(LEASE_SECONDS),
-            **overrides}
-
-
-def metadata_props(values: dict) -> dict:
-    return {f"eureka.instance.metadata-map.{key}": value for key, value in values.items()}
+def java_client(url: str, short_lease: bool = False, caller: bool = False, metadata_map: dict | None = None) -> dict:
+    """A Java Eureka client of the server at `url`. Its heartbeats and fetches back off to
+    one interval at most when its server is away (Spring's bound is 10), so it registers
+    again within a second of the server's return, inside Ferry's 5 s grace. `short_lease`:
+    a 3 s lease (the legacy apps' and the doomed app's); `caller`: a 1 s LoadBalancer cache."""
+    props = {**eureka_url_props(url),
+             "eureka.client.heartbeat-executor-exponential-back-off-bound": "1",
+             "eureka.client.cache-refresh-executor-exponential-back-off-bound": "1"}
+    if short_lease:
+        props["eureka.instance.lease-expiration-duration-in-seconds"] = str(LEASE_SECONDS)
+    if caller:
+        props["spring.cloud.loadbalancer.cache.ttl"] = "1s"
+    props.update({f"eureka.instance.metadata-map.{key}": value for key, value in (metadata_map or {}).items()})
+    return props
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +208,7 @@ def migration(apps, ferries) -> Migration:
                                                   "eureka.server.use-read-only-response-cache": "false"},
                       name="legacy-eureka-server")
     started = [legacy]
-    ferry = None
+    ferry = made = None
     try:
         legacy.start()
         ferry = ferries("migration", "--sync-eureka", f"{legacy.url}/eureka/",
@@ -213,17 +217,15 @@ def migration(apps, ferries) -> Migration:
                         "--eureka-self-preservation", "false", "--eureka-eviction-interval", "1")
         legacy_url = f"{legacy.url}/eureka/"
         estate = {
-            "orders_legacy": apps.new("boot3", "orders", {**legacy_eureka_props(legacy_url),
-                                                          **metadata_props(ORDERS_METADATA["legacy"])},
-                                      name="legacy-orders"),
-            "checkout_legacy": apps.new("boot3", "checkout", legacy_eureka_props(legacy_url, **CALLER),
+            "orders_legacy": apps.new("boot3", "orders", java_client(
+                legacy_url, short_lease=True, metadata_map=ORDERS_METADATA["legacy"]), name="legacy-orders"),
+            "checkout_legacy": apps.new("boot3", "checkout", java_client(legacy_url, short_lease=True, caller=True),
                                         name="legacy-checkout"),
-            "orders_ferry": apps.new("boot3", "orders", {**eureka_url_props(ferry.eureka_url),
-                                                         **metadata_props(ORDERS_METADATA["ferry"])},
-                                     name="ferry-orders"),
-            "orders_doomed": apps.new("boot3", "orders", legacy_eureka_props(ferry.eureka_url),
+            "orders_ferry": apps.new("boot3", "orders", java_client(
+                ferry.eureka_url, metadata_map=ORDERS_METADATA["ferry"]), name="ferry-orders"),
+            "orders_doomed": apps.new("boot3", "orders", java_client(ferry.eureka_url, short_lease=True),
                                       name="ferry-orders-doomed"),
-            "checkout_ferry": apps.new("boot3", "checkout", {**eureka_url_props(ferry.eureka_url), **CALLER},
+            "checkout_ferry": apps.new("boot3", "checkout", java_client(ferry.eureka_url, caller=True),
                                        name="ferry-checkout"),
             "inventory": apps.new("boot3", "inventory", e.consul_client_props(ferry), name="ferry-inventory"),
         }
@@ -239,7 +241,7 @@ def migration(apps, ferries) -> Migration:
         made.echo_watch = Watch(lambda: echoes(made), 0.5)
         yield made
     finally:
-        if "made" in locals():
+        if made is not None and made.echo_watch is not None:
             made.echo_watch.stop()
         for app in reversed(started):
             app.kill()
