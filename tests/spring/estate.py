@@ -404,8 +404,9 @@ class Watch:
 
 
 __all__ = [
-    "Apps", "Drive", "assert_cutover_drive", "Ferry", "GENERATIONS", "MEASUREMENTS", "ORDERS_PROXIED", "SpringApp", "ROOT", "Watch",
-    "config_client_props", "consul_client_props", "consul_health", "ctl", "driving_through_cutover", "eureka_client_props", "eureka_instances",
-    "eureka_registry", "eureka_url_props", "ferry_binary", "free_port", "metric", "metrics", "peer_ports",
-    "start_all", "wait_for_direct", "wait_for_proxied", "wait_until",
+    "Apps", "Drive", "Ferry", "GENERATIONS", "MEASUREMENTS", "ORDERS_PROXIED", "ROOT", "SpringApp", "Watch",
+    "assert_cutover_drive", "config_client_props", "consul_client_props", "consul_health", "ctl",
+    "driving_through_cutover", "eureka_client_props", "eureka_instances", "eureka_registry", "eureka_url_props",
+    "ferry_binary", "free_port", "metric", "metrics", "peer_ports", "start_all", "wait_for_direct",
+    "wait_for_proxied", "wait_until",
 ]

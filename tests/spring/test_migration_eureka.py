@@ -587,7 +587,8 @@ def test_cutover_reroutes_legacy_callers_through_the_proxy_and_back(migration):
         assert "mesh" in ctl(ferry, "cutover", "orders", "mesh")
         outbound = settle(lambda: outbound_port(migration), timeout=10, what="orders' outbound port")
         settle(lambda: address(find(migration.on_legacy(), "orders", orders.instance_id)) == ("127.0.0.1", outbound),
-               timeout=10 * SYNC_INTERVAL, what=f"the legacy server to show {orders.instance_id} at 127.0.0.1:{outbound}")
+               timeout=10 * SYNC_INTERVAL,
+               what=f"the legacy server to show {orders.instance_id} at 127.0.0.1:{outbound}")
         assert address(find(migration.on_legacy(), "orders", migration.orders_legacy.instance_id)) == legacy_orders_at
         target = metric(ferry, ORDERS_PROXIED) + 40
         settle(lambda: metric(ferry, ORDERS_PROXIED) >= target, timeout=30,
@@ -728,7 +729,9 @@ def test_legacy_outage_keeps_imported_instances_until_it_returns(migration):
         f"Ferry emptied legacy instances during the outage: {missing_samples(samples, imported)[:5]}")
     after = {side: {(i["app"], i["instanceId"]) for i in instances}
              for side, instances in (("legacy", migration.on_legacy()), ("ferry", migration.on_ferry()))}
-    assert after == before, f"lost: { {s: before[s] - after[s] for s in before} }, new: { {s: after[s] - before[s] for s in before} }"
+    for side in before:
+        assert after[side] == before[side], (
+            f"{side} after the outage: lost {before[side] - after[side]}, new {after[side] - before[side]}")
 
 
 def test_nothing_was_echoed_at_any_time(migration):
