@@ -10,7 +10,7 @@ import pytest
 
 import estate as e
 from conftest import checkout_props
-from estate import (ORDERS_PROXIED as PROXIED, assert_cutover_drive, consul_client_props, consul_health, ctl,
+from estate import (ORDERS_PROXIED as PROXIED, Drive, assert_cutover_drive, consul_client_props, consul_health, ctl,
                     driving_through_cutover, eureka_instances, metric, peer_ports, wait_for_direct, wait_for_proxied,
                     wait_until)
 
