@@ -361,6 +361,29 @@ def test_sync_status_reports_the_legacy_source(migration):
     assert SOURCE in table and migration.legacy.url in table, table
 
 
+def test_next_url_is_used_when_the_first_is_down(migration, ferries):
+    """`--sync-eureka` with two URLs, the first a port nothing listens on: a second ferry
+    imports the legacy instances through the second URL (as a Eureka client fails over
+    along its defaultZone list) and /api/sync names both endpoints and the one in use. (Its
+    grace is long, so it cancels nothing it may adopt from the first ferry's exports.)"""
+    dead = f"http://127.0.0.1:{free_port()}/eureka/"
+    second = ferries("migration-failover", "--sync-eureka", f"{dead},{migration.legacy_url}",
+                     "--sync-interval", str(SYNC_INTERVAL), "--sync-grace", "300")
+    try:
+        copy = settle(lambda: find(eureka_registry(second.eureka_url), "orders", migration.orders_legacy.instance_id),
+                      timeout=15, what="the legacy orders imported through the second URL")
+        assert owner(copy) == SOURCE and port(copy) == migration.orders_legacy.port, copy
+        sources = httpx.get(f"{second.admin_url}/api/sync", timeout=5).json()
+        assert len(sources) == 1, sources
+        source = sources[0]
+        assert [url.rstrip("/") for url in source["endpoints"]] == [dead.rstrip("/"), migration.legacy_url.rstrip("/")]
+        assert (source["current_endpoint"] or "").rstrip("/") == migration.legacy_url.rstrip("/"), source
+        assert source["reachable"] is True, source
+    finally:
+        assert second.stop() == 0, second.log()
+    assert_consistent(migration)
+
+
 def test_status_override_on_the_owner_side_shows_on_the_other(migration):
     """OUT_OF_SERVICE set through the owner's server (`PUT .../status?value=OUT_OF_SERVICE`,
     as an operator takes an instance out) shows on the other registry, whose callers stop
