@@ -146,6 +146,10 @@ pub(crate) struct Importer {
     hold: RemovalHold,
     /// Whether a fetch has succeeded since Ferry started.
     fetched_once: bool,
+    /// Whether contact was lost since the last successful fetch: the next one reads the
+    /// whole registry (a server that restarted may announce the same hashcode over other
+    /// instances) and opens a grace window.
+    regaining: bool,
 }
 
 impl Importer {
@@ -157,6 +161,10 @@ impl Importer {
         registry: &Registry,
         grace: Duration,
     ) -> Result<Reconciled, EurekaSyncError> {
+        if client.take_lost_contact() {
+            self.regaining = true;
+            self.mirror.invalidate();
+        }
         let read = self.refresh(client).await;
         let now = client.now();
         if let Err(error) = read {
@@ -174,7 +182,7 @@ impl Importer {
         }
         // Contact (re)gained: a cluster that was down, or the first answer since Ferry
         // started while Ferry holds copies, may not yet have heard from all its apps.
-        let regained = client.take_lost_contact();
+        let regained = std::mem::take(&mut self.regaining);
         if regained || (!self.fetched_once && !registry.imported(OWNER).is_empty()) {
             self.hold.open(now, grace);
         }
