@@ -26,13 +26,14 @@
 //!   meanwhile (no `ferry-owner: ferry`, in the mirror or in a fresh read of the instance),
 //!   its registration is left alone.
 //! - After a Ferry restart, legacy instances marked `ferry-owner: ferry` that Ferry does not
-//!   own yet are adopted: renewed for `grace` (Ferry's apps register with it again within a
-//!   heartbeat), then cancelled if still not owned. A restart leaves no gap on the legacy
-//!   side, and no leftovers.
+//!   own yet are adopted (those the mirror shows during the first `grace` after its first
+//!   complete read: a server's answers may lag by its response cache): renewed for `grace`
+//!   (Ferry's apps register with it again within a heartbeat), then cancelled if still not
+//!   owned. A restart leaves no gap on the legacy side, and no leftovers.
 //! - Shutting down cancels nothing: a Ferry restart must not make its instances vanish from
 //!   the legacy side. If Ferry never comes back, they expire there after their lease.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
@@ -227,8 +228,14 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Exporter {
     entries: BTreeMap<Key, Entry>,
-    /// Whether the first complete mirror was searched for copies to adopt.
-    adoption_done: bool,
+    /// Until when the mirror is searched for copies a previous run exported, from the first
+    /// complete mirror on for `grace`: one look is not enough, as a legacy server's reads
+    /// may lag its registrations by its response cache's refresh (30 s by default), and a
+    /// copy registered just before Ferry stopped shows up in a later delta.
+    adoption_window: Option<Millis>,
+    /// Copies cancelled while the window is open, which the mirror may still show for an
+    /// interval: not adopted again.
+    cancelled: BTreeSet<Key>,
 }
 
 /// How an exchange about one instance ended.
@@ -260,9 +267,15 @@ impl Exporter {
         let now = client.now();
         let (_, owned) = registry.owned();
         let desired = desired_set(&owned, settings);
-        if !self.adoption_done && mirror.is_complete() {
-            self.adopt(mirror, &desired, now, settings.grace);
-            self.adoption_done = true;
+        if mirror.is_complete() {
+            let window = *self
+                .adoption_window
+                .get_or_insert_with(|| now.saturating_add(millis(settings.grace)));
+            if now < window {
+                self.adopt(mirror, &desired, now, settings.grace);
+            } else {
+                self.cancelled.clear();
+            }
         }
 
         for (key, want) in &desired {
@@ -285,11 +298,13 @@ impl Exporter {
                 cancel(client, mirror, &key).await?;
             }
             self.entries.remove(&key);
+            if self.adoption_window.is_none_or(|window| now < window) {
+                self.cancelled.insert(key);
+            }
         }
 
         if renew {
-            let due_after =
-                Millis::try_from(settings.renewal_interval.as_millis() / 2).unwrap_or(Millis::MAX);
+            let due_after = millis(settings.renewal_interval) / 2;
             let mut lost = Vec::new();
             for (key, entry) in &mut self.entries {
                 let Some(published) = entry.published else {
@@ -325,10 +340,10 @@ impl Exporter {
         now: Millis,
         grace: Duration,
     ) {
-        let until = now.saturating_add(Millis::try_from(grace.as_millis()).unwrap_or(Millis::MAX));
+        let until = now.saturating_add(millis(grace));
         for copy in mirror.instances().filter(|copy| exported_by_ferry(copy)) {
             let key = (copy.app.clone(), copy.id.clone());
-            if self.entries.contains_key(&key) {
+            if self.entries.contains_key(&key) || self.cancelled.contains(&key) {
                 continue;
             }
             let owned = desired.contains_key(&key);
@@ -541,6 +556,10 @@ async fn cancel(
         }
     }
     Ok(())
+}
+
+fn millis(duration: Duration) -> Millis {
+    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
 }
 
 fn expect_success(
