@@ -417,26 +417,27 @@ async fn an_app_that_registered_itself_on_the_legacy_side_is_not_cancelled() {
     assert!(legacy.registry.instance("ORDERS", "o-1").is_some());
 }
 
+/// A hand-written legacy server answering the full and delta reads with fixed bodies; its
+/// service URL.
+async fn fixed_server(full: &'static str, delta: &'static str) -> String {
+    use axum::routing::get;
+    let server = axum::Router::new()
+        .route("/eureka/apps/", get(move || async move { full }))
+        .route("/eureka/apps/delta", get(move || async move { delta }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    format!("http://{address}/eureka/")
+}
+
 #[tokio::test]
 async fn a_malformed_registry_changes_nothing() {
-    use axum::routing::get;
     let ferry = Arc::new(Registry::default());
     ferry
         .import(eureka::OWNER, app_instance("billing", "b-1", 9090))
         .unwrap();
-    let garbage = axum::Router::new()
-        .route("/eureka/apps/", get(|| async { "{\"applications\": 3" }))
-        .route("/eureka/apps/delta", get(|| async { "not json" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, garbage).await });
-    let running = start(
-        &ferry,
-        settings(
-            vec![format!("http://{address}/eureka/")],
-            Duration::from_millis(10),
-        ),
-    );
+    let url = fixed_server("{\"applications\": 3", "not json").await;
+    let running = start(&ferry, settings(vec![url], Duration::from_millis(10)));
     eventually("errors counted", SOON, || {
         running.handle.status.snapshot().errors >= 3
     })
@@ -445,4 +446,34 @@ async fn a_malformed_registry_changes_nothing() {
     assert!(status.reachable, "a bad document is not a cluster down");
     assert!(!status.initial_import_done);
     assert_eq!(ferry.imported(eureka::OWNER).len(), 1);
+}
+
+#[tokio::test]
+async fn a_delta_whose_hashcode_disagrees_is_followed_by_a_full_fetch() {
+    const FULL: &str = r#"{"applications":{"versions__delta":"1","apps__hashcode":"UP_1_",
+        "application":[{"name":"BILLING","instance":[{"instanceId":"b-1","hostName":"h",
+        "app":"BILLING","ipAddr":"10.0.0.9","status":"UP","port":{"$":9090,"@enabled":"true"},
+        "dataCenterInfo":{"@class":"x","name":"MyOwn"}}]}]}}"#;
+    // The delta says nothing changed, but counts two instances.
+    const DELTA: &str =
+        r#"{"applications":{"versions__delta":"2","apps__hashcode":"UP_2_","application":[]}}"#;
+    let ferry = Arc::new(Registry::default());
+    let running = start(
+        &ferry,
+        settings(
+            vec![fixed_server(FULL, DELTA).await],
+            Duration::from_secs(1),
+        ),
+    );
+    eventually("several deltas", SOON, || {
+        running.handle.status.snapshot().delta_fetches >= 3
+    })
+    .await;
+    let status = running.handle.status.snapshot();
+    assert!(status.full_fetches >= status.delta_fetches, "{status:?}");
+    assert_eq!(status.errors, 0);
+    assert_eq!(
+        owner_of(&ferry, "BILLING", "b-1").as_deref(),
+        Some(eureka::OWNER)
+    );
 }

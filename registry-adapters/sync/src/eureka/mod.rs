@@ -80,8 +80,8 @@ impl Default for EurekaSyncSettings {
     }
 }
 
-/// Starts syncing with the legacy cluster until `shutdown` turns true; call it within a
-/// tokio runtime (it spawns the sync task).
+/// Starts syncing with the legacy cluster until `shutdown` turns true (or its sender is
+/// dropped); call it within a tokio runtime (it spawns the sync task).
 pub fn start(
     registry: Arc<Registry>,
     settings: EurekaSyncSettings,
@@ -109,6 +109,8 @@ struct Engine {
     exporter: Exporter,
     /// Whether `first_import_done` was called.
     first_import_reported: bool,
+    /// Whether the last import found the cluster unreachable (logged once, not each cycle).
+    unreachable: bool,
 }
 
 impl Engine {
@@ -127,6 +129,7 @@ impl Engine {
             importer: Importer::default(),
             exporter: Exporter::default(),
             first_import_reported: false,
+            unreachable: false,
         }
     }
 
@@ -144,6 +147,8 @@ impl Engine {
         let mut renewals = time::interval(self.settings.renewal_interval.max(MIN_INTERVAL));
         renewals.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut changes = self.registry.watch();
+        // The registry holds the sender while we hold the registry; this is only for form.
+        let mut watching = true;
         let mut export_due: Option<Instant> = None;
         loop {
             let debounce = async {
@@ -159,11 +164,8 @@ impl Engine {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 _ = imports.tick() => Work::Import,
                 _ = renewals.tick() => Work::Export { renew: true },
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        // The registry is gone: nothing will change any more.
-                        changes = watch::channel(0).1;
-                    }
+                changed = changes.changed(), if watching => {
+                    watching = changed.is_ok();
                     export_due.get_or_insert_with(|| Instant::now() + EXPORT_DEBOUNCE);
                     continue;
                 }
@@ -216,15 +218,21 @@ impl Engine {
             .await;
         let report = match &result {
             Ok(outcome) => {
+                if self.unreachable {
+                    tracing::info!("eureka sync: legacy cluster reachable again");
+                }
                 tracing::debug!(?outcome, "eureka sync: imported");
                 true
             }
             Err(error) if error.is_unreachable() => {
-                tracing::warn!(%error, "eureka sync: legacy cluster unreachable; imported copies kept");
+                if !self.unreachable {
+                    tracing::warn!(%error, "eureka sync: legacy cluster unreachable; imported copies kept");
+                }
                 true
             }
             Err(_) => false,
         };
+        self.unreachable = result.as_ref().is_err_and(EurekaSyncError::is_unreachable);
         if report && !self.first_import_reported {
             self.first_import_reported = true;
             self.handle.first_import_done();
