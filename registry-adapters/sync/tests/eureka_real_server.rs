@@ -194,23 +194,26 @@ async fn a_real_eureka_server_sees_ferrys_instances_and_ferry_sees_its_apps() {
         "Ferry's own export is not imported back"
     );
 
-    // Out of service and back, then a changed port.
+    // Out of service, down, up again (each as Ferry's own Eureka clients would move it).
+    let wait_status = |what: &'static str, status: Status| {
+        let (http, base, ours) = (&http, &base, &ours);
+        async move {
+            wait_for(what, || async {
+                legacy_instance(http, base, ours, "o-1")
+                    .await
+                    .filter(|found| found.status == status)
+            })
+            .await
+        }
+    };
     ferry
         .set_override(&ours, "o-1", Status::OutOfService, None)
         .unwrap();
-    wait_for("OUT_OF_SERVICE on the legacy server", || async {
-        legacy_instance(&http, &base, &ours, "o-1")
-            .await
-            .filter(|found| found.status == Status::OutOfService)
-    })
-    .await;
-    ferry.remove_override(&ours, "o-1", Status::Up).unwrap();
-    wait_for("UP again on the legacy server", || async {
-        legacy_instance(&http, &base, &ours, "o-1")
-            .await
-            .filter(|found| found.status == Status::Up)
-    })
-    .await;
+    wait_status("OUT_OF_SERVICE on the legacy server", Status::OutOfService).await;
+    ferry.remove_override(&ours, "o-1", Status::Down).unwrap();
+    wait_status("out of service to DOWN on the legacy server", Status::Down).await;
+    ferry.register(instance.clone(), false).unwrap();
+    wait_status("UP again on the legacy server", Status::Up).await;
     instance.port.number = 8081;
     ferry.register(instance, false).unwrap();
     wait_for("the new port on the legacy server", || async {
