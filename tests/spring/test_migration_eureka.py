@@ -665,6 +665,8 @@ def test_sync_survives_a_ferry_restart(migration, py_clients):
     first import); new registrations on either side still cross, and nothing is listed
     twice."""
     ferry = migration.ferry
+    # The previous test's clients may still be leaving the other side: start from rest.
+    assert_consistent(migration, what="the registries to agree before the restart")
     exported = ids_owned_by(migration.on_legacy(), "ferry")
     imported = ids_owned_by(migration.on_ferry(), SOURCE)
     assert exported and imported
@@ -694,6 +696,7 @@ def test_sync_survives_a_legacy_server_restart(migration, py_clients):
     """The legacy server is restarted (an empty registry until its apps register again).
     Ferry keeps listing the legacy instances throughout, registers its own there again, and
     new registrations on either side still cross; nothing is listed twice."""
+    assert_consistent(migration, what="the registries to agree before the restart")
     imported = ids_owned_by(migration.on_ferry(), SOURCE)
     exported = ids_owned_by(migration.on_legacy(), "ferry")
     watch = Watch(lambda: ids_owned_by(migration.on_ferry(), SOURCE), 0.25)
@@ -717,6 +720,7 @@ def test_legacy_outage_keeps_imported_instances_until_it_returns(migration):
     imported instance at every poll, /api/sync says unreachable with them stale, /metrics
     agrees, and checkout on Ferry still calls the legacy orders. After the server returns
     and the apps register again: reachable, nothing stale, nothing lost, nothing twice."""
+    assert_consistent(migration, what="the registries to agree before the outage")
     imported = ids_owned_by(migration.on_ferry(), SOURCE)
     before = {side: {(i["app"], i["instanceId"]) for i in instances}
               for side, instances in (("legacy", migration.on_legacy()), ("ferry", migration.on_ferry()))}
