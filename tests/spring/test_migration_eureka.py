@@ -651,6 +651,15 @@ def crossing(migration: Migration, py_clients, app: str):
            what=f"a new registration on the legacy server ({app}) to reach Ferry")
 
 
+def vanish(client: PyEureka) -> None:
+    """Ends a py-eureka-client whose server is away: it goes without a cancel, as a process
+    killed meanwhile would (its stop() cannot reach the server and raises)."""
+    try:
+        client.stop()
+    except Exception:  # noqa: BLE001 - expected: nothing answers
+        pass
+
+
 def missing_samples(samples, expected: set) -> list:
     """The samples of a Watch in which something of `expected` was missing (or the probe failed)."""
     return [(at, value if isinstance(value, Exception) else sorted(expected - value))
@@ -663,16 +672,21 @@ def test_sync_survives_a_ferry_restart(migration, py_clients):
     exported instances the whole time (adopted, not dropped); Ferry answers its first
     request after the restart with the legacy instances already there (it waits for its
     first import); new registrations on either side still cross, and nothing is listed
-    twice."""
+    twice. An app that left Ferry while it was down (without a cancel) never comes back:
+    its copy on the legacy server is cancelled once the grace for re-registrations ends."""
     ferry = migration.ferry
+    ghost = py_clients(ferry.eureka_url, "ghost", "ghost-ferry-side")
+    settle(lambda: find(migration.on_legacy(), "ghost", "ghost-ferry-side") is not None, timeout=15,
+           what="the ghost exported")
     # The previous test's clients may still be leaving the other side: start from rest.
     assert_consistent(migration, what="the registries to agree before the restart")
-    exported = ids_owned_by(migration.on_legacy(), "ferry")
+    exported = ids_owned_by(migration.on_legacy(), "ferry") - {("GHOST", "ghost-ferry-side")}
     imported = ids_owned_by(migration.on_ferry(), SOURCE)
     assert exported and imported
     watch = Watch(lambda: ids_owned_by(migration.on_legacy(), "ferry"), 0.25)
     try:
         assert ferry.stop() == 0, ferry.log()
+        vanish(ghost)
         time.sleep(2 * SYNC_INTERVAL + 1)
         # Back with the legacy URL from the environment instead of the flag.
         flag = ferry.args.index("--sync-eureka")
@@ -681,6 +695,9 @@ def test_sync_survives_a_ferry_restart(migration, py_clients):
         ferry.start()
         first = ids_owned_by(migration.on_ferry(), SOURCE)
         status = migration.sync()
+        settle(lambda: find(migration.on_legacy(), "ghost", "ghost-ferry-side") is None,
+               timeout=SYNC_GRACE + 2 * LEASE_SECONDS + 10,
+               what="the copy of the app that did not come back cancelled after the grace")
         assert_consistent(migration, timeout=30, what="the registries to agree after Ferry's restart")
     finally:
         samples = watch.stop()
@@ -714,22 +731,29 @@ def test_sync_survives_a_legacy_server_restart(migration, py_clients):
     assert_consistent(migration)
 
 
-def test_legacy_outage_keeps_imported_instances_until_it_returns(migration):
+def test_legacy_outage_keeps_imported_instances_until_it_returns(migration, py_clients):
     """The legacy server is killed for four lease periods (its apps keep running, their
     leases long expired) and started again on the same port. Meanwhile Ferry lists every
     imported instance at every poll, /api/sync says unreachable with them stale, /metrics
     agrees, and checkout on Ferry still calls the legacy orders. After the server returns
-    and the apps register again: reachable, nothing stale, nothing lost, nothing twice."""
+    and the apps register again: reachable, nothing stale, nothing lost, nothing twice. An
+    app that left during the outage (without a cancel: it could not reach its server) is
+    held as a pending removal when the server is back and removed once the grace ends."""
+    ghost = py_clients(migration.legacy_url, "ghost", "ghost-legacy-side")
+    ghost_key = ("GHOST", "ghost-legacy-side")
+    settle(lambda: find(migration.on_ferry(), "ghost", "ghost-legacy-side") is not None, timeout=15,
+           what="the ghost imported")
     assert_consistent(migration, what="the registries to agree before the outage")
     imported = ids_owned_by(migration.on_ferry(), SOURCE)
-    before = {side: {(i["app"], i["instanceId"]) for i in instances}
+    before = {side: {(i["app"], i["instanceId"]) for i in instances} - {ghost_key}
               for side, instances in (("legacy", migration.on_legacy()), ("ferry", migration.on_ferry()))}
-    assert imported
+    assert ghost_key in imported
     label = f'{{source="{SOURCE}"}}'
     watch = Watch(lambda: ids_owned_by(migration.on_ferry(), SOURCE), 0.25)
     try:
         migration.legacy.kill()
         down_since = time.monotonic()
+        vanish(ghost)
         settle(lambda: migration.sync()["reachable"] is False, timeout=5 * SYNC_INTERVAL + 5,
                what="/api/sync to report the legacy server unreachable")
         checks = 0
@@ -747,13 +771,23 @@ def test_legacy_outage_keeps_imported_instances_until_it_returns(migration):
         assert checks >= 3
         migration.legacy.start()
         settle(lambda: migration.sync()["reachable"] is True, timeout=15, what="/api/sync reachable again")
+        back = watch.samples[-1][0]
+        held = migration.sync()
+        assert ghost_key in ids_owned_by(migration.on_ferry(), SOURCE), "the ghost held for the grace"
+        assert held["pending_removals"] >= 1, held
+        settle(lambda: ghost_key not in ids_owned_by(migration.on_ferry(), SOURCE), timeout=SYNC_GRACE + 10,
+               what="the ghost removed once the grace ended")
         assert_consistent(migration, timeout=40, what="the registries to agree after the outage")
         settle(lambda: (migration.sync()["stale"], migration.sync()["pending_removals"]) == (0, 0),
                timeout=SYNC_GRACE + 10, what="nothing stale or pending once the legacy server is back")
     finally:
         samples = watch.stop()
-    assert not missing_samples(samples, imported), (
-        f"Ferry emptied legacy instances during the outage: {missing_samples(samples, imported)[:5]}")
+    during = [sample for sample in samples if sample[0] <= back]
+    assert not missing_samples(during, imported), (
+        f"Ferry emptied legacy instances during the outage: {missing_samples(during, imported)[:5]}")
+    kept = imported - {ghost_key}
+    assert not missing_samples(samples, kept), (
+        f"Ferry dropped legacy instances after the outage: {missing_samples(samples, kept)[:5]}")
     after = {side: {(i["app"], i["instanceId"]) for i in instances}
              for side, instances in (("legacy", migration.on_legacy()), ("ferry", migration.on_ferry()))}
     for side in before:
