@@ -555,6 +555,33 @@ def test_app_moving_to_ferry_under_its_legacy_id_is_owned_by_ferry(migration, py
     assert_consistent(migration)
 
 
+def test_app_rolled_back_to_the_legacy_server_keeps_its_registration_there(migration, py_clients):
+    """An app rolled back from Ferry to the legacy server ("Roll an app back by restoring its
+    URL"): its registration with Ferry ends and it registers with the legacy server again
+    under the same id before Ferry's next sync (a quick restart; with Spring's defaults a
+    restart is shorter than the 30 s sync interval). Ferry cancels only its own copy, never
+    the app's registration that replaced it: from that registration on, the legacy server
+    lists the app at every poll, and Ferry imports it."""
+    leaving = py_clients(migration.ferry.eureka_url, "rollback", "rollback-1")
+    settle(lambda: owner(find(migration.on_legacy(), "rollback", "rollback-1") or {}) == "ferry", timeout=15,
+           what="the app's copy on the legacy server")
+    leaving.stop()
+    back = py_clients(migration.legacy_url, "rollback", "rollback-1")
+
+    def listed():
+        instance = find(migration.on_legacy(), "rollback", "rollback-1")
+        return None if instance is None else (port(instance), owner(instance))
+
+    watch = Watch(listed, 0.1)
+    time.sleep(3 * SYNC_INTERVAL + 1)
+    samples = watch.stop()
+    gaps = [(at, value) for at, value in samples if value != (back.port, None)]
+    assert not gaps, f"the legacy server lost (or did not own) the app's own registration at (second, seen): {gaps[:8]}"
+    settle(lambda: (lambda copy: copy is not None and (port(copy), owner(copy)) == (back.port, SOURCE))(
+        find(migration.on_ferry(), "rollback", "rollback-1")), timeout=15, what="Ferry to import the rolled-back app")
+    assert_consistent(migration)
+
+
 def test_metadata_is_intact_both_ways(migration, py_clients):
     """nacos-sync#160: every metadata key an app registered is on the other side's copy with
     the same value (characters XML and query strings escape, an empty value, non-ASCII),
