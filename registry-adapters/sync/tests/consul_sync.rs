@@ -404,3 +404,109 @@ async fn after_a_ferry_restart_old_exports_are_adopted_then_deregistered_if_unow
     );
     assert!(ferry.registry.imported(OWNER).is_empty(), "no echo");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_sent_on_every_request() {
+    let Some(binary) = consul_binary() else {
+        return;
+    };
+    let agent = ConsulAgent::start_with_token(binary, Some("root-token")).await;
+    agent
+        .put(
+            "/v1/agent/service/register",
+            Some(json!({"ID": "inv-1", "Name": "inventory", "Address": "10.1.2.3", "Port": 9090})),
+        )
+        .await;
+    agent.put_kv("config/a", "1").await;
+
+    // Without the token, a default-deny Consul shows nothing and refuses every write.
+    let anonymous = Ferry::new();
+    anonymous.register("orders", "orders-1", "10.0.0.5", 8080);
+    let refused = anonymous.sync(Ferry::settings(&agent));
+    assert!(refused.wait_first_import(WITHIN).await);
+    assert!(
+        eventually(WITHIN, || async {
+            refused
+                .status
+                .snapshot()
+                .last_error
+                .is_some_and(|error| error.contains("403"))
+        })
+        .await,
+        "{:?}",
+        refused.status.snapshot()
+    );
+    assert!(anonymous.registry.imported(OWNER).is_empty());
+    assert!(agent.health("orders").await.is_empty());
+    drop(anonymous);
+
+    let ferry = Ferry::new();
+    ferry.register("orders", "orders-1", "10.0.0.5", 8080);
+    let handle = ferry.sync(ferry_sync::consul::ConsulSyncSettings {
+        token: Some("root-token".to_owned()),
+        kv_prefix: Some("config/".to_owned()),
+        ..Ferry::settings(&agent)
+    });
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert!(ferry.registry.instance("INVENTORY", "inv-1").is_some());
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "orders").await.is_some()
+        })
+        .await
+    );
+    assert!(eventually(WITHIN, || async { ferry.kv.get("config/a").1.is_some() }).await);
+    assert_eq!(handle.status.snapshot().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_entry_is_counted_and_changes_nothing_already_synced() {
+    let Some(binary) = consul_binary() else {
+        return;
+    };
+    let agent = ConsulAgent::start(binary).await;
+    let register = |id: &str, port: u32| json!({"ID": id, "Name": "inventory", "Address": "10.1.2.3", "Port": port});
+    agent
+        .put("/v1/agent/service/register", Some(register("inv-1", 9090)))
+        .await;
+    agent
+        .put(
+            "/v1/agent/service/register",
+            Some(json!({"ID": "b-1", "Name": "billing", "Address": "10.1.2.4", "Port": 7000})),
+        )
+        .await;
+    let ferry = Ferry::new();
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert_eq!(ferry.registry.imported(OWNER).len(), 2);
+
+    // Consul takes a service without a port; Ferry refuses that row.
+    agent
+        .put("/v1/agent/service/register", Some(register("inv-2", 0)))
+        .await;
+    assert!(
+        eventually(WITHIN, || async {
+            handle
+                .status
+                .snapshot()
+                .last_error
+                .is_some_and(|error| error.contains("inv-2"))
+        })
+        .await
+    );
+    // While its service has a row Ferry cannot read, the service's copies stay as they
+    // are, even one the source no longer lists; other services follow as usual.
+    agent.put("/v1/agent/service/deregister/inv-1", None).await;
+    agent.put("/v1/agent/service/deregister/b-1", None).await;
+    assert!(
+        eventually(WITHIN, || async {
+            ferry.registry.instance("BILLING", "b-1").is_none()
+        })
+        .await
+    );
+    assert!(ferry.registry.instance("INVENTORY", "inv-1").is_some());
+    assert!(ferry.registry.instance("INVENTORY", "inv-2").is_none());
+    let status = handle.status.snapshot();
+    assert_eq!(status.errors, 1, "a bad row is counted once: {status:?}");
+    assert!(status.reachable);
+}

@@ -113,6 +113,9 @@ struct Importer {
     /// Whether the last read succeeded (false before the first).
     reachable: bool,
     first_done: bool,
+    /// The rows refused by the last reconcile: a row that stays bad is counted and logged
+    /// once, not on every reconcile.
+    refused: HashSet<String>,
 }
 
 /// Runs reconciles until shutdown: every interval, and promptly after `changed`.
@@ -150,10 +153,12 @@ impl Importer {
                     .handle
                     .status
                     .succeeded(shared.client.endpoint(), now);
-                for reason in &listing.refused {
+                let refused: HashSet<String> = listing.refused.iter().cloned().collect();
+                for reason in refused.difference(&self.refused) {
                     tracing::warn!(source = OWNER, %reason, "legacy Consul entry refused");
                     shared.handle.status.failed(reason, false, now);
                 }
+                self.refused = refused;
                 self.apply(shared, listing);
                 if !self.first_done {
                     self.first_done = true;
