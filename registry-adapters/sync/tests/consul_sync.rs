@@ -510,3 +510,45 @@ async fn a_bad_entry_is_counted_and_changes_nothing_already_synced() {
     assert_eq!(status.errors, 1, "a bad row is counted once: {status:?}");
     assert!(status.reachable);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_the_agent_refuses_is_reported_once_and_holds_up_no_other() {
+    let Some(binary) = consul_binary() else {
+        return;
+    };
+    let agent = ConsulAgent::start(binary).await;
+    let ferry = Ferry::new();
+    // Consul refuses a service at 0.0.0.0 ("Invalid service address").
+    ferry.register("orders", "orders-0", "0.0.0.0", 8080);
+    ferry.register("orders", "orders-1", "10.0.0.5", 8080);
+    ferry.register("payments", "pay-1/a", "10.0.0.6", 7000);
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "orders").await.is_some()
+        })
+        .await
+    );
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "payments").await.is_some()
+        })
+        .await,
+        "an id with a slash is exported too"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = handle.status.snapshot();
+    assert_eq!(status.errors, 1, "reported once: {status:?}");
+    assert!(status
+        .last_error
+        .is_some_and(|error| error.contains("400") && error.contains("address")));
+    assert_eq!(status.exported, 2);
+    ferry.registry.cancel("PAYMENTS", "pay-1/a").unwrap();
+    assert!(
+        eventually(WITHIN, || async {
+            agent.health("payments").await.is_empty()
+        })
+        .await,
+        "and deregistered"
+    );
+}

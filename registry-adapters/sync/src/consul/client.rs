@@ -38,6 +38,12 @@ impl ConsulSyncError {
     pub fn unreachable(&self) -> bool {
         !matches!(self, ConsulSyncError::Malformed { .. })
     }
+
+    /// Whether the request itself was refused as invalid (400): sending it again would
+    /// not help, and it says nothing about other requests.
+    pub fn refused_as_invalid(&self) -> bool {
+        matches!(self, ConsulSyncError::Refused { status, .. } if *status == StatusCode::BAD_REQUEST)
+    }
 }
 
 /// A read's answer: its result index (0 when the header was missing) and its body (`None`

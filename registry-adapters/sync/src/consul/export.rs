@@ -171,6 +171,9 @@ struct Exporter {
     adopted: HashMap<String, (Instant, Instant)>,
     /// Whether the agent has been read once (adoption happens then).
     started: bool,
+    /// Registrations the agent refused as invalid, by id, with the fingerprint refused:
+    /// not sent again until they change.
+    refused: HashMap<String, String>,
 }
 
 /// Runs export cycles until shutdown: every interval, and shortly after Ferry changes.
@@ -226,16 +229,35 @@ impl Exporter {
             let registered = ours.contains(id)
                 && published.is_some_and(|published| published.fingerprint == want.fingerprint);
             if !registered {
+                if self.refused.get(id) == Some(&want.fingerprint) {
+                    continue;
+                }
                 let mut body = want.body.clone();
                 body["Check"]["Status"] = Value::from(if want.wanted == Wanted::Fail {
                     "critical"
                 } else {
                     "passing"
                 });
-                shared
+                let registration = shared
                     .client
                     .put(&["v1", "agent", "service", "register"], &[], Some(&body))
-                    .await?;
+                    .await;
+                match registration {
+                    Err(error) if error.refused_as_invalid() => {
+                        // This registration will not be taken as it is: say so once, go on
+                        // with the others, and try again when it changes.
+                        tracing::warn!(source = OWNER, %id, %error, "the legacy Consul refused an export");
+                        shared.handle.status.failed(
+                            &error.to_string(),
+                            false,
+                            shared.registry.now(),
+                        );
+                        self.refused.insert(id.clone(), want.fingerprint.clone());
+                        continue;
+                    }
+                    other => other?,
+                }
+                self.refused.remove(id);
                 set_maintenance(shared, id, want.wanted == Wanted::Maintenance).await?;
                 self.published.insert(
                     id.clone(),
@@ -264,6 +286,7 @@ impl Exporter {
                 published.refreshed = now;
             }
         }
+        self.refused.retain(|id, _| desired.contains_key(id));
         let gone: Vec<String> = self
             .published
             .keys()
