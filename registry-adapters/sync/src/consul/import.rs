@@ -5,7 +5,9 @@
 //!
 //! A reconcile runs every interval and at once when one of two blocking queries answers
 //! with a new index: `/v1/catalog/services` moves when services come, go or change tags
-//! or meta; `/v1/health/state/any` when any check changes status, which the catalog's
+//! or meta; `/v1/health/state/critical` when any check changes status (its index is the
+//! whole checks table's, so passing to warning moves it too, as Consul 1.16 shows; its
+//! answer is only the critical checks, smaller than `state/any`), which the catalog's
 //! index does not show.
 //!
 //! Skipped: the `consul` service itself, and rows whose meta says `ferry-owner: ferry`
@@ -240,7 +242,7 @@ impl Importer {
     }
 }
 
-/// Follows one blocking read (`/v1/catalog/services` or `/v1/health/state/any`) and
+/// Follows one blocking read (`/v1/catalog/services` or `/v1/health/state/critical`) and
 /// notifies `changed` whenever its index moves. Failures wait an interval: the reconcile
 /// loop reports them.
 pub(super) async fn watch_index(

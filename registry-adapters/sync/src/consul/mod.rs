@@ -100,7 +100,7 @@ pub fn start(
     let changed = Arc::new(Notify::new());
     for segments in [
         &["v1", "catalog", "services"][..],
-        &["v1", "health", "state", "any"][..],
+        &["v1", "health", "state", "critical"][..],
     ] {
         tokio::spawn(import::watch_index(
             shared.clone(),
