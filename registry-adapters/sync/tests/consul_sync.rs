@@ -552,3 +552,97 @@ async fn an_export_the_agent_refuses_is_reported_once_and_holds_up_no_other() {
         "and deregistered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_empty_agent_empties_no_service_before_the_grace() {
+    let Some(binary) = consul_binary() else {
+        return;
+    };
+    let mut agent = ConsulAgent::start(binary).await;
+    for id in ["inv-1", "inv-2", "inv-3"] {
+        agent
+            .put(
+                "/v1/agent/service/register",
+                Some(json!({"ID": id, "Name": "inventory", "Address": "10.1.2.3", "Port": 9090})),
+            )
+            .await;
+    }
+    let ferry = Ferry::new();
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert_eq!(ferry.registry.imported(OWNER).len(), 3);
+    // Let the grace of the first contact pass, so only the restart holds removals.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    agent.restart().await;
+    assert!(
+        eventually(WITHIN, || async {
+            handle.status.snapshot().pending_removals == 3
+        })
+        .await,
+        "{:?}",
+        handle.status.snapshot()
+    );
+    assert_eq!(ferry.registry.imported(OWNER).len(), 3, "held");
+    assert!(
+        eventually(WITHIN, || async {
+            ferry.registry.imported(OWNER).is_empty()
+        })
+        .await,
+        "gone once the grace has passed and nobody registered again"
+    );
+    assert_eq!(handle.status.snapshot().pending_removals, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_deregisters_nothing() {
+    let Some(binary) = consul_binary() else {
+        return;
+    };
+    let agent = ConsulAgent::start(binary).await;
+    let ferry = Ferry::new();
+    ferry.register("orders", "orders-1", "10.0.0.5", 8080);
+    let _handle = ferry.sync(Ferry::settings(&agent));
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "orders").await.is_some()
+        })
+        .await
+    );
+    drop(ferry);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let row = one_row(&agent, "orders").await.expect("still registered");
+    assert_eq!(
+        check_state(&row, "ferry:orders-1").as_deref(),
+        Some("passing"),
+        "within its TTL (3 intervals)"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_source_completes_the_first_import_as_failed() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap();
+    let ferry = Ferry::new();
+    let handle = ferry.sync(ferry_sync::consul::ConsulSyncSettings {
+        address: unused.to_string(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        ..ferry_sync::consul::ConsulSyncSettings::default()
+    });
+    assert!(handle.wait_first_import(WITHIN).await);
+    let status = handle.status.snapshot();
+    assert!(!status.reachable && status.errors >= 1, "{status:?}");
+
+    let bad = ferry.sync(ferry_sync::consul::ConsulSyncSettings {
+        address: "no such host:port".to_owned(),
+        ..ferry_sync::consul::ConsulSyncSettings::default()
+    });
+    assert!(bad.wait_first_import(WITHIN).await);
+    assert!(bad
+        .status
+        .snapshot()
+        .last_error
+        .is_some_and(|error| error.contains("invalid legacy Consul address")));
+}
