@@ -42,10 +42,9 @@ fn check_state(row: &Value, check_id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_service_is_imported_and_follows_status_and_deregistration() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     agent
         .put(
             "/v1/agent/service/register",
@@ -130,10 +129,9 @@ async fn a_legacy_service_is_imported_and_follows_status_and_deregistration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ferry_instance_is_exported_with_its_status_and_never_echoed() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     let ferry = Ferry::new();
     let mut orders = Instance::new("orders", "orders-1", "10.0.0.5", "10.0.0.5", 8080);
     orders
@@ -203,10 +201,9 @@ async fn a_ferry_instance_is_exported_with_its_status_and_never_echoed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_shown_to_legacy_callers_is_the_published_address() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     let ferry = Ferry::new();
     ferry.register("payments", "pay-1", "10.0.0.8", 7000);
     let _handle = ferry.sync(Ferry::settings(&agent));
@@ -247,10 +244,9 @@ async fn expect_published(agent: &ConsulAgent, expected: (&str, u32), reason: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kv_prefix_is_mirrored_one_way() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     agent.put_kv("config/orders/data", "a: 1").await;
     agent.put_kv("config/billing/data", "b: 2").await;
     agent.put_kv("secrets/x", "no").await;
@@ -296,10 +292,9 @@ async fn a_kv_prefix_is_mirrored_one_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_leaves_stale_copies_and_its_restart_makes_no_duplicates() {
-    let Some(binary) = consul_binary() else {
+    let Some(mut agent) = consul_support::agent().await else {
         return;
     };
-    let mut agent = ConsulAgent::start(binary).await;
     let legacy_service = json!({"ID": "inv-1", "Name": "inventory", "Address": "10.1.2.3",
                                 "Port": 9090, "Check": {"TTL": "60s", "Status": "passing"}});
     agent
@@ -359,10 +354,9 @@ async fn a_killed_agent_leaves_stale_copies_and_its_restart_makes_no_duplicates(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_ferry_restart_old_exports_are_adopted_then_deregistered_if_unowned() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     // What a previous Ferry left: two exports, their TTL checks passing.
     for id in ["orders-1", "orders-2"] {
         agent
@@ -461,10 +455,9 @@ async fn the_token_is_sent_on_every_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_entry_is_counted_and_changes_nothing_already_synced() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     let register = |id: &str, port: u32| json!({"ID": id, "Name": "inventory", "Address": "10.1.2.3", "Port": port});
     agent
         .put("/v1/agent/service/register", Some(register("inv-1", 9090)))
@@ -513,10 +506,9 @@ async fn a_bad_entry_is_counted_and_changes_nothing_already_synced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_the_agent_refuses_is_reported_once_and_holds_up_no_other() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     let ferry = Ferry::new();
     // Consul refuses a service at 0.0.0.0 ("Invalid service address").
     ferry.register("orders", "orders-0", "0.0.0.0", 8080);
@@ -555,10 +547,9 @@ async fn an_export_the_agent_refuses_is_reported_once_and_holds_up_no_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_empty_agent_empties_no_service_before_the_grace() {
-    let Some(binary) = consul_binary() else {
+    let Some(mut agent) = consul_support::agent().await else {
         return;
     };
-    let mut agent = ConsulAgent::start(binary).await;
     for id in ["inv-1", "inv-2", "inv-3"] {
         agent
             .put(
@@ -596,10 +587,9 @@ async fn a_restarted_empty_agent_empties_no_service_before_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutting_down_deregisters_nothing() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     let ferry = Ferry::new();
     ferry.register("orders", "orders-1", "10.0.0.5", 8080);
     let _handle = ferry.sync(Ferry::settings(&agent));

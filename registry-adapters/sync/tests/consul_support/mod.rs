@@ -41,6 +41,11 @@ pub fn consul_binary() -> Option<PathBuf> {
     }
 }
 
+/// A fresh agent, or `None` (the test returns, skipped) without the binary.
+pub async fn agent() -> Option<ConsulAgent> {
+    Some(ConsulAgent::start(consul_binary()?).await)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
