@@ -5,6 +5,10 @@
 //! deregisters the service after a few critical minutes, so a Ferry that stops for good
 //! leaves nothing behind; shutting down deregisters nothing, so a restart loses nothing.
 //!
+//! An instance DOWN in Ferry keeps a critical TTL check, so after those minutes the agent
+//! reaps its registration and the next cycle registers it again (critical again): legacy
+//! callers see it unavailable either way.
+//!
 //! What was published is remembered by fingerprint (the registration body): a change of
 //! address, port, name, tags, meta, or of the route shown to legacy callers registers
 //! again. A service Ferry registered that leaves Ferry is deregistered, if the agent's copy
