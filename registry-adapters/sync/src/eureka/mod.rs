@@ -193,7 +193,7 @@ impl Engine {
                 let result = self
                     .exporter
                     .pass(
-                        &mut self.client,
+                        &self.client,
                         &self.registry,
                         &self.importer.mirror,
                         &settings,
@@ -214,7 +214,7 @@ impl Engine {
     async fn import(&mut self) {
         let result = self
             .importer
-            .cycle(&mut self.client, &self.registry, self.settings.grace)
+            .cycle(&self.client, &self.registry, self.settings.grace)
             .await;
         let report = match &result {
             Ok(outcome) => {
