@@ -1,6 +1,6 @@
 //! The Eureka sync engine against a stand-in legacy server: Ferry's own Eureka view over a
 //! second registry, served on a loopback port, with a switch that makes it answer 503 (a
-//! cluster that is down). The real Spring Cloud Eureka Server is `eureka_real_server.rs`.
+//! cluster that is down). The real Spring Cloud Eureka Server is driven by `tests/e2e/test_sync_clients.py` and `tests/spring/test_migration_eureka.py`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -349,7 +349,7 @@ async fn every_url_down_still_completes_the_first_import() {
 }
 
 #[tokio::test]
-async fn a_restart_adopts_ferrys_copies_then_cancels_those_not_owned_again() {
+async fn a_restart_restores_ferrys_instances_from_their_copies_and_cancels_one_that_expires() {
     let legacy = legacy().await;
     let grace = Duration::from_millis(1500);
     let before = Arc::new(Registry::default());
@@ -358,7 +358,7 @@ async fn a_restart_adopts_ferrys_copies_then_cancels_those_not_owned_again() {
         .register(app_instance("orders", "o-1", 8080), false)
         .unwrap();
     before
-        .register(app_instance("orders", "o-2", 8080), false)
+        .register(app_instance("orders", "o-2", 8081), false)
         .unwrap();
     eventually("both exported", SOON, || {
         legacy
@@ -376,28 +376,40 @@ async fn a_restart_adopts_ferrys_copies_then_cancels_those_not_owned_again() {
         Some(2)
     );
 
-    // Ferry starts again; only o-1 registers with it again.
+    // Ferry starts again with an empty registry: by its first import, both instances are
+    // its own again, at their own addresses, before any heartbeat reaches it.
     let after = Arc::new(Registry::default());
     let second = start(&after, settings(vec![legacy.url.clone()], grace));
     assert!(second.handle.wait_first_import(SOON).await);
-    after
-        .register(app_instance("orders", "o-1", 8080), false)
-        .unwrap();
-    eventually("both adopted", SOON, || {
-        second.handle.status.snapshot().exported == 2
-    })
-    .await;
+    for (id, port) in [("o-1", 8080), ("o-2", 8081)] {
+        let restored = after.instance("ORDERS", id).expect("restored").instance;
+        assert_eq!(restored.port.number, port);
+        assert_eq!(
+            restored.registration,
+            ferry_core::model::Registration::Lease
+        );
+        assert!(!restored.metadata.contains_key(OWNER_METADATA_KEY));
+    }
     assert!(
         after.imported(eureka::OWNER).is_empty(),
         "Ferry's copies are not imported"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        legacy.registry.app("ORDERS").map(|found| found.len()),
-        Some(2)
-    );
+    // o-1's app heartbeats as usual and finds its lease.
+    assert!(after
+        .renew(
+            "ORDERS",
+            "o-1",
+            ferry_core::registry::RenewRequest::default()
+        )
+        .is_ok());
+    eventually("both exported", SOON, || {
+        second.handle.status.snapshot().exported == 2
+    })
+    .await;
 
-    eventually("o-2 cancelled after the grace period", SOON, || {
+    // o-2's app died while Ferry was down: its lease ends here, its copy goes there.
+    after.cancel("ORDERS", "o-2").unwrap();
+    eventually("o-2 cancelled on the legacy side", SOON, || {
         legacy.registry.instance("ORDERS", "o-2").is_none()
     })
     .await;

@@ -25,8 +25,10 @@
 //!   legacy copy is still Ferry's: if the app registered itself with the legacy cluster
 //!   meanwhile (no `ferry-owner: ferry`, in the mirror or in a fresh read of the instance),
 //!   its registration is left alone.
-//! - After a Ferry restart, legacy instances marked `ferry-owner: ferry` that Ferry does not
-//!   own yet are adopted (those the mirror shows during the first `grace` after its first
+//! - After a Ferry restart, the import's first read registers the copies a previous run
+//!   exported with Ferry again (`restore`); a routed copy carries its real address in
+//!   `ferry-real-address` for that. Legacy instances marked `ferry-owner: ferry` that Ferry
+//!   still does not own are adopted (those the mirror shows during the first `grace` after its first
 //!   complete read: a server's answers may lag by its response cache): renewed for `grace`
 //!   (Ferry's apps register with it again within a heartbeat), then cancelled if still not
 //!   owned. A restart leaves no gap on the legacy side, and no leftovers.
@@ -54,6 +56,7 @@ use ferry_eureka::spelling::status_name;
 use super::client::{Client, Request};
 use super::error::EurekaSyncError;
 use super::mirror::{exported_by_ferry, Mirror};
+use super::restore::{real_address, REAL_ADDRESS_KEY};
 
 /// The lease figures and windows the exporter works with.
 #[derive(Clone, Copy, Debug)]
@@ -112,6 +115,11 @@ pub(crate) fn published_copy(owned: &Owned, settings: &ExportSettings) -> Option
     let mut copy = (*routed(instance, route)).clone();
     copy.metadata
         .insert(OWNER_METADATA_KEY.to_owned(), OWNER_FERRY.to_owned());
+    if route.is_some() {
+        // Where it really is, for a restarted Ferry that restores it from this copy.
+        copy.metadata
+            .insert(REAL_ADDRESS_KEY.to_owned(), real_address(instance));
+    }
     // The legacy server derives a missing id from the host name, which a route replaces.
     copy.id_explicit = true;
     copy.lease = Lease {

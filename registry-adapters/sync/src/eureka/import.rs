@@ -186,6 +186,9 @@ impl Importer {
         if regained || (!self.fetched_once && !registry.imported(OWNER).is_empty()) {
             self.hold.open(now, grace);
         }
+        if !self.fetched_once {
+            super::restore::restore_exported(registry, &self.mirror);
+        }
         self.fetched_once = true;
         let outcome = reconcile(registry, &self.mirror, &mut self.hold, now, grace);
         client.status().update(|status| {
