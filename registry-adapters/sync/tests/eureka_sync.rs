@@ -1,6 +1,7 @@
 //! The Eureka sync engine against a stand-in legacy server: Ferry's own Eureka view over a
 //! second registry, served on a loopback port, with a switch that makes it answer 503 (a
-//! cluster that is down). The real Spring Cloud Eureka Server is driven by `tests/e2e/test_sync_clients.py` and `tests/spring/test_migration_eureka.py`.
+//! cluster that is down). The real Spring Cloud Eureka Server is driven by
+//! `tests/e2e/test_sync_clients.py` and `tests/spring/test_migration_eureka.py`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
