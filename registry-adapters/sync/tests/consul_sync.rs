@@ -636,3 +636,47 @@ async fn an_unreachable_source_completes_the_first_import_as_failed() {
         .last_error
         .is_some_and(|error| error.contains("invalid legacy Consul address")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_services_each_way() {
+    let Some(agent) = consul_support::agent().await else {
+        return;
+    };
+    for n in 0..50 {
+        agent
+            .put(
+                "/v1/agent/service/register",
+                Some(
+                    json!({"ID": format!("legacy-{n}"), "Name": format!("legacy-{n}"),
+                            "Address": "10.1.0.1", "Port": 9000 + n}),
+                ),
+            )
+            .await;
+    }
+    let ferry = Ferry::new();
+    for n in 0..50 {
+        ferry.register(
+            &format!("mine-{n}"),
+            &format!("mine-{n}"),
+            "10.2.0.1",
+            7000 + n,
+        );
+    }
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert_eq!(ferry.registry.imported(OWNER).len(), 50);
+    assert!(
+        eventually(WITHIN, || async {
+            agent
+                .get("/v1/agent/services")
+                .await
+                .and_then(|services| services.as_object().map(|services| services.len()))
+                == Some(100)
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = handle.status.snapshot();
+    assert_eq!((status.imported, status.exported), (50, 50), "{status:?}");
+    assert_eq!(status.errors, 0, "{status:?}");
+}
