@@ -1,6 +1,7 @@
 //! The Eureka sync engine against a stand-in legacy server: Ferry's own Eureka view over a
 //! second registry, served on a loopback port, with a switch that makes it answer 503 (a
-//! cluster that is down). The real Spring Cloud Eureka Server is `eureka_real_server.rs`.
+//! cluster that is down). The real Spring Cloud Eureka Server is driven by
+//! `tests/e2e/test_sync_clients.py` and `tests/spring/test_migration_eureka.py`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -195,19 +196,26 @@ async fn instances_flow_both_ways_through_a_failed_over_url() {
         status.full_fetches < status.delta_fetches,
         "deltas, not full fetches: {status:?}"
     );
-    assert_eq!((status.imported, status.exported), (0, 0));
+    eventually("nothing held", SOON, || {
+        let status = running.handle.status.snapshot();
+        (status.imported, status.exported) == (0, 0)
+    })
+    .await;
     running.stop.send_replace(true);
+}
+
+/// A stand-in legacy server and a Ferry registry synced with it.
+async fn synced(grace: Duration) -> (Legacy, Arc<Registry>, Running) {
+    let legacy = legacy().await;
+    let ferry = Arc::new(Registry::default());
+    let running = start(&ferry, settings(vec![legacy.url.clone()], grace));
+    (legacy, ferry, running)
 }
 
 /// A stand-in legacy server, a Ferry registry synced with it, and `orders`/`o-1`
 /// registered with Ferry and exported.
 async fn exporting_orders() -> (Legacy, Arc<Registry>, Running) {
-    let legacy = legacy().await;
-    let ferry = Arc::new(Registry::default());
-    let running = start(
-        &ferry,
-        settings(vec![legacy.url.clone()], Duration::from_secs(30)),
-    );
+    let (legacy, ferry, running) = synced(Duration::from_secs(30)).await;
     ferry
         .register(app_instance("orders", "o-1", 8080), false)
         .unwrap();
@@ -271,10 +279,7 @@ async fn a_mesh_route_shown_to_legacy_is_what_the_legacy_side_sees() {
 
 #[tokio::test]
 async fn an_unreachable_cluster_keeps_copies_and_a_return_empty_is_held_for_grace() {
-    let legacy = legacy().await;
-    let ferry = Arc::new(Registry::default());
-    let grace = Duration::from_millis(1500);
-    let running = start(&ferry, settings(vec![legacy.url.clone()], grace));
+    let (legacy, ferry, running) = synced(Duration::from_millis(1500)).await;
     for n in 0..4 {
         legacy
             .registry
@@ -345,7 +350,7 @@ async fn every_url_down_still_completes_the_first_import() {
 }
 
 #[tokio::test]
-async fn a_restart_adopts_ferrys_copies_then_cancels_those_not_owned_again() {
+async fn a_restart_restores_ferrys_instances_from_their_copies_and_cancels_one_that_expires() {
     let legacy = legacy().await;
     let grace = Duration::from_millis(1500);
     let before = Arc::new(Registry::default());
@@ -354,7 +359,7 @@ async fn a_restart_adopts_ferrys_copies_then_cancels_those_not_owned_again() {
         .register(app_instance("orders", "o-1", 8080), false)
         .unwrap();
     before
-        .register(app_instance("orders", "o-2", 8080), false)
+        .register(app_instance("orders", "o-2", 8081), false)
         .unwrap();
     eventually("both exported", SOON, || {
         legacy
@@ -372,33 +377,48 @@ async fn a_restart_adopts_ferrys_copies_then_cancels_those_not_owned_again() {
         Some(2)
     );
 
-    // Ferry starts again; only o-1 registers with it again.
+    // Ferry starts again with an empty registry: by its first import, both instances are
+    // its own again, at their own addresses, before any heartbeat reaches it.
     let after = Arc::new(Registry::default());
     let second = start(&after, settings(vec![legacy.url.clone()], grace));
     assert!(second.handle.wait_first_import(SOON).await);
-    after
-        .register(app_instance("orders", "o-1", 8080), false)
-        .unwrap();
-    eventually("both adopted", SOON, || {
-        second.handle.status.snapshot().exported == 2
-    })
-    .await;
+    for (id, port) in [("o-1", 8080), ("o-2", 8081)] {
+        let restored = after.instance("ORDERS", id).expect("restored").instance;
+        assert_eq!(restored.port.number, port);
+        assert_eq!(
+            restored.registration,
+            ferry_core::model::Registration::Lease
+        );
+        assert!(!restored.metadata.contains_key(OWNER_METADATA_KEY));
+    }
     assert!(
         after.imported(eureka::OWNER).is_empty(),
         "Ferry's copies are not imported"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        legacy.registry.app("ORDERS").map(|found| found.len()),
-        Some(2)
-    );
+    // o-1's app heartbeats as usual and finds its lease.
+    assert!(after
+        .renew(
+            "ORDERS",
+            "o-1",
+            ferry_core::registry::RenewRequest::default()
+        )
+        .is_ok());
+    eventually("both exported", SOON, || {
+        second.handle.status.snapshot().exported == 2
+    })
+    .await;
 
-    eventually("o-2 cancelled after the grace period", SOON, || {
+    // o-2's app died while Ferry was down: its lease ends here, its copy goes there.
+    after.cancel("ORDERS", "o-2").unwrap();
+    eventually("o-2 cancelled on the legacy side", SOON, || {
         legacy.registry.instance("ORDERS", "o-2").is_none()
     })
     .await;
     assert!(legacy.registry.instance("ORDERS", "o-1").is_some());
-    assert_eq!(second.handle.status.snapshot().exported, 1);
+    eventually("one exported", SOON, || {
+        second.handle.status.snapshot().exported == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -476,4 +496,42 @@ async fn a_delta_whose_hashcode_disagrees_is_followed_by_a_full_fetch() {
         owner_of(&ferry, "BILLING", "b-1").as_deref(),
         Some(eureka::OWNER)
     );
+}
+
+#[tokio::test]
+async fn a_copy_the_legacy_side_lost_is_registered_again_at_its_next_heartbeat() {
+    let (legacy, _ferry, running) = exporting_orders().await;
+    legacy.registry.cancel("ORDERS", "o-1").unwrap();
+    eventually("registered again", SOON, || {
+        owner_of(&legacy.registry, "ORDERS", "o-1").as_deref() == Some(OWNER_FERRY)
+    })
+    .await;
+    assert_eq!(running.handle.status.snapshot().errors, 0);
+}
+
+#[tokio::test]
+async fn hundreds_of_instances_are_exported_and_renewed() {
+    let (legacy, ferry, running) = synced(Duration::from_secs(30)).await;
+    for n in 0..300 {
+        ferry
+            .register(app_instance("fleet", &format!("f-{n}"), 8080), false)
+            .unwrap();
+    }
+    eventually("all exported", SOON, || {
+        legacy.registry.app("FLEET").map(|found| found.len()) == Some(300)
+    })
+    .await;
+    let renewed = |id: &str| {
+        legacy
+            .registry
+            .instance("FLEET", id)
+            .map(|found| found.last_renewal > found.instance.lease.registration)
+    };
+    eventually("all renewed", SOON, || {
+        (0..300).all(|n| renewed(&format!("f-{n}")) == Some(true))
+    })
+    .await;
+    let status = running.handle.status.snapshot();
+    assert_eq!((status.exported, status.errors), (300, 0), "{status:?}");
+    assert!(ferry.imported(eureka::OWNER).is_empty());
 }

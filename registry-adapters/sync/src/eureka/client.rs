@@ -8,6 +8,7 @@
 //! settings' timeout (connecting and reading alike). Each answer, and each time every URL
 //! failed, is written to the source's status.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,10 +67,11 @@ pub(crate) struct Client {
     /// The usable service URLs in failover order, each ending in `/`.
     servers: Vec<Url>,
     /// The position of the server that answered last: where the next request starts.
-    current: usize,
+    /// Atomic, as heartbeats go out several at a time.
+    current: AtomicUsize,
     /// Set when every server failed; the importer takes it to open a grace period at the
     /// next successful fetch (a cluster that comes back may have restarted empty).
-    lost_contact: bool,
+    lost_contact: AtomicBool,
     status: Arc<SourceStatus>,
     clock: Clock,
 }
@@ -95,8 +97,8 @@ impl Client {
         Client {
             http,
             servers,
-            current: 0,
-            lost_contact: false,
+            current: AtomicUsize::new(0),
+            lost_contact: AtomicBool::new(false),
             status,
             clock,
         }
@@ -111,24 +113,24 @@ impl Client {
     }
 
     /// Whether every server failed since the last call (and clears it).
-    pub fn take_lost_contact(&mut self) -> bool {
-        std::mem::take(&mut self.lost_contact)
+    pub fn take_lost_contact(&self) -> bool {
+        self.lost_contact.swap(false, Ordering::Relaxed)
     }
 
     /// Sends `request` to the current server, failing over in order; the first answer
     /// below 500 is returned and its server kept as current.
-    pub async fn send(&mut self, request: Request<'_>) -> Result<Answer, EurekaSyncError> {
+    pub async fn send(&self, request: Request<'_>) -> Result<Answer, EurekaSyncError> {
         let count = self.servers.len();
+        let start = self.current.load(Ordering::Relaxed);
         let mut last = String::from("no usable service URL");
         for step in 0..count {
-            let position = (self.current + step) % count;
+            let position = (start + step) % count;
             let server = self.servers[position].clone();
             let url = endpoint(&server, request.path, request.query);
             match self.attempt(&request, url).await {
                 Ok((status, body)) if !status.is_server_error() => {
-                    if position != self.current {
+                    if self.current.swap(position, Ordering::Relaxed) != position {
                         tracing::info!(server = %server, "eureka sync: failed over");
-                        self.current = position;
                     }
                     self.status.succeeded(server.as_str(), self.clock.now());
                     return Ok(Answer {
@@ -142,7 +144,7 @@ impl Client {
             }
             tracing::debug!(%last, "eureka sync: server failed, trying the next");
         }
-        self.lost_contact = true;
+        self.lost_contact.store(true, Ordering::Relaxed);
         let error = EurekaSyncError::Unreachable { last };
         self.status
             .failed(&error.to_string(), true, self.clock.now());

@@ -25,8 +25,10 @@
 //!   legacy copy is still Ferry's: if the app registered itself with the legacy cluster
 //!   meanwhile (no `ferry-owner: ferry`, in the mirror or in a fresh read of the instance),
 //!   its registration is left alone.
-//! - After a Ferry restart, legacy instances marked `ferry-owner: ferry` that Ferry does not
-//!   own yet are adopted (those the mirror shows during the first `grace` after its first
+//! - After a Ferry restart, the import's first read registers the copies a previous run
+//!   exported with Ferry again (`restore`); a routed copy carries its real address in
+//!   `ferry-real-address` for that. Legacy instances marked `ferry-owner: ferry` that Ferry
+//!   still does not own are adopted (those the mirror shows during the first `grace` after its first
 //!   complete read: a server's answers may lag by its response cache): renewed for `grace`
 //!   (Ferry's apps register with it again within a heartbeat), then cancelled if still not
 //!   owned. A restart leaves no gap on the legacy side, and no leftovers.
@@ -35,7 +37,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -51,6 +56,7 @@ use ferry_eureka::spelling::status_name;
 use super::client::{Client, Request};
 use super::error::EurekaSyncError;
 use super::mirror::{exported_by_ferry, Mirror};
+use super::restore::{real_address, REAL_ADDRESS_KEY};
 
 /// The lease figures and windows the exporter works with.
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +115,11 @@ pub(crate) fn published_copy(owned: &Owned, settings: &ExportSettings) -> Option
     let mut copy = (*routed(instance, route)).clone();
     copy.metadata
         .insert(OWNER_METADATA_KEY.to_owned(), OWNER_FERRY.to_owned());
+    if route.is_some() {
+        // Where it really is, for a restarted Ferry that restores it from this copy.
+        copy.metadata
+            .insert(REAL_ADDRESS_KEY.to_owned(), real_address(instance));
+    }
     // The legacy server derives a missing id from the host name, which a route replaces.
     copy.id_explicit = true;
     copy.lease = Lease {
@@ -243,7 +254,13 @@ enum Exchange {
     Done,
     /// The legacy side does not hold the instance (404).
     NotFound,
+    /// A heartbeat refused (logged and counted) or not sent: tried again next interval.
+    NotRenewed,
 }
+
+/// Heartbeats sent at a time: one after the other, thousands of exported instances would
+/// take longer than a renewal interval against a slow server.
+const HEARTBEATS_IN_FLIGHT: usize = 8;
 
 impl Exporter {
     /// Instances held on the legacy side now.
@@ -258,7 +275,7 @@ impl Exporter {
     /// `renew`. Stops at the first sign that the cluster is unreachable.
     pub async fn pass(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         registry: &Registry,
         mirror: &Mirror,
         settings: &ExportSettings,
@@ -304,32 +321,72 @@ impl Exporter {
         }
 
         if renew {
-            let due_after = millis(settings.renewal_interval) / 2;
-            let mut lost = Vec::new();
-            for (key, entry) in &mut self.entries {
-                let Some(published) = entry.published else {
-                    continue;
-                };
-                if now.saturating_sub(entry.renewed_at) < due_after {
-                    continue;
-                }
-                match heartbeat(client, key, entry, published.status).await? {
-                    Exchange::Done => {}
-                    Exchange::NotFound => match desired.get(key) {
-                        Some(want) => {
-                            entry.published = None;
-                            publish(client, entry, want).await?;
-                        }
-                        None => lost.push(key.clone()),
-                    },
-                }
-            }
-            for key in lost {
-                // An adopted copy the legacy side dropped: not Ferry's to register again.
-                self.entries.remove(&key);
-            }
+            self.renew(client, &desired, now, settings).await?;
         }
         Ok(())
+    }
+
+    /// Heartbeats for every copy not renewed for half an interval, several at a time; a
+    /// 404 registers an owned instance again at once and drops an adopted one. After the
+    /// first sign that the cluster is unreachable, the heartbeats not yet sent are not.
+    async fn renew(
+        &mut self,
+        client: &Client,
+        desired: &BTreeMap<Key, Desired>,
+        now: Millis,
+        settings: &ExportSettings,
+    ) -> Result<(), EurekaSyncError> {
+        let due_after = millis(settings.renewal_interval) / 2;
+        let due: Vec<(Key, Status, Millis)> = self
+            .entries
+            .iter()
+            .filter_map(|(key, entry)| {
+                let published = entry.published?;
+                (now.saturating_sub(entry.renewed_at) >= due_after)
+                    .then(|| (key.clone(), published.status, entry.last_dirty))
+            })
+            .collect();
+        let given_up = AtomicBool::new(false);
+        let answers: Vec<(Key, Result<Exchange, EurekaSyncError>)> = stream::iter(due)
+            .map(|(key, status, last_dirty)| {
+                let given_up = &given_up;
+                async move {
+                    if given_up.load(Ordering::Relaxed) {
+                        return (key, Ok(Exchange::NotRenewed));
+                    }
+                    let answer = heartbeat(client, &key, status, last_dirty).await;
+                    if answer.as_ref().is_err_and(EurekaSyncError::is_unreachable) {
+                        given_up.store(true, Ordering::Relaxed);
+                    }
+                    (key, answer)
+                }
+            })
+            .buffer_unordered(HEARTBEATS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut unreachable = None;
+        for (key, answer) in answers {
+            match answer {
+                Ok(Exchange::Done) => {
+                    if let Some(entry) = self.entries.get_mut(&key) {
+                        entry.renewed_at = client.now();
+                    }
+                }
+                Ok(Exchange::NotRenewed) => {}
+                Ok(Exchange::NotFound) => match (desired.get(&key), self.entries.get_mut(&key)) {
+                    (Some(want), Some(entry)) => {
+                        entry.published = None;
+                        publish(client, entry, want).await?;
+                    }
+                    // An adopted copy the legacy side dropped: not Ferry's to register again.
+                    _ => {
+                        self.entries.remove(&key);
+                    }
+                },
+                Err(error) => unreachable = Some(error),
+            }
+        }
+        unreachable.map_or(Ok(()), Err)
     }
 
     /// Takes over the copies a previous Ferry process exported (see the module rules).
@@ -369,7 +426,7 @@ impl Exporter {
 /// Brings one instance's legacy copy to `want`; a 404 on the way starts over once from a
 /// fresh registration.
 async fn publish(
-    client: &mut Client,
+    client: &Client,
     entry: &mut Entry,
     want: &Desired,
 ) -> Result<(), EurekaSyncError> {
@@ -378,7 +435,7 @@ async fn publish(
         let mut restart = false;
         for step in steps {
             match run_step(client, entry, want, step).await {
-                Ok(Exchange::Done) => {}
+                Ok(Exchange::Done | Exchange::NotRenewed) => {}
                 Ok(Exchange::NotFound) => {
                     entry.published = None;
                     restart = true;
@@ -403,7 +460,7 @@ async fn publish(
 }
 
 async fn run_step(
-    client: &mut Client,
+    client: &Client,
     entry: &mut Entry,
     want: &Desired,
     step: Step,
@@ -471,12 +528,12 @@ async fn run_step(
 }
 
 async fn heartbeat(
-    client: &mut Client,
+    client: &Client,
     (app, id): &Key,
-    entry: &mut Entry,
     status: Status,
+    last_dirty: Millis,
 ) -> Result<Exchange, EurekaSyncError> {
-    let last_dirty = entry.last_dirty.to_string();
+    let last_dirty = last_dirty.to_string();
     let answer = client
         .send(Request::new(Method::PUT, &["apps", app, id]).query(&[
             ("status", status_name(status)),
@@ -485,10 +542,7 @@ async fn heartbeat(
         .await?;
     match answer.status {
         StatusCode::NOT_FOUND => Ok(Exchange::NotFound),
-        code if code.is_success() => {
-            entry.renewed_at = client.now();
-            Ok(Exchange::Done)
-        }
+        code if code.is_success() => Ok(Exchange::Done),
         code => {
             let error = EurekaSyncError::Refused {
                 operation: "a heartbeat",
@@ -499,18 +553,14 @@ async fn heartbeat(
             client
                 .status()
                 .failed(&error.to_string(), false, client.now());
-            Ok(Exchange::Done)
+            Ok(Exchange::NotRenewed)
         }
     }
 }
 
 /// Cancels Ferry's copy of `app`/`id`, unless the legacy side holds the app's own
 /// registration under that id now.
-async fn cancel(
-    client: &mut Client,
-    mirror: &Mirror,
-    (app, id): &Key,
-) -> Result<(), EurekaSyncError> {
+async fn cancel(client: &Client, mirror: &Mirror, (app, id): &Key) -> Result<(), EurekaSyncError> {
     if mirror.holds_foreign(app, id) {
         tracing::info!(%app, %id, "eureka sync: registered on the legacy side by its app; not cancelled");
         return Ok(());

@@ -157,7 +157,7 @@ impl Importer {
     /// unreachable, or its answer could not be used); the status is written either way.
     pub async fn cycle(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         registry: &Registry,
         grace: Duration,
     ) -> Result<Reconciled, EurekaSyncError> {
@@ -186,6 +186,9 @@ impl Importer {
         if regained || (!self.fetched_once && !registry.imported(OWNER).is_empty()) {
             self.hold.open(now, grace);
         }
+        if !self.fetched_once {
+            super::restore::restore_exported(registry, &self.mirror);
+        }
         self.fetched_once = true;
         let outcome = reconcile(registry, &self.mirror, &mut self.hold, now, grace);
         client.status().update(|status| {
@@ -198,7 +201,7 @@ impl Importer {
 
     /// Brings the mirror up to date: a delta when it is complete, checked against the
     /// hashcode; a full fetch otherwise or on a mismatch.
-    async fn refresh(&mut self, client: &mut Client) -> Result<(), EurekaSyncError> {
+    async fn refresh(&mut self, client: &Client) -> Result<(), EurekaSyncError> {
         if self.mirror.is_complete() {
             let answer = client
                 .send(Request::new(Method::GET, &["apps", "delta"]))

@@ -14,7 +14,8 @@
 //!
 //! Layout: `client` (HTTP with failover), `mirror` (the legacy registry as last read),
 //! `import` (legacy instances into Ferry, with the grace rules), `export` (Ferry's
-//! instances to the legacy cluster), `error`; this module runs them in one task.
+//! instances to the legacy cluster), `restore` (after a restart, Ferry's own instances
+//! back from their legacy copies), `error`; this module runs them in one task.
 //!
 //! When: an import every `interval` (the first at once); an export pass whenever Ferry's
 //! registry changes (within a second, several changes in one pass) and a renewing pass
@@ -28,6 +29,7 @@ mod error;
 mod export;
 mod import;
 mod mirror;
+mod restore;
 
 pub use error::EurekaSyncError;
 
@@ -193,7 +195,7 @@ impl Engine {
                 let result = self
                     .exporter
                     .pass(
-                        &mut self.client,
+                        &self.client,
                         &self.registry,
                         &self.importer.mirror,
                         &settings,
@@ -214,7 +216,7 @@ impl Engine {
     async fn import(&mut self) {
         let result = self
             .importer
-            .cycle(&mut self.client, &self.registry, self.settings.grace)
+            .cycle(&self.client, &self.registry, self.settings.grace)
             .await;
         let report = match &result {
             Ok(outcome) => {
