@@ -661,6 +661,36 @@ def test_cutover_reroutes_legacy_callers_through_the_proxy_and_back(migration):
     assert_consistent(migration)
 
 
+def test_ferry_restarted_in_mesh_mode_proxies_to_the_real_addresses(migration):
+    """orders is in the mesh when Ferry restarts (SIGTERM): its own orders instance, back from
+    its legacy copy published at the proxy, is at its real address, so the proxy balances
+    over the apps and never over its own listener; the legacy checkout's calls through the
+    proxy succeed after the restart, and rollback restores the real address there."""
+    ferry, orders = migration.ferry, migration.orders_ferry
+    assert_consistent(migration, what="the registries to agree before the cutover")
+    try:
+        assert "mesh" in ctl(ferry, "cutover", "orders", "mesh")
+        outbound = settle(lambda: outbound_port(migration), timeout=10, what="orders' outbound port")
+        settle(lambda: address(find(migration.on_legacy(), "orders", orders.instance_id)) == ("127.0.0.1", outbound),
+               timeout=10 * SYNC_INTERVAL, what=f"the legacy server to show {orders.instance_id} at the proxy")
+        assert ferry.stop() == 0, ferry.log()
+        ferry.start()
+        service = httpx.get(f"{ferry.admin_url}/api/services/orders", timeout=5).json()
+        endpoints = {instance["address"] for instance in service["instances"]}
+        assert service["mode"] == "mesh" and service["port"] == outbound, service
+        assert f"127.0.0.1:{outbound}" not in endpoints, f"the proxy balances over its own listener: {service}"
+        assert f"127.0.0.1:{orders.port}" in endpoints, f"Ferry's orders at its real address: {service}"
+        before = metric(ferry, ORDERS_PROXIED)
+        answered = drive(migration.checkout_legacy, "rest", seconds=2)["perInstance"]
+        assert orders.instance_id in answered, answered
+        assert metric(ferry, ORDERS_PROXIED) > before, "the legacy checkout's calls went through the proxy"
+    finally:
+        ctl(ferry, "cutover", "orders", "legacy")
+    settle(lambda: address(find(migration.on_legacy(), "orders", orders.instance_id)) == ("127.0.0.1", orders.port),
+           timeout=10 * SYNC_INTERVAL, what=f"the legacy server to show {orders.instance_id} at its own address")
+    assert_consistent(migration)
+
+
 # === restarts and outages ===
 
 
