@@ -729,21 +729,16 @@ def test_sync_survives_a_ferry_restart(migration, py_clients):
     exported instances the whole time (adopted, not dropped); Ferry answers its first
     request after the restart with the legacy instances already there (it waits for its
     first import); new registrations on either side still cross, and nothing is listed
-    twice. An app that left Ferry while it was down (without a cancel) never comes back:
-    its copy on the legacy server is cancelled once the grace for re-registrations ends."""
+    twice."""
     ferry = migration.ferry
-    ghost = py_clients(ferry.eureka_url, "ghost", "ghost-ferry-side")
-    settle(lambda: find(migration.on_legacy(), "ghost", "ghost-ferry-side") is not None, timeout=15,
-           what="the ghost exported")
     # The previous test's clients may still be leaving the other side: start from rest.
     assert_consistent(migration, what="the registries to agree before the restart")
-    exported = ids_owned_by(migration.on_legacy(), "ferry") - {("GHOST", "ghost-ferry-side")}
+    exported = ids_owned_by(migration.on_legacy(), "ferry")
     imported = ids_owned_by(migration.on_ferry(), SOURCE)
     assert exported and imported
     watch = Watch(lambda: ids_owned_by(migration.on_legacy(), "ferry"), 0.25)
     try:
         assert ferry.stop() == 0, ferry.log()
-        vanish(ghost)
         time.sleep(2 * SYNC_INTERVAL + 1)
         # Back with the legacy URL from the environment instead of the flag.
         flag = ferry.args.index("--sync-eureka")
@@ -752,9 +747,6 @@ def test_sync_survives_a_ferry_restart(migration, py_clients):
         ferry.start()
         first = ids_owned_by(migration.on_ferry(), SOURCE)
         status = migration.sync()
-        settle(lambda: find(migration.on_legacy(), "ghost", "ghost-ferry-side") is None,
-               timeout=SYNC_GRACE + 2 * LEASE_SECONDS + 10,
-               what="the copy of the app that did not come back cancelled after the grace")
         assert_consistent(migration, timeout=30, what="the registries to agree after Ferry's restart")
     finally:
         samples = watch.stop()
@@ -764,6 +756,35 @@ def test_sync_survives_a_ferry_restart(migration, py_clients):
         f"the legacy server lost Ferry's instances during the restart: {missing_samples(samples, exported)[:5]}")
     crossing(migration, py_clients, "after-ferry-restart")
     assert_consistent(migration)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Ferry bug (found 2026-11-30): exports are registered on the legacy server with Ferry's own 90 s "
+    "lease (EurekaSyncSettings.lease_duration_secs), not the app's, and a restart restores the instance "
+    "from that copy: an app with a 3 s lease that died while Ferry was down is listed on both sides "
+    "for about 90 s after the restart"))
+def test_app_gone_while_ferry_was_down_is_cancelled_after_its_own_lease(migration, py_clients):
+    """An app registered with Ferry with a 3 s lease dies (no cancel) while Ferry is down.
+    The restarted Ferry holds it again from its legacy copy, but only for the app's own
+    lease, as its registration would have lasted: the copy is cancelled on the legacy
+    server within the grace, two leases and a few intervals."""
+    ferry = migration.ferry
+    ghost = py_clients(ferry.eureka_url, "ghost", "ghost-ferry-side")
+    settle(lambda: find(migration.on_legacy(), "ghost", "ghost-ferry-side") is not None, timeout=15,
+           what="the ghost exported")
+    try:
+        assert ferry.stop() == 0, ferry.log()
+        vanish(ghost)
+        time.sleep(2 * SYNC_INTERVAL + 1)
+        ferry.start()
+        settle(lambda: find(migration.on_legacy(), "ghost", "ghost-ferry-side") is None,
+               timeout=SYNC_GRACE + 2 * LEASE_SECONDS + 10,
+               what="the copy of the app that did not come back cancelled after its lease")
+        assert find(migration.on_ferry(), "ghost", "ghost-ferry-side") is None
+    finally:
+        # Whatever happened, the ghost leaves now, so that no later test sees it expire.
+        httpx.delete(f"{ferry.eureka_url}apps/GHOST/ghost-ferry-side", timeout=5)
+        assert_consistent(migration)
 
 
 def test_sync_survives_a_legacy_server_restart(migration, py_clients):
