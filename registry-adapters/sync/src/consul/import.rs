@@ -243,6 +243,10 @@ impl Importer {
                 }
             }
         }
+        if let Err(error) = shared.registry.flush_imports() {
+            tracing::warn!(source = OWNER, %error, "imported copies not made durable");
+            shared.handle.status.failed(&error.to_string(), false, now);
+        }
         let imported = shared.registry.imported(OWNER).len();
         let pending = self.removals.pending();
         shared.handle.status.update(|status| {
