@@ -758,11 +758,6 @@ def test_sync_survives_a_ferry_restart(migration, py_clients):
     assert_consistent(migration)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Ferry bug (found 2026-11-30): exports are registered on the legacy server with Ferry's own 90 s "
-    "lease (EurekaSyncSettings.lease_duration_secs), not the app's, and a restart restores the instance "
-    "from that copy: an app with a 3 s lease that died while Ferry was down is listed on both sides "
-    "for about 90 s after the restart"))
 def test_app_gone_while_ferry_was_down_is_cancelled_after_its_own_lease(migration, py_clients):
     """An app registered with Ferry with a 3 s lease dies (no cancel) while Ferry is down.
     The restarted Ferry holds it again from its legacy copy, but only for the app's own
@@ -880,11 +875,6 @@ def test_legacy_outage_keeps_imported_instances_until_it_returns(migration, py_c
             f"{side} after the outage: lost {before[side] - after[side]}, new {after[side] - before[side]}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Ferry bug (found 2026-11-30): imported copies are written to the data dir (store/record.rs "
-    "encodes `imported`) but a start restores agent registrations only, so a ferry restarted while "
-    "the legacy server is down serves with no legacy instance (/api/sync: imported 0, stale 0) "
-    "until the legacy server answers again"))
 def test_ferry_restarted_during_a_legacy_outage_still_lists_the_legacy_instances(migration):
     """Ferry is restarted while the legacy server is down (its first import cannot happen,
     so the bounded wait ends without it). The imported copies it held before are still
