@@ -8,17 +8,18 @@ split between the two registries, and each side must see the other's instances:
                                            checkout  (calls orders by name)
                                            inventory (Consul API)
 
-Every Java client renews every second and fetches every second; the legacy-side apps (and the
-doomed one) hold 3 s leases; the legacy server has its read-only response cache off and
-evicts every 5 s; Ferry evicts every second without self-preservation.
+Every Java client renews every second, fetches every second and backs off one interval at
+most; the legacy-side apps (and the doomed one) hold 3 s leases; the legacy server has its
+read-only response cache off and evicts every 5 s; Ferry evicts every second without
+self-preservation. Small apps registered for one test are py-eureka-client instances.
 
 What each side owns shows on the other with `ferry-owner` naming the owner (`ferry` on the
 legacy server, `legacy-eureka` in Ferry), and nothing echoes back: every test ends by
 checking `consistency_problems` (no instance listed twice on either side, no copy without
-its owner, no owner without its copy, ports, status and metadata the owner's). The tests of
-the second group are failure modes NacosSync users reported (issue numbers are
-nacos-group/nacos-sync's); the legacy restart and outage tests come last because they
-disturb everyone.
+its owner, no owner without its copy, ports, status and metadata the owner's), and a watch
+looks for echoes every half second for the whole module (the last test). Several tests are
+failure modes NacosSync users reported (issue numbers are nacos-group/nacos-sync's); the
+restarts and the outages come last because they disturb everyone.
 """
 
 from __future__ import annotations
