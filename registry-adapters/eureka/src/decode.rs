@@ -202,6 +202,11 @@ fn instance(
     }
 
     instance.sid = text(body, "sid", "sid")?;
+    // A server writes every instance's port; a registry document without one is damaged,
+    // whereas a client's registration may leave it to Eureka's default.
+    if origin == Origin::RegistryDocument && body.get("port").is_none_or(Value::is_null) {
+        return Err(DecodeError::Missing("port"));
+    }
     instance.port = port(body.get("port"), "port", instance.port)?;
     instance.secure_port = port(body.get("securePort"), "securePort", instance.secure_port)?;
     if let Some(country) = number(body.get("countryId"), "countryId")? {

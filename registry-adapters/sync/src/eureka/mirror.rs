@@ -222,7 +222,10 @@ mod tests {
         let body = br#"{"applications":{"versions__delta":"3","apps__hashcode":"UP_1_",
             "application":[{"name":"ORDERS","instance":[
               {"instanceId":"o-1","hostName":"h1","app":"ORDERS","ipAddr":"10.0.0.1",
-               "status":"UP","dataCenterInfo":{"@class":"x","name":"MyOwn"},"actionType":"ADDED"},
+               "status":"UP","port":{"$":8080,"@enabled":"true"},
+               "dataCenterInfo":{"@class":"x","name":"MyOwn"},"actionType":"ADDED"},
+              {"instanceId":"o-4","hostName":"h4","app":"ORDERS","ipAddr":"10.0.0.4",
+               "status":"UP","dataCenterInfo":{"@class":"x","name":"MyOwn"}},
               {"instanceId":"o-2","app":"ORDERS","ipAddr":"10.0.0.2","status":"UP",
                "dataCenterInfo":{"@class":"x","name":"MyOwn"}},
               {"instanceId":"o-3","hostName":"h3","ipAddr":"10.0.0.3",
@@ -232,11 +235,8 @@ mod tests {
         assert_eq!(document.hashcode, "UP_1_");
         assert_eq!(document.instances.len(), 1);
         assert_eq!(document.instances[0].id, "o-1");
-        assert_eq!(
-            document.instances[0].port.number, 7001,
-            "no port: Eureka's default"
-        );
-        assert_eq!(document.refused.len(), 2, "no host, no app");
+        assert_eq!(document.instances[0].port.number, 8080);
+        assert_eq!(document.refused.len(), 3, "no port, no host, no app");
         assert!(Document::parse(b"<applications/>", 0).is_err());
         assert!(Document::parse(br#"{"instance":{}}"#, 0).is_err());
         assert!(Document::parse(br#"{"applications":{"application":[3]}}"#, 0).is_err());
