@@ -1,5 +1,6 @@
 //! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
-//! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`).
+//! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
+//! the state of each sync with a legacy registry (`/api/sync`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
 //! load balancer stops sending traffic before connections are drained. Writes pass
 //! `admin_auth` first.
@@ -27,6 +28,8 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// The legacy registries this node syncs with.
+    pub syncs: Vec<ferry_sync::SyncHandle>,
 }
 
 pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
@@ -35,6 +38,7 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/services", get(services))
+        .route("/api/sync", get(sync))
         .route(
             "/api/services/{name}",
             get(service).put(cutover).post(cutover),
@@ -62,6 +66,37 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
         )],
         admin.metrics.render(&admin.registry),
     )
+}
+
+async fn sync(State(admin): State<Admin>) -> Json<Value> {
+    Json(Value::Array(
+        admin
+            .syncs
+            .iter()
+            .map(|handle| sync_json(&handle.status.snapshot()))
+            .collect(),
+    ))
+}
+
+fn sync_json(source: &ferry_sync::SourceSnapshot) -> Value {
+    json!({
+        "name": source.name,
+        "kind": source.kind,
+        "endpoints": source.endpoints,
+        "current_endpoint": source.current_endpoint,
+        "reachable": source.reachable,
+        "last_success": source.last_success,
+        "initial_import_done": source.initial_import_done,
+        "imported": source.imported,
+        "stale": source.stale,
+        "pending_removals": source.pending_removals,
+        "exported": source.exported,
+        "full_fetches": source.full_fetches,
+        "delta_fetches": source.delta_fetches,
+        "errors": source.errors,
+        "last_error": source.last_error,
+        "last_error_at": source.last_error_at,
+    })
 }
 
 fn service_json(status: &ServiceStatus) -> Value {

@@ -187,6 +187,43 @@ pub struct Cli {
     #[arg(long, env = "FERRY_BODY_TIMEOUT", default_value_t = 10.0)]
     pub body_timeout: f64,
 
+    /// Sync with a legacy Eureka cluster, both ways: its service URLs as in an app's
+    /// `defaultZone` (`http://eureka-1:8761/eureka/,http://eureka-2:8761/eureka/`), tried in
+    /// order with failover. Its instances appear in every Ferry view; Ferry's are
+    /// registered there and kept alive by Ferry. See the README, "Migrating from a running
+    /// Eureka cluster".
+    #[arg(long, env = "FERRY_SYNC_EUREKA", value_delimiter = ',')]
+    pub sync_eureka: Vec<String>,
+
+    /// Sync with a legacy Consul agent or server, both ways: its HTTP API as `HOST:PORT`
+    /// or a URL.
+    #[arg(long, env = "FERRY_SYNC_CONSUL")]
+    pub sync_consul: Option<String>,
+
+    /// The ACL token Ferry sends to the legacy Consul (`X-Consul-Token`).
+    #[arg(long, env = "FERRY_SYNC_CONSUL_TOKEN", hide_env_values = true)]
+    pub sync_consul_token: Option<String>,
+
+    /// Also copy the legacy Consul's KV keys under this prefix into Ferry's KV store
+    /// (one way: legacy to Ferry).
+    #[arg(long, env = "FERRY_SYNC_CONSUL_KV_PREFIX")]
+    pub sync_consul_kv_prefix: Option<String>,
+
+    /// Seconds between reads of a legacy registry, and between the heartbeats Ferry sends
+    /// for its instances there (the Eureka client's 30 s for both).
+    #[arg(long, env = "FERRY_SYNC_INTERVAL", default_value_t = 30.0)]
+    pub sync_interval: f64,
+
+    /// Seconds an imported instance that vanished from a legacy registry is kept when that
+    /// registry has just come back (or Ferry has just started), before it is removed: a
+    /// restarted legacy server is empty until its apps register again.
+    #[arg(long, env = "FERRY_SYNC_GRACE", default_value_t = 90.0)]
+    pub sync_grace: f64,
+
+    /// Seconds each request to a legacy registry may take.
+    #[arg(long, env = "FERRY_SYNC_TIMEOUT", default_value_t = 5.0)]
+    pub sync_timeout: f64,
+
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -224,6 +261,9 @@ pub enum CtlAction {
     Service { name: String },
     /// Move a service into the mesh or back: `cutover SERVICE mesh|legacy`.
     Cutover { service: String, mode: String },
+    /// Show each legacy registry Ferry syncs with: reachable or not, last successful
+    /// exchange, instances imported and exported, errors.
+    Sync,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
 //! `ferry ctl --admin HOST:PORT ...`: the command line over the admin API, for operators
-//! and scripts. `cutover SERVICE mesh|legacy` is the form scripts rely on.
+//! and scripts. `cutover SERVICE mesh|legacy` is the form scripts rely on; `sync` shows
+//! the legacy registries Ferry syncs with.
 
 use std::process::ExitCode;
 
@@ -72,6 +73,19 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
                 traffic.render()
             ))
         }
+        CtlAction::Sync => {
+            let sources: Value = client
+                .get(format!("{base}/api/sync"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            Ok(sync_table(
+                sources.as_array().map(Vec::as_slice).unwrap_or_default(),
+                now_millis(),
+            ))
+        }
         CtlAction::Cutover { service, mode } => {
             if !matches!(mode.as_str(), "mesh" | "legacy") {
                 anyhow::bail!("the mode must be `mesh` or `legacy`, not `{mode}`");
@@ -99,6 +113,56 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
             ))
         }
     }
+}
+
+/// One line per legacy source; `now` dates the last successful exchange.
+fn sync_table(sources: &[Value], now: i64) -> String {
+    if sources.is_empty() {
+        return "no legacy registry is synced (--sync-eureka, --sync-consul)".to_owned();
+    }
+    let mut lines = vec![format!(
+        "{:<14} {:<10} {:<9} {:>8} {:>6} {:>8} {:>8} {:>7}  {:<36} LAST ERROR",
+        "SOURCE",
+        "REACHABLE",
+        "LAST OK",
+        "IMPORTED",
+        "STALE",
+        "PENDING",
+        "EXPORTED",
+        "ERRORS",
+        "ENDPOINT"
+    )];
+    for source in sources {
+        let count = |key: &str| source[key].as_u64().unwrap_or(0);
+        let last_ok = source["last_success"]
+            .as_i64()
+            .map(|at| format!("{}s ago", (now - at).max(0) / 1000))
+            .unwrap_or_else(|| "never".to_owned());
+        lines.push(format!(
+            "{:<14} {:<10} {:<9} {:>8} {:>6} {:>8} {:>8} {:>7}  {:<36} {}",
+            source["name"].as_str().unwrap_or(""),
+            if source["reachable"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            last_ok,
+            count("imported"),
+            count("stale"),
+            count("pending_removals"),
+            count("exported"),
+            count("errors"),
+            source["current_endpoint"].as_str().unwrap_or("-"),
+            source["last_error"].as_str().unwrap_or("-"),
+        ));
+    }
+    lines.join("\n")
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 fn table(services: &[Value]) -> String {

@@ -1,7 +1,8 @@
 //! Prometheus metrics: per-API request counts and latencies recorded by a middleware, and
 //! registry figures read at scrape time (so they cost nothing between scrapes). The Eureka
 //! view's fetch counts are its own atomics (it knows no metrics library); a collector
-//! exports them as `ferry_eureka_fetches_total{kind="full"|"delta"}`.
+//! exports them as `ferry_eureka_fetches_total{kind="full"|"delta"}`. Each sync with a
+//! legacy registry is read the same way, from its status, as `ferry_sync_*{source}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,13 +12,16 @@ use axum::middleware::Next;
 use axum::response::Response;
 use ferry_core::Registry;
 use ferry_eureka::FetchCounts;
+use ferry_sync::{SourceSnapshot, SourceStatus, SyncHandle};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -39,6 +43,7 @@ pub struct Metrics {
     change_index: Gauge,
     renewals_last_minute: Gauge,
     resident_memory: Gauge,
+    syncs: Arc<std::sync::Mutex<Vec<Arc<SourceStatus>>>>,
 }
 
 impl Metrics {
@@ -49,6 +54,8 @@ impl Metrics {
         let mut registry = prometheus_client::registry::Registry::with_prefix("ferry");
         proxy.register(&mut registry);
         registry.register_collector(Box::new(EurekaFetches(eureka_fetches)));
+        let syncs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        registry.register_collector(Box::new(Syncs(syncs.clone())));
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
@@ -95,6 +102,14 @@ impl Metrics {
             change_index,
             renewals_last_minute,
             resident_memory,
+            syncs,
+        }
+    }
+
+    /// Exports the figures of these syncs from now on.
+    pub fn watch_syncs(&self, handles: &[SyncHandle]) {
+        if let Ok(mut syncs) = self.syncs.lock() {
+            syncs.extend(handles.iter().map(|handle| handle.status.clone()));
         }
     }
 
@@ -129,10 +144,86 @@ impl Collector for EurekaFetches {
             "eureka_fetches",
             "Eureka registry fetches answered (GET apps: full, GET apps/delta: delta), any format, cached or not.",
             None,
-            prometheus_client::metrics::MetricType::Counter,
+            MetricType::Counter,
         )?;
         for (kind, count) in counts {
             ConstCounter::new(count).encode(family.encode_family(&FetchLabels { kind })?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceFetchLabels {
+    source: String,
+    kind: &'static str,
+}
+
+/// `ferry_sync_*{source}`: each legacy source's status, read at scrape time.
+#[derive(Debug)]
+struct Syncs(Arc<std::sync::Mutex<Vec<Arc<SourceStatus>>>>);
+
+impl Collector for Syncs {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshots: Vec<SourceSnapshot> = match self.0.lock() {
+            Ok(syncs) => syncs.iter().map(|status| status.snapshot()).collect(),
+            Err(_) => return Ok(()),
+        };
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        type Figure = fn(&SourceSnapshot) -> i64;
+        let gauges: [(&str, &str, Figure); 6] = [
+            ("sync_reachable", "Whether the last exchange with the legacy registry succeeded (1) or not (0).", |s| i64::from(s.reachable)),
+            ("sync_imported_instances", "Instances imported from the legacy registry, held now.", |s| s.imported as i64),
+            ("sync_stale_instances", "Imported instances kept while the legacy registry cannot be reached.", |s| s.stale as i64),
+            ("sync_pending_removals", "Imported instances gone from the legacy registry, kept until its grace period ends.", |s| s.pending_removals as i64),
+            ("sync_exported_instances", "Ferry's instances held in the legacy registry.", |s| s.exported as i64),
+            ("sync_last_success_timestamp_seconds", "When an exchange with the legacy registry last succeeded (0: never).", |s| s.last_success.unwrap_or(0) / 1000),
+        ];
+        for (name, help, figure) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for snapshot in &snapshots {
+                let labels = SourceLabels {
+                    source: snapshot.name.clone(),
+                };
+                ConstGauge::new(figure(snapshot)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "sync_errors",
+            "Failed exchanges with the legacy registry, and documents or instances refused from it.",
+            None,
+            MetricType::Counter,
+        )?;
+        for snapshot in &snapshots {
+            let labels = SourceLabels {
+                source: snapshot.name.clone(),
+            };
+            ConstCounter::new(snapshot.errors).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "sync_fetches",
+            "Reads of the legacy registry: whole (full) and incremental (delta).",
+            None,
+            MetricType::Counter,
+        )?;
+        for snapshot in &snapshots {
+            for (kind, count) in [
+                ("full", snapshot.full_fetches),
+                ("delta", snapshot.delta_fetches),
+            ] {
+                let labels = SourceFetchLabels {
+                    source: snapshot.name.clone(),
+                    kind,
+                };
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! Wires one Ferry node: the registry, the protocol views on their listeners, the admin
-//! API and the background tasks, then waits for a signal and shuts down in order
+//! API, the syncs with legacy registries and the background tasks, then waits for a signal and shuts down in order
 //! (not ready, stop accepting, drain).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,11 +157,16 @@ pub async fn run(
         stopping.clone(),
     )
     .await?;
+    // After the mesh restored its routes, so the first export already shows services in
+    // the mesh at the proxy.
+    let syncs = crate::sync::start(&cli, &registry, &kv, &stopping)?;
+    metrics.watch_syncs(&syncs);
     let admin = Admin {
         mesh: mesh.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
+        syncs: syncs.clone(),
     };
     let writes = WritePolicy::new(
         cli.admin_token.as_deref(),
@@ -191,6 +196,7 @@ pub async fn run(
     }
 
     list_config_server(&registry, &cli, &node, &bound)?;
+    crate::sync::wait_first_imports(&syncs).await;
 
     let eviction_every = seconds(cli.eureka_eviction_interval, "eureka-eviction-interval")?
         .max(Duration::from_millis(10));
