@@ -239,6 +239,24 @@ def app_instances(ferry: "Ferry", app: str) -> list[dict]:
     return [instance for instance in ferry.instances().values() if instance["app"] == app]
 
 
+def js_instance(app: str, instance_id: str, port: int, metadata: dict | None = None) -> dict:
+    """The `instance` eureka-js-client (`JsEureka`) registers: a loopback address and `port`."""
+    return {
+        "app": app,
+        "instanceId": instance_id,
+        "hostName": "127.0.0.1",
+        "ipAddr": "127.0.0.1",
+        "port": {"$": port, "@enabled": True},
+        "vipAddress": app.lower(),
+        "statusPageUrl": f"http://127.0.0.1:{port}/info",
+        "dataCenterInfo": {
+            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+            "name": "MyOwn",
+        },
+        **({"metadata": metadata} if metadata is not None else {}),
+    }
+
+
 class PyEureka:
     """py-eureka-client's `EurekaClient`, run on its own event loop thread."""
 

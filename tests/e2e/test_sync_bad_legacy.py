@@ -20,6 +20,7 @@ from harness import free_port, metric_series, owned_by, sync_sources, wait_until
 
 INTERVAL = "0.5"
 GRACE = "2"
+TIMEOUT = "1"
 OWNER = "legacy-eureka"
 
 
@@ -256,7 +257,8 @@ def test_bad_answers_are_counted_and_change_nothing_imported(start_ferry, legacy
         legacy_instance("orders", "orders-2", 8082, {"zone": "eu-2"}),
         legacy_instance("billing", "billing-1", 8091),
     ])
-    ferry = start_ferry("--sync-eureka", legacy.url, "--sync-interval", INTERVAL, "--sync-grace", GRACE)
+    ferry = start_ferry("--sync-eureka", legacy.url, "--sync-interval", INTERVAL, "--sync-grace", GRACE,
+                        "--sync-timeout", TIMEOUT)
 
     wait_until(lambda: len(imported_state(ferry)) == 3, 10, what="the three legacy instances in Ferry's Eureka view")
     imported = ferry.instances()
@@ -278,9 +280,9 @@ def test_bad_answers_are_counted_and_change_nothing_imported(start_ferry, legacy
         before_errors = errors_seen(ferry)
         log_before = len(ferry.log_path.read_text(errors="replace"))
         legacy.set_mode(mode)
-        # A hang is only an error once Ferry's request timeout (5 s by default) runs out.
+        # A hang is an error once Ferry's request timeout (--sync-timeout) runs out.
         wait_until(lambda: all(now > then for now, then in zip(errors_seen(ferry), before_errors)),
-                   20 if mode == "hang" else 10, interval=0.2,
+                   10, interval=0.2,
                    what=f"{mode}: errors to rise in /api/sync and ferry_sync_errors_total (before {before_errors})")
         # A few more intervals of the bad answer: nothing imported moves, every API answers.
         for _ in range(4):
@@ -317,7 +319,7 @@ def test_several_urls_fail_over_in_order_and_back(start_ferry, legacy_servers):
     second = legacy_servers(instances=[shared, legacy_instance("orders", "orders-second", 8202)])
     first_url = f"http://127.0.0.1:{first_port}/eureka/"
     ferry = start_ferry("--sync-eureka", f"{first_url},{second.url}",
-                        "--sync-interval", INTERVAL, "--sync-grace", GRACE)
+                        "--sync-interval", INTERVAL, "--sync-grace", GRACE, "--sync-timeout", TIMEOUT)
 
     wait_until(lambda: set(imported_state(ferry)) == {"orders-shared", "orders-second"}, 15,
                what="the second server's instances imported")

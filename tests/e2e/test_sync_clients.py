@@ -1,0 +1,165 @@
+"""Ferry syncing with the REAL Spring Cloud Netflix Eureka Server (samples/boot3/eureka-server,
+built by scripts/build-samples.sh) as the legacy cluster: py-eureka-client registered with
+the legacy server and eureka-js-client registered with Ferry find each other, metadata
+included, nothing is copied back to where it came from, cancels flow both ways, and
+`ferry ctl sync` reports the source with counts that match."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+
+import httpx
+import pytest
+
+from harness import ROOT, JsEureka, PyEureka, ctl, free_port, js_instance, sync_sources, wait_until
+
+JAR = ROOT / "samples" / "boot3" / "eureka-server" / "target" / "eureka-server.jar"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("java") is None or not JAR.exists(),
+    reason=f"needs java and the real Eureka Server jar ({JAR.relative_to(ROOT)}): "
+           "install Java 17 and run scripts/build-samples.sh (scripts/test.sh does both)",
+)
+
+sys.path.insert(0, str(ROOT / "tests" / "spring"))
+from servers import Jvm, eureka_server_props  # noqa: E402
+
+INTERVAL = 1.0
+SYNC_ARGS = ("--sync-interval", str(INTERVAL), "--sync-grace", "2", "--sync-timeout", "2")
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory):
+    """One real Eureka Server for the module (each test uses app names of its own):
+    standalone, self-preservation off, its response cache refreshed every second."""
+    server = Jvm("boot3", "eureka-server", tmp_path_factory.mktemp("legacy-eureka"), eureka_server_props())
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    server.eureka_url = f"{server.url}/eureka/"
+    yield server
+    server.stop()
+
+
+def legacy_instances(server, app: str) -> dict[str, dict]:
+    """instanceId -> instance of one app, as the real Eureka Server lists it."""
+    response = httpx.get(f"{server.eureka_url}apps/{app.upper()}", headers={"Accept": "application/json"},
+                         timeout=5)
+    if response.status_code == 404:
+        return {}
+    assert response.status_code == 200, response.text
+    return {instance["instanceId"]: instance for instance in response.json()["application"]["instance"]}
+
+
+def legacy_registry(server) -> list[dict]:
+    """Every instance the real Eureka Server lists."""
+    response = httpx.get(f"{server.eureka_url}apps/", headers={"Accept": "application/json"}, timeout=5)
+    assert response.status_code == 200, response.text
+    return [instance for app in response.json()["applications"]["application"] for instance in app["instance"]]
+
+
+def py_on_legacy(server, app: str, port: int, metadata: dict | None = None) -> PyEureka:
+    """py-eureka-client registered with the legacy server, renewing and fetching every second."""
+    return PyEureka(server.eureka_url, app_name=app, instance_host="127.0.0.1", instance_ip="127.0.0.1",
+                    instance_port=port, renewal_interval_in_secs=1, metadata=metadata or {})
+
+
+def py_metadata(py: PyEureka, app: str, instance_id: str) -> dict | None:
+    """The metadata py-eureka-client holds for one instance (None when it holds none)."""
+    for application in py.client.applications.applications:
+        if application.name == app:
+            for instance in application.instances:
+                if instance.instanceId == instance_id:
+                    return dict(instance.metadata)
+    return None
+
+
+def test_clients_on_either_side_discover_each_other_with_metadata(legacy, start_ferry, clients):
+    """py-eureka-client on the legacy server is discovered by eureka-js-client on Ferry,
+    and the js instance by py through the legacy server; each carries its metadata and the
+    `ferry-owner` of its copy (`legacy-eureka` in Ferry, `ferry` on the legacy server);
+    neither is copied back to its own side; `ferry ctl sync` names the source, reachable,
+    with the imported and exported counts /api/sync and both registries agree on."""
+    ferry = start_ferry("--sync-eureka", legacy.eureka_url, *SYNC_ARGS)
+    py_port, js_port = free_port(), free_port()
+    py = clients(py_on_legacy(legacy, "legacy-orders", py_port, {"zone": "eu-1", "version": "2.0"}))
+    py_id = f"127.0.0.1:legacy-orders:{py_port}"
+    js = clients(JsEureka(ferry, instance=js_instance("ferry-billing", "ferry-billing-1", js_port,
+                                                      metadata={"team": "payments"})))
+
+    # Legacy -> Ferry -> eureka-js-client.
+    wait_until(lambda: js.ids("LEGACY-ORDERS") == [py_id], 20, interval=0.2,
+               what="eureka-js-client on Ferry to see the instance registered with the legacy server")
+    seen_by_js = js.latest()["LEGACY-ORDERS"][0]
+    assert seen_by_js["port"] == py_port
+    assert seen_by_js["metadata"].get("zone") == "eu-1" and seen_by_js["metadata"].get("version") == "2.0", seen_by_js
+    assert seen_by_js["metadata"].get("ferry-owner") == "legacy-eureka", seen_by_js
+    # Ferry -> legacy -> py-eureka-client.
+    wait_until(lambda: py.view().get("FERRY-BILLING") == [("ferry-billing-1", "UP", js_port)], 20, interval=0.2,
+               what="py-eureka-client on the legacy server to see the instance registered with Ferry")
+    metadata = wait_until(lambda: py_metadata(py, "FERRY-BILLING", "ferry-billing-1"), 5, what="py's metadata")
+    assert metadata.get("team") == "payments" and metadata.get("ferry-owner") == "ferry", metadata
+    exported = legacy_instances(legacy, "ferry-billing")["ferry-billing-1"]
+    assert exported["metadata"].get("ferry-owner") == "ferry", exported
+    assert (exported["port"]["$"], exported["status"]) == (js_port, "UP")
+
+    # Nothing echoes, over several intervals: one copy each side, the owners' records untouched.
+    for _ in range(3):
+        time.sleep(INTERVAL)
+        in_ferry = [i for i in ferry.instances().values() if i["app"] in ("LEGACY-ORDERS", "FERRY-BILLING")]
+        assert sorted((i["instanceId"], (i.get("metadata") or {}).get("ferry-owner")) for i in in_ferry) == [
+            ("ferry-billing-1", None), (py_id, "legacy-eureka")], in_ferry
+        own = legacy_instances(legacy, "legacy-orders")
+        assert list(own) == [py_id], own
+        assert "ferry-owner" not in own[py_id]["metadata"], f"Ferry wrote over the legacy owner's record: {own}"
+        assert list(legacy_instances(legacy, "ferry-billing")) == ["ferry-billing-1"]
+
+    # ferry ctl sync, /api/sync and the two registries agree.
+    source = sync_sources(ferry)["legacy-eureka"]
+    legacy_owned = [i for i in legacy_registry(legacy) if (i.get("metadata") or {}).get("ferry-owner") != "ferry"]
+    assert (source["reachable"], source["imported"], source["exported"]) == (True, len(legacy_owned), 1), source
+    output = ctl(ferry, "sync")
+    line = next((line for line in output.splitlines() if line.startswith("legacy-eureka")), None)
+    assert line, f"`ferry ctl sync` does not name the source:\n{output}"
+    match = re.match(r"legacy-eureka\s+(\S+)\s+(?:\d+s ago|never)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)",
+                     line)
+    assert match, f"unexpected `ferry ctl sync` line: {line!r}"
+    reachable, imported, _stale, _pending, exported_count, _errors, endpoint = match.groups()
+    assert reachable == "yes", line
+    assert (int(imported), int(exported_count)) == (len(legacy_owned), 1), line
+    assert endpoint.rstrip("/") == legacy.eureka_url.rstrip("/"), line
+
+
+def test_cancels_flow_both_ways(legacy, start_ferry, clients):
+    """An eureka-js-client instance that deregisters from Ferry is cancelled on the legacy
+    server within a few sync intervals, and a py-eureka-client instance that deregisters
+    from the legacy server leaves Ferry's views."""
+    ferry = start_ferry("--sync-eureka", legacy.eureka_url, *SYNC_ARGS)
+    py_port, js_port = free_port(), free_port()
+    py = clients(py_on_legacy(legacy, "legacy-stock", py_port))
+    py_id = f"127.0.0.1:legacy-stock:{py_port}"
+    js = clients(JsEureka(ferry, instance=js_instance("ferry-cart", "ferry-cart-1", js_port)))
+    wait_until(lambda: "ferry-cart-1" in legacy_instances(legacy, "ferry-cart"), 20, interval=0.2,
+               what="the js instance exported to the legacy server")
+    wait_until(lambda: py_id in ferry.instances(), 20, interval=0.2, what="the py instance imported into Ferry")
+
+    assert js.stop() == 0, "eureka-js-client deregisters on stop"
+    assert "ferry-cart-1" not in ferry.instances()
+    started = time.monotonic()
+    wait_until(lambda: legacy_instances(legacy, "ferry-cart") == {}, 5 * INTERVAL + 3, interval=0.2,
+               what="the legacy server to drop the instance cancelled on Ferry")
+    cancelled_after = time.monotonic() - started
+
+    py.stop()
+    wait_until(lambda: legacy_instances(legacy, "legacy-stock") == {}, 5, what="py's cancel on the legacy server")
+    wait_until(lambda: py_id not in ferry.instances(), 5 * INTERVAL + 3, interval=0.2,
+               what="Ferry to drop the instance cancelled on the legacy server")
+    wait_until(lambda: httpx.get(f"{ferry.consul_url}/v1/health/service/legacy-stock", timeout=5).json() == [], 5,
+               what="Ferry's Consul view to drop it too")
+    assert sync_sources(ferry)["legacy-eureka"]["exported"] == 0
+    print(f"cancel on Ferry reached the legacy server in {cancelled_after:.1f}s")
