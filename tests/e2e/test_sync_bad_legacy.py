@@ -338,3 +338,46 @@ def test_several_urls_fail_over_in_order_and_back(start_ferry, legacy_servers):
     assert imported_state(ferry)["orders-shared"][5] == {"zone": "eu-1", "ferry-owner": OWNER}
     assert sync_sources(ferry)[OWNER]["reachable"] is True
     assert_serving(ferry)
+
+
+def test_an_unreachable_legacy_side_leaves_copies_stale_and_an_empty_return_waits_the_grace(
+        start_ferry, legacy_servers):
+    """While the legacy server is down every imported copy stays, counted as stale in
+    /api/sync and `ferry_sync_stale_instances`; when it comes back empty (a restarted
+    server its apps have not re-registered with yet) the copies are pending removals for
+    `--sync-grace` and only then go; a later registration there is imported again."""
+    grace = 3.0
+    legacy = legacy_servers(instances=[legacy_instance("orders", f"orders-{n}", 8300 + n) for n in range(3)])
+    ferry = start_ferry("--sync-eureka", legacy.url, "--sync-interval", INTERVAL, "--sync-grace", str(grace),
+                        "--sync-timeout", TIMEOUT)
+    wait_until(lambda: len(imported_state(ferry)) == 3, 10, what="the three legacy instances imported")
+    time.sleep(grace + 1)  # past the grace period that follows Ferry's start
+    before = imported_state(ferry)
+
+    legacy.stop()
+    wait_until(lambda: sync_sources(ferry)[OWNER]["reachable"] is False, 10, interval=0.2,
+               what="the source reported unreachable")
+    wait_until(lambda: sync_sources(ferry)[OWNER]["stale"] == 3, 5, interval=0.2, what="three stale copies")
+    stale = metric_series(ferry, "ferry_sync_stale_instances")
+    assert stale.get(f'{{source="{OWNER}"}}') == 3, stale
+    assert metric_series(ferry, "ferry_sync_reachable").get(f'{{source="{OWNER}"}}') == 0
+    for _ in range(4):
+        time.sleep(float(INTERVAL))
+        assert imported_state(ferry) == before, "a copy changed while the legacy side was unreachable"
+        assert_serving(ferry)
+
+    back = legacy_servers(port=legacy.port)  # restarted, empty
+    wait_until(lambda: sync_sources(ferry)[OWNER]["reachable"], 10, interval=0.1, what="reachable again")
+    came_back = time.monotonic()
+    assert imported_state(ferry) == before, "copies removed as soon as an empty server came back"
+    wait_until(lambda: sync_sources(ferry)[OWNER]["pending_removals"] == 3, 2, interval=0.1,
+               what="three pending removals")
+    wait_until(lambda: imported_state(ferry) == {}, grace + 5, interval=0.1,
+               what="the copies the server no longer lists to go once the grace period ran")
+    held = time.monotonic() - came_back
+    assert held >= grace - 1, f"removed {held:.1f}s after the server came back, before the {grace}s grace"
+    source = sync_sources(ferry)[OWNER]
+    assert (source["stale"], source["pending_removals"], source["imported"]) == (0, 0, 0), source
+
+    back.add(legacy_instance("orders", "orders-again", 8310))
+    wait_until(lambda: list(imported_state(ferry)) == ["orders-again"], 10, what="a new registration imported")

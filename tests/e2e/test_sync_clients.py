@@ -163,3 +163,38 @@ def test_cancels_flow_both_ways(legacy, start_ferry, clients):
                what="Ferry's Consul view to drop it too")
     assert sync_sources(ferry)["legacy-eureka"]["exported"] == 0
     print(f"cancel on Ferry reached the legacy server in {cancelled_after:.1f}s")
+
+
+def test_metadata_and_status_changes_follow_the_owner(legacy, start_ferry, clients):
+    """A metadata change made on the owner's side (the Eureka REST call Spring's
+    `ApplicationInfoManager` makes) reaches the copy on the other side, and an operator's
+    OUT_OF_SERVICE on Ferry reaches the legacy server, hiding the instance from
+    py-eureka-client there."""
+    ferry = start_ferry("--sync-eureka", legacy.eureka_url, *SYNC_ARGS)
+    py_port, js_port = free_port(), free_port()
+    py = clients(py_on_legacy(legacy, "legacy-ledger", py_port, {"zone": "eu-1"}))
+    py_id = f"127.0.0.1:legacy-ledger:{py_port}"
+    clients(JsEureka(ferry, instance=js_instance("ferry-risk", "ferry-risk-1", js_port, metadata={"team": "risk"})))
+    wait_until(lambda: py_id in ferry.instances(), 20, interval=0.2, what="the py instance imported")
+    wait_until(lambda: "ferry-risk-1" in legacy_instances(legacy, "ferry-risk"), 20, interval=0.2,
+               what="the js instance exported")
+
+    reply = httpx.put(f"{legacy.eureka_url}apps/LEGACY-LEDGER/{py_id}/metadata", params={"zone": "eu-2"}, timeout=5)
+    assert reply.status_code == 200, reply.text
+    wait_until(lambda: ferry.instances()[py_id]["metadata"].get("zone") == "eu-2", 10 * INTERVAL, interval=0.2,
+               what="the legacy side's metadata change in Ferry's copy")
+    assert ferry.instances()[py_id]["metadata"]["ferry-owner"] == "legacy-eureka"
+
+    reply = httpx.put(f"{ferry.eureka_url}apps/FERRY-RISK/ferry-risk-1/metadata", params={"team": "fraud"}, timeout=5)
+    assert reply.status_code == 200, reply.text
+    wait_until(lambda: legacy_instances(legacy, "ferry-risk")["ferry-risk-1"]["metadata"].get("team") == "fraud",
+               10 * INTERVAL, interval=0.2, what="Ferry's metadata change in the legacy copy")
+    assert legacy_instances(legacy, "ferry-risk")["ferry-risk-1"]["metadata"]["ferry-owner"] == "ferry"
+
+    reply = httpx.put(f"{ferry.eureka_url}apps/FERRY-RISK/ferry-risk-1/status", params={"value": "OUT_OF_SERVICE"},
+                      timeout=5)
+    assert reply.status_code == 200, reply.text
+    wait_until(lambda: legacy_instances(legacy, "ferry-risk")["ferry-risk-1"]["status"] == "OUT_OF_SERVICE",
+               10 * INTERVAL, interval=0.2, what="OUT_OF_SERVICE on the legacy copy")
+    wait_until(lambda: py.view().get("FERRY-RISK", [(None, "UP", None)])[0][1] == "OUT_OF_SERVICE", 10, interval=0.2,
+               what="py-eureka-client on the legacy server to see the instance out of service")
