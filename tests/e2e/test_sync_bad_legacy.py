@@ -353,7 +353,7 @@ def test_several_urls_fail_over_in_order_and_back(start_ferry, legacy_servers):
     """With two legacy URLs of which the first is a closed port, Ferry imports from the
     second and reports it as `current_endpoint`; when the second dies and the first comes
     up, it fails over back to the first: what only the first lists is imported, and what
-    only the second listed goes once the grace period has run."""
+    only the second listed goes (at the latest once the grace period has run)."""
     first_port = free_port()  # nothing listens here yet: connections are refused
     shared = legacy_instance("orders", "orders-shared", 8201, {"zone": "eu-1"})
     second = legacy_servers(instances=[shared, legacy_instance("orders", "orders-second", 8202)])
@@ -374,7 +374,7 @@ def test_several_urls_fail_over_in_order_and_back(start_ferry, legacy_servers):
                15, what="current_endpoint to move back to the first URL")
     wait_until(lambda: "orders-first" in imported_state(ferry), 10, what="the first server's own instance")
     wait_until(lambda: set(imported_state(ferry)) == {"orders-shared", "orders-first"}, float(GRACE) + 10,
-               what="the instance only the second server listed to go after the grace period")
+               what="the instance only the second server listed to go")
     assert imported_state(ferry)["orders-shared"][5] == {"zone": "eu-1", "ferry-owner": OWNER}
     assert sync_sources(ferry)[OWNER]["reachable"] is True
     assert_serving(ferry)
