@@ -198,3 +198,32 @@ def test_metadata_and_status_changes_follow_the_owner(legacy, start_ferry, clien
                10 * INTERVAL, interval=0.2, what="OUT_OF_SERVICE on the legacy copy")
     wait_until(lambda: py.view().get("FERRY-RISK", [(None, "UP", None)])[0][1] == "OUT_OF_SERVICE", 10, interval=0.2,
                what="py-eureka-client on the legacy server to see the instance out of service")
+
+
+def test_a_restarted_ferry_answers_with_legacy_instances_and_keeps_its_exports(legacy, start_ferry, clients):
+    """A restarted Ferry's first answers already list the legacy server's instances (it
+    waits for its first import before serving), and the copy of its own instance on the
+    legacy server stays registered throughout while the app re-registers with the new
+    process, which renews it from then on."""
+    ferry = start_ferry("--sync-eureka", legacy.eureka_url, *SYNC_ARGS)
+    py_port, js_port = free_port(), free_port()
+    clients(py_on_legacy(legacy, "legacy-audit", py_port))
+    py_id = f"127.0.0.1:legacy-audit:{py_port}"
+    clients(JsEureka(ferry, instance=js_instance("ferry-notify", "ferry-notify-1", js_port)))
+    wait_until(lambda: py_id in ferry.instances(), 20, interval=0.2, what="the py instance imported")
+    wait_until(lambda: "ferry-notify-1" in legacy_instances(legacy, "ferry-notify"), 20, interval=0.2,
+               what="the js instance exported")
+
+    assert ferry.stop() == 0
+    ferry.start()
+    first_answer = ferry.instances()
+    assert py_id in first_answer, f"the restarted Ferry answered without the legacy instance: {list(first_answer)}"
+    assert first_answer[py_id]["metadata"].get("ferry-owner") == "legacy-eureka"
+
+    watched_until = time.monotonic() + 3 * INTERVAL + 2  # past --sync-grace and a few renewals
+    while time.monotonic() < watched_until:
+        assert "ferry-notify-1" in legacy_instances(legacy, "ferry-notify"), \
+            "the legacy copy of Ferry's instance went while the app re-registered with the restarted Ferry"
+        time.sleep(0.2)
+    assert "ferry-notify-1" in ferry.instances(), "eureka-js-client re-registers with the restarted Ferry"
+    wait_until(lambda: sync_sources(ferry)["legacy-eureka"]["exported"] == 1, 5, what="exported again")
