@@ -14,7 +14,8 @@ import time
 import httpx
 import pytest
 
-from harness import ROOT, JsEureka, PyEureka, ctl, free_port, js_instance, sync_sources, wait_until
+from harness import (ROOT, JsEureka, PyEureka, ctl, free_port, js_instance, metric_series, sync_sources,
+                     wait_until)
 
 JAR = ROOT / "samples" / "boot3" / "eureka-server" / "target" / "eureka-server.jar"
 
@@ -133,6 +134,10 @@ def test_clients_on_either_side_discover_each_other_with_metadata(legacy, start_
     assert reachable == "yes", line
     assert (int(imported), int(exported_count)) == (len(legacy_owned), 1), line
     assert endpoint.rstrip("/") == legacy.eureka_url.rstrip("/"), line
+    label = '{source="legacy-eureka"}'
+    assert metric_series(ferry, "ferry_sync_imported_instances").get(label) == len(legacy_owned)
+    assert metric_series(ferry, "ferry_sync_exported_instances").get(label) == 1
+    assert metric_series(ferry, "ferry_sync_reachable").get(label) == 1
 
 
 def test_cancels_flow_both_ways(legacy, start_ferry, clients):
