@@ -79,7 +79,9 @@ class LegacyEureka:
 
     - "good": the registry (a delta: every change since start, with the registry's hashcode);
     - "malformed": a JSON document cut off in the middle of a token, with status 200;
-    - "no-identity": the registry plus an instance with no app, instanceId nor hostName;
+    - "no-identity": the registry plus an instance with no app, instanceId nor hostName
+      ("no-app", "no-host": with only its app, only its hostName missing; an instance with
+      only its instanceId missing is valid Eureka, known by its hostName);
     - "no-port": the registry plus an instance with no port;
     - "http-500": status 500;
     - "hang": reads the request and never answers (until the mode changes or it stops);
@@ -87,7 +89,8 @@ class LegacyEureka:
 
     Registrations, heartbeats and cancels are accepted and kept in `registered`."""
 
-    MODES = ("good", "malformed", "no-identity", "no-port", "http-500", "hang", "truncated")
+    MISSING = {"no-identity": ("app", "instanceId", "hostName"), "no-app": ("app",), "no-host": ("hostName",)}
+    MODES = ("good", "malformed", *MISSING, "no-port", "http-500", "hang", "truncated")
 
     def __init__(self, port: int | None = None, instances: list[dict] | None = None):
         self.port = port or free_port()
@@ -194,9 +197,9 @@ class LegacyEureka:
         if mode == "malformed":
             handler.reply(200, b'{"applications": {"versions__delta": "1", "application": [{"name": "ORD')
             return
-        if mode == "no-identity":
-            broken = legacy_instance("broken", "unused", 9999)
-            for field in ("app", "instanceId", "hostName"):
+        if mode in self.MISSING:
+            broken = legacy_instance("broken", "broken-1", 9999)
+            for field in self.MISSING[mode]:
                 del broken[field]
             listed = listed + [broken]
         if mode == "no-port":
@@ -270,7 +273,8 @@ def assert_serving(ferry) -> None:
 def test_bad_answers_are_counted_and_change_nothing_imported(start_ferry, legacy_servers):
     """A valid legacy registry is imported into both views with `ferry-owner:
     legacy-eureka`; then each bad answer in turn (malformed JSON, an instance without
-    identity, HTTP 500, no answer within the timeout, a truncated body) raises the error count in /api/sync and /metrics, is logged, leaves
+    app, instanceId and hostName, one without app, one without hostName, HTTP 500, no
+    answer within the timeout, a truncated body) raises the error count in /api/sync and /metrics, is logged, leaves
     every imported copy as it was in both views while Ferry keeps serving, and the next
     good answer is imported again."""
     legacy = legacy_servers(instances=[
@@ -295,7 +299,8 @@ def test_bad_answers_are_counted_and_change_nothing_imported(start_ferry, legacy
     assert any(OWNER in labels and value == 1 for labels, value in reachable.items()), reachable
     assert metric_series(ferry, "ferry_sync_imported_instances"), "ferry_sync_imported_instances is exported"
 
-    for step, mode in enumerate(["malformed", "no-identity", "http-500", "hang", "truncated"]):
+    modes = ["malformed", "no-identity", "no-app", "no-host", "http-500", "hang", "truncated"]
+    for step, mode in enumerate(modes):
         before_state = imported_state(ferry)
         before_consul = consul_state(ferry, "orders")
         before_errors = errors_seen(ferry)
@@ -326,8 +331,8 @@ def test_bad_answers_are_counted_and_change_nothing_imported(start_ferry, legacy
         assert {key: value for key, value in imported_state(ferry).items() if key in before_state} == before_state
         wait_until(lambda: sync_sources(ferry)[OWNER]["reachable"], 5, what=f"after {mode}: reachable again")
 
-    assert len(imported_state(ferry)) == 3 + 5
-    assert sync_sources(ferry)[OWNER]["imported"] == 8
+    assert len(imported_state(ferry)) == 3 + len(modes)
+    assert sync_sources(ferry)[OWNER]["imported"] == 3 + len(modes)
 
 
 @pytest.mark.xfail(strict=True, reason=(
