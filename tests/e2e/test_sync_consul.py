@@ -2,7 +2,8 @@
 ports; scripts/install-consul.sh builds it into ~/.cache/ferry-tools/bin) as the legacy
 side: a service py-consul registers there is read from Ferry's Consul API by the `consul`
 npm client, a service registered with Ferry through py-eureka-client appears in the legacy
-agent's health with `ferry-owner: ferry`, and deregistrations flow both ways."""
+agent's health with `ferry-owner: ferry`, deregistrations flow both ways, the legacy check
+states decide what Ferry lists as passing, and a KV prefix is copied into Ferry's store."""
 
 from __future__ import annotations
 
@@ -153,3 +154,45 @@ def test_services_flow_both_ways_with_their_owner(legacy, start_ferry, clients):
     wait_until(lambda: legacy.health("ferry-payments") == [], 5 * INTERVAL + 3, interval=0.2,
                what="the legacy agent to drop the instance cancelled on Ferry")
     assert sync_sources(ferry)["legacy-consul"]["exported"] == 0
+
+
+def test_legacy_health_and_the_kv_prefix_reach_ferry(legacy, start_ferry, clients):
+    """A legacy service's check state decides whether Ferry lists it as passing (in the
+    Consul view, read by the npm client) and UP (in the Eureka view); the KV keys under
+    `--sync-consul-kv-prefix` are copied into Ferry's KV store and follow changes, the keys
+    outside it are not."""
+    ferry = start_ferry("--sync-consul", f"127.0.0.1:{legacy.port}", "--sync-consul-kv-prefix", "config/",
+                        *SYNC_ARGS)
+    py_consul = legacy.client()
+    assert py_consul.kv.put("config/legacy-ledger/data", "pool: 5")
+    assert py_consul.kv.put("private/legacy-ledger/secret", "hunter2")
+    assert py_consul.agent.service.register("legacy-ledger", service_id="legacy-ledger-1", address="127.0.0.1",
+                                            port=free_port(), check={"TTL": "30s"})
+    assert py_consul.agent.check.ttl_pass("service:legacy-ledger-1")
+    js = clients(JsConsul(ferry))
+
+    def passing():
+        return sorted(by_id(js.call("health.service", {"service": "legacy-ledger", "passing": True})))
+
+    wait_until(lambda: passing() == ["legacy-ledger-1"], 10 * INTERVAL, interval=0.2,
+               what="the legacy service passing in Ferry")
+    copy = ferry.instances()["legacy-ledger-1"]
+    assert (copy["status"], copy["metadata"].get("ferry-owner")) == ("UP", "legacy-consul"), copy
+
+    assert py_consul.agent.check.ttl_fail("service:legacy-ledger-1", notes="disk full")
+    wait_until(lambda: passing() == [], 10 * INTERVAL, interval=0.2, what="the failing check to reach Ferry")
+    assert "legacy-ledger-1" in by_id(js.call("health.service", {"service": "legacy-ledger"})), "listed, not passing"
+    wait_until(lambda: ferry.instances()["legacy-ledger-1"]["status"] != "UP", 5,
+               what="the Eureka view to stop listing it UP")
+
+    def value(key):
+        entry = js.call("kv.get", key)
+        return entry and entry["Value"]
+
+    wait_until(lambda: value("config/legacy-ledger/data") == "pool: 5", 10 * INTERVAL, interval=0.2,
+               what="the KV key under the prefix copied into Ferry")
+    assert py_consul.kv.put("config/legacy-ledger/data", "pool: 6")
+    wait_until(lambda: value("config/legacy-ledger/data") == "pool: 6", 10 * INTERVAL, interval=0.2,
+               what="the KV change copied")
+    assert value("private/legacy-ledger/secret") is None, "a key outside the prefix was copied"
+    assert py_consul.agent.service.deregister("legacy-ledger-1")
