@@ -17,7 +17,7 @@ import consul
 import httpx
 import pytest
 
-from harness import JsConsul, PyEureka, free_port, sync_sources, wait_until
+from harness import JsConsul, PyEureka, SampleService, free_port, sync_sources, wait_until
 
 CONSUL = Path(os.environ.get("FERRY_CONSUL_BIN", Path.home() / ".cache" / "ferry-tools" / "bin" / "consul"))
 
@@ -103,8 +103,9 @@ def test_services_flow_both_ways_with_their_owner(legacy, start_ferry, clients):
     """A service py-consul registers with the legacy agent is read from Ferry's Consul API
     by the `consul` npm client (its meta kept, `ferry-owner: legacy-consul` added); one
     registered with Ferry by py-eureka-client appears, passing, in the legacy agent's
-    `/v1/health/service/NAME` with `ferry-owner: ferry`; neither is copied back; each
-    deregistration reaches the other side."""
+    `/v1/health/service/NAME` with `ferry-owner: ferry`; neither is copied back; an
+    OUT_OF_SERVICE override on Ferry stops the legacy copy passing until it is removed;
+    each deregistration reaches the other side."""
     ferry = start_ferry("--sync-consul", f"127.0.0.1:{legacy.port}", *SYNC_ARGS)
     py_consul = legacy.client()
     legacy_port, ferry_port = free_port(), free_port()
@@ -145,6 +146,16 @@ def test_services_flow_both_ways_with_their_owner(legacy, start_ferry, clients):
     source = sync_sources(ferry)["legacy-consul"]
     assert (source["kind"], source["reachable"], source["exported"]) == ("consul", True, 1), source
     assert source["imported"] >= 1, source
+
+    # An operator's OUT_OF_SERVICE on Ferry takes the legacy copy out of the passing set.
+    status_url = f"{ferry.eureka_url}apps/FERRY-PAYMENTS/{py_id}/status"
+    assert httpx.put(status_url, params={"value": "OUT_OF_SERVICE"}, timeout=5).status_code == 200
+    wait_until(lambda: legacy.health("ferry-payments", passing=True) == [], 10 * INTERVAL, interval=0.2,
+               what="OUT_OF_SERVICE on Ferry to stop the legacy copy passing")
+    assert len(legacy.health("ferry-payments")) == 1, "out of service, still listed"
+    assert httpx.delete(status_url, params={"value": "UP"}, timeout=5).status_code == 200
+    wait_until(lambda: len(legacy.health("ferry-payments", passing=True)) == 1, 10 * INTERVAL, interval=0.2,
+               what="the override's removal to make the legacy copy pass again")
 
     # Deregistration on the legacy side leaves Ferry; on Ferry's side, leaves the legacy agent.
     assert py_consul.agent.service.deregister("legacy-inventory-1")
@@ -196,3 +207,30 @@ def test_legacy_health_and_the_kv_prefix_reach_ferry(legacy, start_ferry, client
                what="the KV change copied")
     assert value("private/legacy-ledger/secret") is None, "a key outside the prefix was copied"
     assert py_consul.agent.service.deregister("legacy-ledger-1")
+
+
+def test_a_failing_check_on_ferry_reaches_the_legacy_agent(legacy, start_ferry, clients):
+    """The sample service registers itself with Ferry's Consul API through py-consul, with
+    an HTTP check Ferry runs: its copy on the legacy agent passes while that check passes,
+    stops passing when the service reports itself unhealthy, passes again on recovery, and
+    goes when the service deregisters from Ferry."""
+    ferry = start_ferry("--sync-consul", f"127.0.0.1:{legacy.port}", *SYNC_ARGS)
+    web = clients(SampleService(ferry, "ferry-web", interval="1s"))
+
+    def passing_on_legacy():
+        return sorted(by_id(legacy.health("ferry-web", passing=True)))
+
+    wait_until(lambda: len(passing_on_legacy()) == 1, 10 * INTERVAL, interval=0.2,
+               what="the sample service passing on the legacy agent")
+    exported = by_id(legacy.health("ferry-web"))
+    assert len(exported) == 1 and next(iter(exported.values()))["Meta"].get("ferry-owner") == "ferry", exported
+    assert web.id in next(iter(exported)), f"the exported copy's ID does not name the instance: {exported}"
+
+    web.set_healthy(False)
+    wait_until(lambda: passing_on_legacy() == [], 10 * INTERVAL, interval=0.2,
+               what="Ferry's failing check to stop the legacy copy passing")
+    web.set_healthy(True)
+    wait_until(lambda: len(passing_on_legacy()) == 1, 10 * INTERVAL, interval=0.2, what="recovery on the legacy agent")
+    assert web.stop() == 0
+    wait_until(lambda: legacy.health("ferry-web") == [], 10 * INTERVAL, interval=0.2,
+               what="the deregistration from Ferry to reach the legacy agent")
