@@ -232,3 +232,75 @@ def test_a_restarted_ferry_answers_with_legacy_instances_and_keeps_its_exports(l
         time.sleep(0.2)
     assert "ferry-notify-1" in ferry.instances(), "eureka-js-client re-registers with the restarted Ferry"
     wait_until(lambda: sync_sources(ferry)["legacy-eureka"]["exported"] == 1, 5, what="exported again")
+
+
+def test_a_legacy_server_that_crashes_and_restarts_empty_loses_nothing(tmp_path, start_ferry, clients):
+    """The real Eureka Server is killed (SIGKILL) and started again on its port, empty:
+    meanwhile Ferry keeps the imported copy (stale, still served to eureka-js-client), and
+    once the server is back Ferry registers its own instance there again and the legacy
+    app's own re-registration meets the copy Ferry kept: no client ever sees either
+    instance go."""
+    port = free_port()
+    props = {**eureka_server_props(), "server.port": str(port)}
+    server = Jvm("boot3", "eureka-server", tmp_path, props).start()
+    server.eureka_url = f"{server.url}/eureka/"
+    restarted = None
+    try:
+        # A grace period the restarted server's apps re-register within, on a busy machine too.
+        ferry = start_ferry("--sync-eureka", server.eureka_url, "--sync-interval", str(INTERVAL),
+                            "--sync-grace", "10", "--sync-timeout", "2")
+        py_port, js_port = free_port(), free_port()
+        py = clients(py_on_legacy(server, "legacy-geo", py_port))
+        py.stop_may_fail = True
+        py_id = f"127.0.0.1:legacy-geo:{py_port}"
+        js = clients(JsEureka(ferry, instance=js_instance("ferry-maps", "ferry-maps-1", js_port)))
+        wait_until(lambda: js.ids("LEGACY-GEO") == [py_id], 20, interval=0.2, what="js to see the legacy instance")
+        wait_until(lambda: "ferry-maps-1" in legacy_instances(server, "ferry-maps"), 20, interval=0.2,
+                   what="the js instance exported")
+
+        server.kill()
+        killed_at = time.monotonic()
+        wait_until(lambda: sync_sources(ferry)["legacy-eureka"]["reachable"] is False, 10, interval=0.2,
+                   what="the legacy server reported unreachable")
+        wait_until(lambda: sync_sources(ferry)["legacy-eureka"]["stale"] == 1, 5, interval=0.2,
+                   what="the imported copy counted stale")
+        restarted = Jvm("boot3", "eureka-server", tmp_path, props, name=f"restarted-{port}").launch()
+        restarted.eureka_url = f"{restarted.url}/eureka/"
+
+        timeline: list[tuple] = []  # (seconds since the kill, source figures), on every change
+
+        def still_served():
+            source = sync_sources(ferry)["legacy-eureka"]
+            figures = tuple(source[key] for key in ("reachable", "stale", "pending_removals", "imported"))
+            if not timeline or timeline[-1][1] != figures:
+                timeline.append((round(time.monotonic() - killed_at, 1), figures))
+            assert py_id in ferry.instances(), f"Ferry dropped the imported copy; (reachable, stale, pending, " \
+                                               f"imported) since the kill: {timeline}"
+            assert js.ids("LEGACY-GEO") == [py_id], "eureka-js-client on Ferry lost the legacy instance"
+            return True
+
+        def restarted_up():
+            try:
+                return httpx.get(f"{restarted.url}/actuator/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(lambda: still_served() and restarted_up(), 180, interval=0.3,
+                   what="the restarted legacy server up, Ferry serving the legacy instance all along")
+
+        def settled():
+            return (still_served() and "ferry-maps-1" in legacy_instances(restarted, "ferry-maps")
+                    and py_id in legacy_instances(restarted, "legacy-geo"))
+
+        wait_until(settled, 20, interval=0.2, what="both instances registered again with the restarted server")
+        # A few more intervals: everything still in place, the source reachable again.
+        watched_until = time.monotonic() + 3 * INTERVAL
+        while time.monotonic() < watched_until:
+            assert settled(), "an instance went from the restarted legacy server"
+            time.sleep(0.3)
+        source = sync_sources(ferry)["legacy-eureka"]
+        assert (source["reachable"], source["stale"], source["exported"]) == (True, 0, 1), source
+    finally:
+        for jvm in (restarted, server):
+            if jvm is not None:
+                jvm.stop()
