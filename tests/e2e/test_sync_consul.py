@@ -34,8 +34,8 @@ class LegacyConsul:
     """`consul agent -dev` on free loopback ports: a single server that is its own leader,
     everything in memory, no DNS nor gRPC."""
 
-    def __init__(self, log_dir: Path):
-        self.port = free_port()
+    def __init__(self, log_dir: Path, port: int | None = None):
+        self.port = port or free_port()
         self.log_path = log_dir / f"consul-{self.port}.log"
         self.process = subprocess.Popen(
             [str(CONSUL), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", f"-http-port={self.port}",
@@ -234,3 +234,60 @@ def test_a_failing_check_on_ferry_reaches_the_legacy_agent(legacy, start_ferry, 
     assert web.stop() == 0
     wait_until(lambda: legacy.health("ferry-web") == [], 10 * INTERVAL, interval=0.2,
                what="the deregistration from Ferry to reach the legacy agent")
+
+
+def test_a_legacy_agent_restarted_empty_gets_ferrys_services_back_and_loses_nothing(tmp_path, start_ferry, clients):
+    """The legacy agent is killed (SIGKILL) and a new, empty one starts on its port: Ferry
+    keeps serving the imported service meanwhile (stale), registers its own instance with
+    the new agent again, passing, and the legacy app's re-registration meets the copy Ferry
+    kept: the npm client on Ferry never sees the legacy service go."""
+    agent = LegacyConsul(tmp_path)
+    restarted = None
+    try:
+        ferry = start_ferry("--sync-consul", f"127.0.0.1:{agent.port}", "--sync-interval", str(INTERVAL),
+                            "--sync-grace", "10", "--sync-timeout", "2")
+        legacy_port, ferry_port = free_port(), free_port()
+
+        def register_legacy_app(on: LegacyConsul):
+            assert on.client().agent.service.register("legacy-search", service_id="legacy-search-1",
+                                                      address="127.0.0.1", port=legacy_port)
+
+        register_legacy_app(agent)
+        js = clients(JsConsul(ferry))
+        clients(PyEureka(ferry.eureka_url, app_name="ferry-index", instance_host="127.0.0.1", instance_ip="127.0.0.1",
+                         instance_port=ferry_port, renewal_interval_in_secs=1))
+
+        def still_served():
+            listed = by_id(js.call("health.service", {"service": "legacy-search", "passing": True}))
+            assert "legacy-search-1" in listed, f"Ferry stopped serving the legacy service: {sync_sources(ferry)}"
+            return True
+
+        wait_until(lambda: "legacy-search-1" in by_id(js.call("health.service", {"service": "legacy-search"})),
+                   10 * INTERVAL, interval=0.2, what="the legacy service imported")
+        wait_until(lambda: agent.health("ferry-index", passing=True), 10 * INTERVAL, interval=0.2,
+                   what="Ferry's instance passing on the legacy agent")
+
+        agent.process.kill()
+        agent.process.wait(timeout=10)
+        wait_until(lambda: still_served() and sync_sources(ferry)["legacy-consul"]["reachable"] is False, 10,
+                   interval=0.2, what="the legacy agent reported unreachable")
+        wait_until(lambda: still_served() and sync_sources(ferry)["legacy-consul"]["stale"] >= 1, 5, interval=0.2,
+                   what="the imported copy counted stale")
+        for _ in range(3):
+            time.sleep(INTERVAL)
+            still_served()
+
+        restarted = LegacyConsul(tmp_path, port=agent.port)
+        register_legacy_app(restarted)  # the app registers again with its (new, empty) agent
+        wait_until(lambda: still_served() and restarted.health("ferry-index", passing=True), 10 * INTERVAL,
+                   interval=0.2, what="Ferry's instance registered again, passing, with the restarted agent")
+        for _ in range(3):
+            time.sleep(INTERVAL)
+            still_served()
+        source = sync_sources(ferry)["legacy-consul"]
+        assert (source["reachable"], source["stale"], source["exported"]) == (True, 0, 1), source
+        assert len(restarted.health("legacy-search")) == 1, "the legacy service was registered back to its agent"
+    finally:
+        for legacy_agent in (restarted, agent):
+            if legacy_agent is not None:
+                legacy_agent.stop()
