@@ -33,9 +33,9 @@ SYNC_ARGS = ("--sync-interval", str(INTERVAL), "--sync-grace", "2", "--sync-time
 
 
 @pytest.fixture(scope="module")
-def legacy(tmp_path_factory):
-    """One real Eureka Server for the module (each test uses app names of its own):
-    standalone, self-preservation off, its response cache refreshed every second."""
+def legacy_server(tmp_path_factory):
+    """One real Eureka Server for the module: standalone, self-preservation off, its
+    response cache refreshed every second."""
     server = Jvm("boot3", "eureka-server", tmp_path_factory.mktemp("legacy-eureka"), eureka_server_props())
     try:
         server.start()
@@ -45,6 +45,19 @@ def legacy(tmp_path_factory):
     server.eureka_url = f"{server.url}/eureka/"
     yield server
     server.stop()
+
+
+@pytest.fixture
+def legacy(legacy_server):
+    """The module's legacy server, emptied after each test (once the test's clients and
+    ferry have stopped): a copy a stopped ferry left there would be taken over by the next
+    test's ferry as its own, as a restarted ferry takes over what it exported (README,
+    "Ferry restarted")."""
+    yield legacy_server
+    for instance in legacy_registry(legacy_server):
+        httpx.delete(f"{legacy_server.eureka_url}apps/{instance['app']}/{instance['instanceId']}", timeout=5)
+    # Its response cache answers reads for up to a second more.
+    wait_until(lambda: legacy_registry(legacy_server) == [], 10, interval=0.2, what="the legacy server emptied")
 
 
 def legacy_instances(server, app: str) -> dict[str, dict]:
@@ -207,9 +220,9 @@ def test_metadata_and_status_changes_follow_the_owner(legacy, start_ferry, clien
 
 def test_a_restarted_ferry_answers_with_legacy_instances_and_keeps_its_exports(legacy, start_ferry, clients):
     """A restarted Ferry's first answers already list the legacy server's instances (it
-    waits for its first import before serving), and the copy of its own instance on the
-    legacy server stays registered throughout while the app re-registers with the new
-    process, which renews it from then on."""
+    waits for its first import before serving) and its own instance, taken back from its
+    legacy copy; that copy stays registered on the legacy server throughout, and the
+    app's heartbeats to the new process keep it (and its export) alive."""
     ferry = start_ferry("--sync-eureka", legacy.eureka_url, *SYNC_ARGS)
     py_port, js_port = free_port(), free_port()
     clients(py_on_legacy(legacy, "legacy-audit", py_port))
@@ -224,13 +237,16 @@ def test_a_restarted_ferry_answers_with_legacy_instances_and_keeps_its_exports(l
     first_answer = ferry.instances()
     assert py_id in first_answer, f"the restarted Ferry answered without the legacy instance: {list(first_answer)}"
     assert first_answer[py_id]["metadata"].get("ferry-owner") == "legacy-eureka"
+    assert "ferry-notify-1" in first_answer, \
+        f"the restarted Ferry answered without its own instance, restored from its legacy copy: {list(first_answer)}"
+    assert "ferry-owner" not in (first_answer["ferry-notify-1"].get("metadata") or {}), first_answer["ferry-notify-1"]
 
     watched_until = time.monotonic() + 3 * INTERVAL + 2  # past --sync-grace and a few renewals
     while time.monotonic() < watched_until:
         assert "ferry-notify-1" in legacy_instances(legacy, "ferry-notify"), \
             "the legacy copy of Ferry's instance went while the app re-registered with the restarted Ferry"
         time.sleep(0.2)
-    assert "ferry-notify-1" in ferry.instances(), "eureka-js-client re-registers with the restarted Ferry"
+    assert "ferry-notify-1" in ferry.instances(), "the app's heartbeats keep its instance on the restarted Ferry"
     wait_until(lambda: sync_sources(ferry)["legacy-eureka"]["exported"] == 1, 5, what="exported again")
 
 
