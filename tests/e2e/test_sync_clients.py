@@ -57,7 +57,16 @@ def legacy(legacy_server):
     for instance in legacy_registry(legacy_server):
         httpx.delete(f"{legacy_server.eureka_url}apps/{instance['app']}/{instance['instanceId']}", timeout=5)
     # Its response cache answers reads for up to a second more.
-    wait_until(lambda: legacy_registry(legacy_server) == [], 10, interval=0.2, what="the legacy server emptied")
+    left: list[dict] = []
+
+    def emptied() -> bool:
+        left[:] = legacy_registry(legacy_server)
+        return not left
+
+    try:
+        wait_until(emptied, 10, interval=0.2, what="the legacy server emptied")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; left: {[(i['instanceId'], i.get('metadata')) for i in left]}") from None
 
 
 def legacy_instances(server, app: str) -> dict[str, dict]:
@@ -231,6 +240,11 @@ def test_a_restarted_ferry_answers_with_legacy_instances_and_keeps_its_exports(l
     wait_until(lambda: py_id in ferry.instances(), 20, interval=0.2, what="the py instance imported")
     wait_until(lambda: "ferry-notify-1" in legacy_instances(legacy, "ferry-notify"), 20, interval=0.2,
                what="the js instance exported")
+    # The full registry read the restarted Ferry makes comes from the server's response
+    # cache, refreshed every second: the copy must be in it, or there is nothing to restore.
+    wait_until(lambda: "ferry-notify-1" in {i["instanceId"] for i in legacy_registry(legacy)}, 5, interval=0.2,
+               what="the js instance in the legacy server's full registry")
+    time.sleep(1.5)
 
     assert ferry.stop() == 0
     ferry.start()
@@ -262,9 +276,11 @@ def test_a_legacy_server_that_crashes_and_restarts_empty_loses_nothing(tmp_path,
     server.eureka_url = f"{server.url}/eureka/"
     restarted = None
     try:
-        # A grace period the restarted server's apps re-register within, on a busy machine too.
+        # A grace period the restarted server's apps re-register within, on a busy machine too
+        # (py-eureka-client re-registers at its next heartbeat, which a JVM that is still
+        # starting may hold up for seconds).
         ferry = start_ferry("--sync-eureka", server.eureka_url, "--sync-interval", str(INTERVAL),
-                            "--sync-grace", "10", "--sync-timeout", "2")
+                            "--sync-grace", "30", "--sync-timeout", "2")
         py_port, js_port = free_port(), free_port()
         py = clients(py_on_legacy(server, "legacy-geo", py_port))
         py.stop_may_fail = True
