@@ -71,7 +71,7 @@ pub async fn run(
     let restored = registry
         .restore()
         .context("cannot restore the agent registrations")?;
-    tracing::info!(restored, "agent registrations restored");
+    tracing::info!(restored, "agent registrations and imported copies restored");
     let proxy_metrics = Arc::new(ProxyMetrics::new());
     let eureka_fetches = Arc::new(ferry_eureka::FetchCounts::default());
     let metrics = Arc::new(Metrics::new(&proxy_metrics, eureka_fetches.clone()));

@@ -1,6 +1,6 @@
 //! Starts the sync adapters the command line asks for (`--sync-eureka`, `--sync-consul`)
 //! and holds the node's start until their first import, so a restarted Ferry never answers
-//! without the legacy instances it knew.
+//! without the legacy instances it knew; copies kept from a source no longer synced go.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,35 @@ pub fn start(
             shutdown.clone(),
         ));
     }
+    forget_unsynced(registry, &handles)?;
     Ok(handles)
+}
+
+/// Removes the copies a previous run imported from a source this run does not sync with
+/// (the sync was turned off at the end of a migration): nothing would ever update them.
+fn forget_unsynced(registry: &Registry, handles: &[SyncHandle]) -> anyhow::Result<()> {
+    let synced: Vec<String> = handles
+        .iter()
+        .map(|handle| handle.status.snapshot().name)
+        .collect();
+    for owner in [ferry_sync::eureka::OWNER, ferry_sync::consul::OWNER] {
+        if synced.iter().any(|name| name == owner) {
+            continue;
+        }
+        let copies = registry.imported(owner);
+        for copy in &copies {
+            registry.unimport(&copy.app, &copy.id)?;
+        }
+        if !copies.is_empty() {
+            registry.flush_imports()?;
+            tracing::info!(
+                source = owner,
+                removed = copies.len(),
+                "copies of a registry no longer synced removed"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Waits for every sync's first import, at most `FIRST_IMPORT_WAIT` in all.

@@ -1,6 +1,7 @@
-//! One body through every Consul request decoder (service registration, check, session)
-//! and as a Go duration: none panics, and what they accept holds: a registration has a
-//! name, an ID and a usable address; a session TTL is 0 or within [10s, 24h]; a duration
+//! One body through every Consul request decoder (service registration, check, session),
+//! the decoder of a legacy Consul's health row (the Consul sync's import) and as a Go
+//! duration: none panics, and what they accept holds: a registration has a name, an ID and
+//! a usable address; a health row a name, an ID, an address and a port in 1..=65535; a session TTL is 0 or within [10s, 24h]; a duration
 //! Ferry formats parses back to itself (to the millisecond Consul prints).
 #![no_main]
 
@@ -22,6 +23,12 @@ fuzz_target!(|body: &[u8]| {
                 instance.ip_addr.trim(),
                 "0.0.0.0" | "::" | "[::]"
             ));
+        }
+        if let Ok(instance) = decode::health_entry(&value) {
+            assert!(!instance.app.trim().is_empty(), "a row without a name");
+            assert!(!instance.id.is_empty(), "a row without an ID");
+            assert!(!instance.ip_addr.is_empty(), "a row without an address");
+            assert!((1..=65535).contains(&instance.port.number));
         }
         if let Some(object) = value.as_object() {
             let _ = decode::check(object, "check", "check");

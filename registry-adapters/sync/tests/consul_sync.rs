@@ -42,10 +42,9 @@ fn check_state(row: &Value, check_id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_service_is_imported_and_follows_status_and_deregistration() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     agent
         .put(
             "/v1/agent/service/register",
@@ -130,10 +129,9 @@ async fn a_legacy_service_is_imported_and_follows_status_and_deregistration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ferry_instance_is_exported_with_its_status_and_never_echoed() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     let ferry = Ferry::new();
     let mut orders = Instance::new("orders", "orders-1", "10.0.0.5", "10.0.0.5", 8080);
     orders
@@ -203,10 +201,9 @@ async fn a_ferry_instance_is_exported_with_its_status_and_never_echoed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_shown_to_legacy_callers_is_the_published_address() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     let ferry = Ferry::new();
     ferry.register("payments", "pay-1", "10.0.0.8", 7000);
     let _handle = ferry.sync(Ferry::settings(&agent));
@@ -247,10 +244,9 @@ async fn expect_published(agent: &ConsulAgent, expected: (&str, u32), reason: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kv_prefix_is_mirrored_one_way() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     agent.put_kv("config/orders/data", "a: 1").await;
     agent.put_kv("config/billing/data", "b: 2").await;
     agent.put_kv("secrets/x", "no").await;
@@ -296,10 +292,9 @@ async fn a_kv_prefix_is_mirrored_one_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_leaves_stale_copies_and_its_restart_makes_no_duplicates() {
-    let Some(binary) = consul_binary() else {
+    let Some(mut agent) = consul_support::agent().await else {
         return;
     };
-    let mut agent = ConsulAgent::start(binary).await;
     let legacy_service = json!({"ID": "inv-1", "Name": "inventory", "Address": "10.1.2.3",
                                 "Port": 9090, "Check": {"TTL": "60s", "Status": "passing"}});
     agent
@@ -359,10 +354,9 @@ async fn a_killed_agent_leaves_stale_copies_and_its_restart_makes_no_duplicates(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_ferry_restart_old_exports_are_adopted_then_deregistered_if_unowned() {
-    let Some(binary) = consul_binary() else {
+    let Some(agent) = consul_support::agent().await else {
         return;
     };
-    let agent = ConsulAgent::start(binary).await;
     // What a previous Ferry left: two exports, their TTL checks passing.
     for id in ["orders-1", "orders-2"] {
         agent
@@ -403,4 +397,286 @@ async fn after_a_ferry_restart_old_exports_are_adopted_then_deregistered_if_unow
         "the unowned export is deregistered after the grace"
     );
     assert!(ferry.registry.imported(OWNER).is_empty(), "no echo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_sent_on_every_request() {
+    let Some(binary) = consul_binary() else {
+        return;
+    };
+    let agent = ConsulAgent::start_with_token(binary, Some("root-token")).await;
+    agent
+        .put(
+            "/v1/agent/service/register",
+            Some(json!({"ID": "inv-1", "Name": "inventory", "Address": "10.1.2.3", "Port": 9090})),
+        )
+        .await;
+    agent.put_kv("config/a", "1").await;
+
+    // Without the token, a default-deny Consul shows nothing and refuses every write.
+    let anonymous = Ferry::new();
+    anonymous.register("orders", "orders-1", "10.0.0.5", 8080);
+    let refused = anonymous.sync(Ferry::settings(&agent));
+    assert!(refused.wait_first_import(WITHIN).await);
+    assert!(
+        eventually(WITHIN, || async {
+            refused
+                .status
+                .snapshot()
+                .last_error
+                .is_some_and(|error| error.contains("403"))
+        })
+        .await,
+        "{:?}",
+        refused.status.snapshot()
+    );
+    assert!(anonymous.registry.imported(OWNER).is_empty());
+    assert!(agent.health("orders").await.is_empty());
+    drop(anonymous);
+
+    let ferry = Ferry::new();
+    ferry.register("orders", "orders-1", "10.0.0.5", 8080);
+    let handle = ferry.sync(ferry_sync::consul::ConsulSyncSettings {
+        token: Some("root-token".to_owned()),
+        kv_prefix: Some("config/".to_owned()),
+        ..Ferry::settings(&agent)
+    });
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert!(ferry.registry.instance("INVENTORY", "inv-1").is_some());
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "orders").await.is_some()
+        })
+        .await
+    );
+    assert!(eventually(WITHIN, || async { ferry.kv.get("config/a").1.is_some() }).await);
+    assert_eq!(handle.status.snapshot().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_entry_is_counted_and_changes_nothing_already_synced() {
+    let Some(agent) = consul_support::agent().await else {
+        return;
+    };
+    let register = |id: &str, port: u32| json!({"ID": id, "Name": "inventory", "Address": "10.1.2.3", "Port": port});
+    agent
+        .put("/v1/agent/service/register", Some(register("inv-1", 9090)))
+        .await;
+    agent
+        .put(
+            "/v1/agent/service/register",
+            Some(json!({"ID": "b-1", "Name": "billing", "Address": "10.1.2.4", "Port": 7000})),
+        )
+        .await;
+    let ferry = Ferry::new();
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert_eq!(ferry.registry.imported(OWNER).len(), 2);
+
+    // Consul takes a service without a port; Ferry refuses that row.
+    agent
+        .put("/v1/agent/service/register", Some(register("inv-2", 0)))
+        .await;
+    assert!(
+        eventually(WITHIN, || async {
+            handle
+                .status
+                .snapshot()
+                .last_error
+                .is_some_and(|error| error.contains("inv-2"))
+        })
+        .await
+    );
+    // While its service has a row Ferry cannot read, the service's copies stay as they
+    // are, even one the source no longer lists; other services follow as usual.
+    agent.put("/v1/agent/service/deregister/inv-1", None).await;
+    agent.put("/v1/agent/service/deregister/b-1", None).await;
+    assert!(
+        eventually(WITHIN, || async {
+            ferry.registry.instance("BILLING", "b-1").is_none()
+        })
+        .await
+    );
+    assert!(ferry.registry.instance("INVENTORY", "inv-1").is_some());
+    assert!(ferry.registry.instance("INVENTORY", "inv-2").is_none());
+    let status = handle.status.snapshot();
+    assert_eq!(status.errors, 1, "a bad row is counted once: {status:?}");
+    assert!(status.reachable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_the_agent_refuses_is_reported_once_and_holds_up_no_other() {
+    let Some(agent) = consul_support::agent().await else {
+        return;
+    };
+    let ferry = Ferry::new();
+    // Consul refuses a service at 0.0.0.0 ("Invalid service address").
+    ferry.register("orders", "orders-0", "0.0.0.0", 8080);
+    ferry.register("orders", "orders-1", "10.0.0.5", 8080);
+    ferry.register("payments", "pay-1/a", "10.0.0.6", 7000);
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "orders").await.is_some()
+        })
+        .await
+    );
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "payments").await.is_some()
+        })
+        .await,
+        "an id with a slash is exported too"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = handle.status.snapshot();
+    assert_eq!(status.errors, 1, "reported once: {status:?}");
+    assert!(status
+        .last_error
+        .is_some_and(|error| error.contains("400") && error.contains("address")));
+    assert_eq!(status.exported, 2);
+    ferry.registry.cancel("PAYMENTS", "pay-1/a").unwrap();
+    assert!(
+        eventually(WITHIN, || async {
+            agent.health("payments").await.is_empty()
+        })
+        .await,
+        "and deregistered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_empty_agent_empties_no_service_before_the_grace() {
+    let Some(mut agent) = consul_support::agent().await else {
+        return;
+    };
+    for id in ["inv-1", "inv-2", "inv-3"] {
+        agent
+            .put(
+                "/v1/agent/service/register",
+                Some(json!({"ID": id, "Name": "inventory", "Address": "10.1.2.3", "Port": 9090})),
+            )
+            .await;
+    }
+    let ferry = Ferry::new();
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert_eq!(ferry.registry.imported(OWNER).len(), 3);
+    // Let the grace of the first contact pass, so only the restart holds removals.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    agent.restart().await;
+    assert!(
+        eventually(WITHIN, || async {
+            handle.status.snapshot().pending_removals == 3
+        })
+        .await,
+        "{:?}",
+        handle.status.snapshot()
+    );
+    assert_eq!(ferry.registry.imported(OWNER).len(), 3, "held");
+    assert!(
+        eventually(WITHIN, || async {
+            ferry.registry.imported(OWNER).is_empty()
+        })
+        .await,
+        "gone once the grace has passed and nobody registered again"
+    );
+    assert_eq!(handle.status.snapshot().pending_removals, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_deregisters_nothing() {
+    let Some(agent) = consul_support::agent().await else {
+        return;
+    };
+    let ferry = Ferry::new();
+    ferry.register("orders", "orders-1", "10.0.0.5", 8080);
+    let _handle = ferry.sync(Ferry::settings(&agent));
+    assert!(
+        eventually(WITHIN, || async {
+            one_row(&agent, "orders").await.is_some()
+        })
+        .await
+    );
+    drop(ferry);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let row = one_row(&agent, "orders").await.expect("still registered");
+    assert_eq!(
+        check_state(&row, "ferry:orders-1").as_deref(),
+        Some("passing"),
+        "within its TTL (3 intervals)"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_source_completes_the_first_import_as_failed() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap();
+    let ferry = Ferry::new();
+    let handle = ferry.sync(ferry_sync::consul::ConsulSyncSettings {
+        address: unused.to_string(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        ..ferry_sync::consul::ConsulSyncSettings::default()
+    });
+    assert!(handle.wait_first_import(WITHIN).await);
+    let status = handle.status.snapshot();
+    assert!(!status.reachable && status.errors >= 1, "{status:?}");
+
+    let bad = ferry.sync(ferry_sync::consul::ConsulSyncSettings {
+        address: "no such host:port".to_owned(),
+        ..ferry_sync::consul::ConsulSyncSettings::default()
+    });
+    assert!(bad.wait_first_import(WITHIN).await);
+    assert!(bad
+        .status
+        .snapshot()
+        .last_error
+        .is_some_and(|error| error.contains("invalid legacy Consul address")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_services_each_way() {
+    let Some(agent) = consul_support::agent().await else {
+        return;
+    };
+    for n in 0..50 {
+        agent
+            .put(
+                "/v1/agent/service/register",
+                Some(
+                    json!({"ID": format!("legacy-{n}"), "Name": format!("legacy-{n}"),
+                            "Address": "10.1.0.1", "Port": 9000 + n}),
+                ),
+            )
+            .await;
+    }
+    let ferry = Ferry::new();
+    for n in 0..50 {
+        ferry.register(
+            &format!("mine-{n}"),
+            &format!("mine-{n}"),
+            "10.2.0.1",
+            7000 + n,
+        );
+    }
+    let handle = ferry.sync(Ferry::settings(&agent));
+    assert!(handle.wait_first_import(WITHIN).await);
+    assert_eq!(ferry.registry.imported(OWNER).len(), 50);
+    assert!(
+        eventually(WITHIN, || async {
+            agent
+                .get("/v1/agent/services")
+                .await
+                .and_then(|services| services.as_object().map(|services| services.len()))
+                == Some(100)
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = handle.status.snapshot();
+    assert_eq!((status.imported, status.exported), (50, 50), "{status:?}");
+    assert_eq!(status.errors, 0, "{status:?}");
 }

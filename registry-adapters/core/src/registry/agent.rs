@@ -202,8 +202,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Registers again, through `register_agent`, every agent instance the store kept (call
-    /// it once at start, before any listener serves); returns how many came back.
+    /// Registers again, through `register_agent`, every agent instance the store kept, and
+    /// imports again every imported copy it kept (call it once at start, before any listener
+    /// serves); returns how many came back.
     ///
     /// A restored instance is what the agent last answered for: its checks keep their last
     /// status, output and `critical_since` (so `DeregisterCriticalServiceAfter` keeps
@@ -216,6 +217,18 @@ impl Registry {
     pub fn restore(&self) -> Result<usize, AgentError> {
         let mut restored = 0;
         for instance in self.store.load().map_err(RegistryError::from)? {
+            if instance.registration == Registration::Imported {
+                // A copy of a legacy registry's instance: back as it was, until the sync's
+                // first read confirms or (after its grace period) removes it.
+                let owner = instance
+                    .metadata
+                    .get(crate::model::OWNER_METADATA_KEY)
+                    .cloned()
+                    .unwrap_or_default();
+                self.import(&owner, instance)?;
+                restored += 1;
+                continue;
+            }
             if instance.registration != Registration::Agent {
                 tracing::warn!(app = %instance.app, id = %instance.id,
                     "a stored registration not made through the agent is not restored");

@@ -85,6 +85,12 @@ impl Registry {
         Ok(true)
     }
 
+    /// Makes the imported copies written so far durable (the store records them without a
+    /// sync each); a sync adapter calls it once per import cycle.
+    pub fn flush_imports(&self) -> Result<(), RegistryError> {
+        Ok(self.store.flush()?)
+    }
+
     /// The imported copies `owner` holds, in app and id order.
     pub fn imported(&self, owner: &str) -> Vec<Arc<Instance>> {
         let state = self.state.read();
@@ -207,6 +213,32 @@ mod tests {
         let (_, owned) = registry.owned();
         assert_eq!(owned.len(), 1);
         assert_eq!(owned[0].instance.port.number, 9000);
+    }
+
+    #[test]
+    fn a_restart_brings_imported_copies_back_from_a_durable_store() {
+        let dir = crate::store::scratch_dir();
+        let path = dir.join("registrations.redb");
+        {
+            let store = Arc::new(crate::store::DurableStore::open(&path).unwrap());
+            let registry = Registry::new(Default::default(), Default::default(), store);
+            let mut copy = legacy("orders", "o-1", 8080);
+            copy.metadata.insert("zone".to_owned(), "a".to_owned());
+            registry.import("legacy-eureka", copy).unwrap();
+            registry.flush_imports().unwrap();
+        }
+        let store = Arc::new(crate::store::DurableStore::open(&path).unwrap());
+        let registry = Registry::new(Default::default(), Default::default(), store);
+        assert_eq!(registry.restore().unwrap(), 1);
+        let copies = registry.imported("legacy-eureka");
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].port.number, 8080);
+        assert_eq!(
+            copies[0].metadata.get("zone").map(String::as_str),
+            Some("a")
+        );
+        drop(registry);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //! instance (`record.rs`), committed and synced before the registration, check change or
 //! deregistration is answered. `Registry::restore` reads them back at start.
 //!
-//! Only agent registrations (`Registration::Agent`) are recorded. Eureka registrations stay
+//! Imported copies (`Registration::Imported`, held for a legacy registry Ferry syncs with)
+//! are recorded too, so a Ferry restarted while the legacy side is down still lists them;
+//! they are committed without a sync of their own (no client waits on them, and the next
+//! import brings them back anyway), and `flush` syncs them once per import cycle, so an
+//! import of 10,000 instances costs one sync, not 10,000.
+//!
+//! Otherwise only agent registrations (`Registration::Agent`) are recorded. Eureka registrations stay
 //! leases in memory, as Netflix Eureka keeps them: a client whose heartbeat gets a 404
 //! after a restart registers again, whereas Spring Cloud Consul registers once at start-up
 //! and never again. A write about an instance the file does not hold (every Eureka write)
@@ -13,11 +19,11 @@
 //! The store is called under the registry's write lock, before the registry changes its
 //! model: a write that cannot be committed fails the registration and changes nothing.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{record, Change, Store, StoreError};
 use crate::model::{Instance, Registration};
@@ -29,8 +35,11 @@ const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("in
 pub struct DurableStore {
     database: Database,
     /// The (app, id) of every record in the file, so that a write about an instance the
-    /// file does not hold needs no transaction.
-    kept: Mutex<HashSet<(String, String)>>,
+    /// file does not hold needs no transaction, and whether changing it must sync (an agent
+    /// registration) or not (an imported copy).
+    kept: Mutex<HashMap<(String, String), bool>>,
+    /// Whether a commit without a sync happened since the last synced one.
+    unsynced: Mutex<bool>,
 }
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -48,25 +57,40 @@ impl DurableStore {
         // Opening the table inside a write transaction creates it on first start.
         transaction.open_table(INSTANCES).map_err(unavailable)?;
         transaction.commit().map_err(unavailable)?;
-        let mut kept = HashSet::new();
+        let mut kept = HashMap::new();
         {
             let read = database.begin_read().map_err(unavailable)?;
             let table = read.open_table(INSTANCES).map_err(unavailable)?;
             for item in table.iter().map_err(unavailable)? {
-                let (key, _) = item.map_err(unavailable)?;
+                let (key, bytes) = item.map_err(unavailable)?;
                 let (app, id) = key.value();
-                kept.insert((app.to_owned(), id.to_owned()));
+                let imported = record::decode(bytes.value())
+                    .is_ok_and(|instance| instance.registration == Registration::Imported);
+                kept.insert((app.to_owned(), id.to_owned()), !imported);
             }
         }
         Ok(DurableStore {
             database,
             kept: Mutex::new(kept),
+            unsynced: Mutex::new(false),
         })
     }
 
-    /// Puts (`Some`) or removes (`None`) one record in one synced transaction.
-    fn commit(&self, app: &str, id: &str, record: Option<&[u8]>) -> Result<(), StoreError> {
-        let transaction = self.database.begin_write().map_err(unavailable)?;
+    /// Puts (`Some`) or removes (`None`) one record in one transaction, synced unless
+    /// `synced` is false (an imported copy).
+    fn commit(
+        &self,
+        app: &str,
+        id: &str,
+        record: Option<&[u8]>,
+        synced: bool,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.database.begin_write().map_err(unavailable)?;
+        if !synced {
+            transaction
+                .set_durability(Durability::None)
+                .map_err(unavailable)?;
+        }
         {
             let mut table = transaction.open_table(INSTANCES).map_err(unavailable)?;
             match record {
@@ -85,26 +109,45 @@ impl Store for DurableStore {
     }
 
     fn write(&self, change: &Change<'_>) -> Result<(), StoreError> {
-        let (app, id, record) = match change {
-            Change::Put(instance) if instance.registration == Registration::Agent => (
+        let (app, id, record, synced) = match change {
+            Change::Put(instance) if instance.registration != Registration::Lease => (
                 instance.app.as_str(),
                 instance.id.as_str(),
                 Some(record::encode(instance)),
+                instance.registration == Registration::Agent,
             ),
-            Change::Put(instance) => (instance.app.as_str(), instance.id.as_str(), None),
-            Change::Remove { app, id } => (*app, *id, None),
+            Change::Put(instance) => (instance.app.as_str(), instance.id.as_str(), None, true),
+            Change::Remove { app, id } => (*app, *id, None, true),
         };
         let mut kept = self.kept.lock();
         let key = (app.to_owned(), id.to_owned());
-        if record.is_none() && !kept.contains(&key) {
-            return Ok(());
-        }
-        self.commit(app, id, record.as_deref())?;
+        let synced = match (&record, kept.get(&key)) {
+            (Some(_), _) => synced,
+            // Removing an imported copy needs no sync of its own either.
+            (None, Some(&kept_synced)) => kept_synced,
+            (None, None) => return Ok(()),
+        };
+        let mut unsynced = self.unsynced.lock();
+        self.commit(app, id, record.as_deref(), synced)?;
+        // A synced commit makes every earlier one durable too.
+        *unsynced = !synced;
         if record.is_some() {
-            kept.insert(key);
+            kept.insert(key, synced);
         } else {
             kept.remove(&key);
         }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut unsynced = self.unsynced.lock();
+        if !*unsynced {
+            return Ok(());
+        }
+        // An empty synced commit makes the unsynced ones before it durable.
+        let transaction = self.database.begin_write().map_err(unavailable)?;
+        transaction.commit().map_err(unavailable)?;
+        *unsynced = false;
         Ok(())
     }
 
@@ -181,17 +224,65 @@ mod tests {
     }
 
     #[test]
+    fn imported_copies_are_kept_and_flushed_once() {
+        let (store, path) = fresh();
+        let imported = |id: &str| {
+            let mut instance = Instance::new("web", id, "h", "10.0.0.3", 80);
+            instance.registration = Registration::Imported;
+            instance
+        };
+        for id in ["i-1", "i-2", "i-3"] {
+            store.write(&Change::Put(&imported(id))).unwrap();
+        }
+        assert!(*store.unsynced.lock(), "imported copies wait for a flush");
+        store.flush().unwrap();
+        assert!(!*store.unsynced.lock());
+        store
+            .write(&Change::Remove {
+                app: "WEB",
+                id: "i-2",
+            })
+            .unwrap();
+        // A Eureka registration that takes an imported copy's id over ends its record.
+        store
+            .write(&Change::Put(&Instance::new(
+                "web", "i-3", "h", "10.0.0.4", 80,
+            )))
+            .unwrap();
+        store.write(&Change::Put(&agent("a"))).unwrap();
+        assert!(
+            !*store.unsynced.lock(),
+            "an agent's synced commit covers the rest"
+        );
+        drop(store);
+        let reopened = DurableStore::open(&path).unwrap();
+        assert_eq!(ids(&reopened), ["a", "i-1"]);
+        assert_eq!(
+            reopened
+                .load()
+                .unwrap()
+                .iter()
+                .find(|instance| instance.id == "i-1")
+                .map(|instance| instance.registration),
+            Some(Registration::Imported)
+        );
+        done(&path);
+    }
+
+    #[test]
     fn an_unreadable_record_is_skipped_and_kept() {
         let (store, path) = fresh();
         store.write(&Change::Put(&agent("a"))).unwrap();
-        store.commit("WEB", "newer", Some(br#"{"v":99}"#)).unwrap();
+        store
+            .commit("WEB", "newer", Some(br#"{"v":99}"#), true)
+            .unwrap();
         assert_eq!(ids(&store), ["a"]);
         drop(store);
         let reopened = DurableStore::open(&path).unwrap();
         assert!(reopened
             .kept
             .lock()
-            .contains(&("WEB".into(), "newer".into())));
+            .contains_key(&("WEB".into(), "newer".into())));
         done(&path);
     }
 }

@@ -5,7 +5,9 @@
 //! that in-memory model and nothing more, which is what Eureka itself does: instances are
 //! leases that clients re-create by re-registering. `DurableStore` (what `ferry` runs)
 //! also keeps agent registrations in a file under the data directory, as a Consul agent
-//! keeps the services registered through its API, and hands them back at start
+//! keeps the services registered through its API, and the copies imported from a legacy
+//! registry (so a Ferry restarted while that registry is down still lists them), and hands
+//! them back at start
 //! (`Store::load`, then `Registry::restore`). A distributed backend (etcd) implements the
 //! same trait with the same record encoding (`record`), so views and the registry's rules
 //! do not change when it slots in.
@@ -48,6 +50,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The instances this store kept, for `Registry::restore` to register again at start.
     fn load(&self) -> Result<Vec<Instance>, StoreError>;
+
+    /// Makes every change recorded so far durable. A backend may record imported copies
+    /// (which no client waits on, and which the next import brings back anyway) without
+    /// syncing each one; the sync adapter calls this once per import cycle.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A fresh directory under the system's temporary one, for tests that open files.

@@ -38,6 +38,12 @@ impl ConsulSyncError {
     pub fn unreachable(&self) -> bool {
         !matches!(self, ConsulSyncError::Malformed { .. })
     }
+
+    /// Whether the request itself was refused as invalid (400): sending it again would
+    /// not help, and it says nothing about other requests.
+    pub fn refused_as_invalid(&self) -> bool {
+        matches!(self, ConsulSyncError::Refused { status, .. } if *status == StatusCode::BAD_REQUEST)
+    }
 }
 
 /// A read's answer: its result index (0 when the header was missing) and its body (`None`
@@ -217,4 +223,49 @@ async fn success(
         status,
         body: body.chars().take(200).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(address: &str) -> Client {
+        Client::new(address, None, Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn addresses_take_a_scheme_and_keep_a_path() {
+        assert_eq!(
+            client("127.0.0.1:8500").endpoint(),
+            "http://127.0.0.1:8500/"
+        );
+        assert_eq!(
+            client("https://consul.internal/").endpoint(),
+            "https://consul.internal/"
+        );
+        let behind = client("http://gateway:8080/consul/");
+        assert_eq!(
+            behind.url(&["v1", "catalog", "services"], &[]).as_str(),
+            "http://gateway:8080/consul/v1/catalog/services"
+        );
+        assert!(Client::new("no such host:port", None, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn segments_are_escaped_and_flags_have_no_value() {
+        let client = client("127.0.0.1:8500");
+        let url = client.url(&["v1", "agent", "service", "deregister", "pay-1/a b"], &[]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8500/v1/agent/service/deregister/pay-1%2Fa%20b"
+        );
+        let url = client.url(
+            &["v1", "kv", "config", ""],
+            &[("recurse", String::new()), ("index", "7".to_owned())],
+        );
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8500/v1/kv/config/?recurse&index=7"
+        );
+    }
 }

@@ -5,6 +5,10 @@
 //! deregisters the service after a few critical minutes, so a Ferry that stops for good
 //! leaves nothing behind; shutting down deregisters nothing, so a restart loses nothing.
 //!
+//! An instance DOWN in Ferry keeps a critical TTL check, so after those minutes the agent
+//! reaps its registration and the next cycle registers it again (critical again): legacy
+//! callers see it unavailable either way.
+//!
 //! What was published is remembered by fingerprint (the registration body): a change of
 //! address, port, name, tags, meta, or of the route shown to legacy callers registers
 //! again. A service Ferry registered that leaves Ferry is deregistered, if the agent's copy
@@ -171,6 +175,9 @@ struct Exporter {
     adopted: HashMap<String, (Instant, Instant)>,
     /// Whether the agent has been read once (adoption happens then).
     started: bool,
+    /// Registrations the agent refused as invalid, by id, with the fingerprint refused:
+    /// not sent again until they change.
+    refused: HashMap<String, String>,
 }
 
 /// Runs export cycles until shutdown: every interval, and shortly after Ferry changes.
@@ -226,16 +233,35 @@ impl Exporter {
             let registered = ours.contains(id)
                 && published.is_some_and(|published| published.fingerprint == want.fingerprint);
             if !registered {
+                if self.refused.get(id) == Some(&want.fingerprint) {
+                    continue;
+                }
                 let mut body = want.body.clone();
                 body["Check"]["Status"] = Value::from(if want.wanted == Wanted::Fail {
                     "critical"
                 } else {
                     "passing"
                 });
-                shared
+                let registration = shared
                     .client
                     .put(&["v1", "agent", "service", "register"], &[], Some(&body))
-                    .await?;
+                    .await;
+                match registration {
+                    Err(error) if error.refused_as_invalid() => {
+                        // This registration will not be taken as it is: say so once, go on
+                        // with the others, and try again when it changes.
+                        tracing::warn!(source = OWNER, %id, %error, "the legacy Consul refused an export");
+                        shared.handle.status.failed(
+                            &error.to_string(),
+                            false,
+                            shared.registry.now(),
+                        );
+                        self.refused.insert(id.clone(), want.fingerprint.clone());
+                        continue;
+                    }
+                    other => other?,
+                }
+                self.refused.remove(id);
                 set_maintenance(shared, id, want.wanted == Wanted::Maintenance).await?;
                 self.published.insert(
                     id.clone(),
@@ -264,6 +290,7 @@ impl Exporter {
                 published.refreshed = now;
             }
         }
+        self.refused.retain(|id, _| desired.contains_key(id));
         let gone: Vec<String> = self
             .published
             .keys()

@@ -5,7 +5,9 @@
 //!
 //! A reconcile runs every interval and at once when one of two blocking queries answers
 //! with a new index: `/v1/catalog/services` moves when services come, go or change tags
-//! or meta; `/v1/health/state/any` when any check changes status, which the catalog's
+//! or meta; `/v1/health/state/critical` when any check changes status (its index is the
+//! whole checks table's, so passing to warning moves it too, as Consul 1.16 shows; its
+//! answer is only the critical checks, smaller than `state/any`), which the catalog's
 //! index does not show.
 //!
 //! Skipped: the `consul` service itself, and rows whose meta says `ferry-owner: ferry`
@@ -17,6 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use futures_util::{stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -27,6 +30,10 @@ use ferry_core::registry::Imported;
 use super::client::ConsulSyncError;
 use super::removals::{Key, Removals};
 use super::{Shared, OWNER};
+
+/// How many services' health is read at once: a large catalog is read in a fraction of
+/// the time, and the legacy agent sees a handful of requests, not hundreds.
+const HEALTH_READS_AT_ONCE: usize = 8;
 
 /// What one read of the source found.
 #[derive(Debug, Default)]
@@ -90,18 +97,25 @@ async fn read_source(shared: &Shared) -> Result<Listing, ConsulSyncError> {
             })
         }
     };
+    let names: Vec<String> = services
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !name.eq_ignore_ascii_case("consul"))
+        .collect();
+    let client = &shared.client;
+    let mut reads = stream::iter(names)
+        .map(|name| async move {
+            let answer = client
+                .get(&["v1", "health", "service", &name], &[], None)
+                .await;
+            (name, answer)
+        })
+        .buffer_unordered(HEALTH_READS_AT_ONCE);
     let mut listing = Listing::default();
-    for name in services.keys() {
-        if name.eq_ignore_ascii_case("consul") {
-            continue;
-        }
-        let answer = shared
-            .client
-            .get(&["v1", "health", "service", name], &[], None)
-            .await?;
+    while let Some((name, answer)) = reads.next().await {
         // A service deregistered between the two reads answers an empty list.
-        let rows = answer.body.unwrap_or(Value::Array(Vec::new()));
-        add_rows(&mut listing, name, &rows);
+        let rows = answer?.body.unwrap_or(Value::Array(Vec::new()));
+        add_rows(&mut listing, &name, &rows);
     }
     Ok(listing)
 }
@@ -113,6 +127,9 @@ struct Importer {
     /// Whether the last read succeeded (false before the first).
     reachable: bool,
     first_done: bool,
+    /// The rows refused by the last reconcile: a row that stays bad is counted and logged
+    /// once, not on every reconcile.
+    refused: HashSet<String>,
 }
 
 /// Runs reconciles until shutdown: every interval, and promptly after `changed`.
@@ -150,10 +167,12 @@ impl Importer {
                     .handle
                     .status
                     .succeeded(shared.client.endpoint(), now);
-                for reason in &listing.refused {
+                let refused: HashSet<String> = listing.refused.iter().cloned().collect();
+                for reason in refused.difference(&self.refused) {
                     tracing::warn!(source = OWNER, %reason, "legacy Consul entry refused");
                     shared.handle.status.failed(reason, false, now);
                 }
+                self.refused = refused;
                 self.apply(shared, listing);
                 if !self.first_done {
                     self.first_done = true;
@@ -224,6 +243,10 @@ impl Importer {
                 }
             }
         }
+        if let Err(error) = shared.registry.flush_imports() {
+            tracing::warn!(source = OWNER, %error, "imported copies not made durable");
+            shared.handle.status.failed(&error.to_string(), false, now);
+        }
         let imported = shared.registry.imported(OWNER).len();
         let pending = self.removals.pending();
         shared.handle.status.update(|status| {
@@ -235,7 +258,7 @@ impl Importer {
     }
 }
 
-/// Follows one blocking read (`/v1/catalog/services` or `/v1/health/state/any`) and
+/// Follows one blocking read (`/v1/catalog/services` or `/v1/health/state/critical`) and
 /// notifies `changed` whenever its index moves. Failures wait an interval: the reconcile
 /// loop reports them.
 pub(super) async fn watch_index(

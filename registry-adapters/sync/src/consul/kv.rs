@@ -1,8 +1,9 @@
 //! The KV mirror: keys under one prefix copied from the legacy Consul into Ferry's KV
 //! store, one way. A blocking `GET /v1/kv/<prefix>?recurse` brings each change within one
 //! wait; every answer is applied by difference (a put where the value or flags differ, a
-//! delete for a key Ferry holds under the prefix that the legacy side no longer has), so
-//! an unchanged key takes no index in Ferry. An answer Ferry cannot read changes nothing;
+//! delete for a key Ferry holds under the prefix that the legacy side does not have: the
+//! prefix is the legacy side's while it is mirrored), so an unchanged key takes no index
+//! in Ferry. An answer Ferry cannot read changes nothing;
 //! an unreachable source leaves the keys as they are.
 
 use std::collections::BTreeMap;

@@ -35,14 +35,17 @@ pub struct ConsulSyncSettings {
     pub address: String,
     /// The ACL token sent as `X-Consul-Token`, if the legacy side needs one.
     pub token: Option<String>,
-    /// A blocking query's longest wait, and the pace of retries after a failure.
+    /// A blocking query's longest wait, the pace of retries after a failure, and how
+    /// often at least the catalog is reconciled and exported TTL checks are refreshed
+    /// (their TTL is three intervals).
     pub interval: Duration,
     /// Mirror KV keys under this prefix from the legacy side into Ferry's KV store.
     pub kv_prefix: Option<String>,
     /// Bound on each non-blocking request.
     pub timeout: Duration,
-    /// How long a copy that vanished from a source that was unreachable is kept before
-    /// it is removed.
+    /// How long a copy that vanished from a source that was unreachable (or in a burst
+    /// of removals) is kept before it is removed, and how long services a previous run
+    /// exported are kept for their apps to register with Ferry again.
     pub grace: Duration,
 }
 
@@ -100,7 +103,7 @@ pub fn start(
     let changed = Arc::new(Notify::new());
     for segments in [
         &["v1", "catalog", "services"][..],
-        &["v1", "health", "state", "any"][..],
+        &["v1", "health", "state", "critical"][..],
     ] {
         tokio::spawn(import::watch_index(
             shared.clone(),

@@ -191,6 +191,10 @@ impl Importer {
         }
         self.fetched_once = true;
         let outcome = reconcile(registry, &self.mirror, &mut self.hold, now, grace);
+        if let Err(error) = registry.flush_imports() {
+            tracing::warn!(%error, "eureka sync: imported copies not made durable");
+            client.status().failed(&error.to_string(), false, now);
+        }
         client.status().update(|status| {
             status.imported = outcome.imported;
             status.stale = 0;

@@ -41,6 +41,11 @@ pub fn consul_binary() -> Option<PathBuf> {
     }
 }
 
+/// A fresh agent, or `None` (the test returns, skipped) without the binary.
+pub async fn agent() -> Option<ConsulAgent> {
+    Some(ConsulAgent::start(consul_binary()?).await)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -54,16 +59,26 @@ pub struct ConsulAgent {
     child: Option<Child>,
     /// HTTP, serf LAN, serf WAN, server RPC: kept across a restart.
     ports: [u16; 4],
+    /// With ACLs on (default deny), the management token every request of the harness
+    /// sends.
+    token: Option<String>,
     http: reqwest::Client,
 }
 
 impl ConsulAgent {
     /// Starts an agent and waits until it has a leader and its node is in the catalog.
     pub async fn start(binary: PathBuf) -> ConsulAgent {
+        ConsulAgent::start_with_token(binary, None).await
+    }
+
+    /// With `token`, an agent with ACLs on, `default_policy = "deny"`, and `token` as its
+    /// management token.
+    pub async fn start_with_token(binary: PathBuf, token: Option<&str>) -> ConsulAgent {
         let mut agent = ConsulAgent {
             binary,
             child: None,
             ports: [free_port(), free_port(), free_port(), free_port()],
+            token: token.map(str::to_owned),
             http: reqwest::Client::new(),
         };
         agent.launch().await;
@@ -78,36 +93,49 @@ impl ConsulAgent {
         format!("http://127.0.0.1:{}{path}", self.ports[0])
     }
 
+    /// Where the agent's own log goes: kept after a failing test, removed otherwise.
+    fn log_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("ferry-consul-{}.log", self.ports[0]))
+    }
+
     async fn launch(&mut self) {
         let [http, lan, wan, server] = self.ports.map(|port| port.to_string());
-        let child = Command::new(&self.binary)
-            .args([
-                "agent",
-                "-dev",
-                "-bind",
-                "127.0.0.1",
-                "-client",
-                "127.0.0.1",
-                "-http-port",
-                &http,
-                "-dns-port",
-                "-1",
-                "-grpc-port",
-                "-1",
-                "-grpc-tls-port",
-                "-1",
-                "-serf-lan-port",
-                &lan,
-                "-serf-wan-port",
-                &wan,
-                "-server-port",
-                &server,
-                "-log-level",
-                "warn",
-            ])
+        let log_path = self.log_path();
+        let log = std::fs::File::create(&log_path).expect("a log file for the agent");
+        let mut command = Command::new(&self.binary);
+        command.args([
+            "agent",
+            "-dev",
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+            "-http-port",
+            &http,
+            "-dns-port",
+            "-1",
+            "-grpc-port",
+            "-1",
+            "-grpc-tls-port",
+            "-1",
+            "-serf-lan-port",
+            &lan,
+            "-serf-wan-port",
+            &wan,
+            "-server-port",
+            &server,
+            "-log-level",
+            "warn",
+        ]);
+        if let Some(token) = &self.token {
+            command.arg("-hcl").arg(format!(
+                "acl {{\n enabled = true\n default_policy = \"deny\"\n tokens {{\n initial_management = \"{token}\"\n }}\n}}"
+            ));
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("the consul binary starts");
         self.child = Some(child);
@@ -124,7 +152,11 @@ impl ConsulAgent {
                     .is_some_and(|nodes| !nodes.is_empty())
         })
         .await;
-        assert!(ready, "the Consul dev agent did not become ready");
+        assert!(
+            ready,
+            "the Consul dev agent did not become ready: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
     }
 
     /// Kills the agent (a dev agent forgets everything).
@@ -141,9 +173,18 @@ impl ConsulAgent {
         self.launch().await;
     }
 
+    /// A request of the harness, with the management token if there is one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.header("X-Consul-Token", token),
+            None => request,
+        }
+    }
+
     /// A GET's JSON body, `None` on any failure or a 404.
     pub async fn get(&self, path: &str) -> Option<Value> {
-        let response = self.http.get(self.url(path)).send().await.ok()?;
+        let response = self.request(reqwest::Method::GET, path).send().await.ok()?;
         if !response.status().is_success() {
             return None;
         }
@@ -152,7 +193,7 @@ impl ConsulAgent {
 
     /// A PUT that must succeed.
     pub async fn put(&self, path: &str, body: Option<Value>) {
-        let mut request = self.http.put(self.url(path));
+        let mut request = self.request(reqwest::Method::PUT, path);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -167,8 +208,7 @@ impl ConsulAgent {
     /// A raw KV write.
     pub async fn put_kv(&self, key: &str, value: &str) {
         let response = self
-            .http
-            .put(self.url(&format!("/v1/kv/{key}")))
+            .request(reqwest::Method::PUT, &format!("/v1/kv/{key}"))
             .body(value.to_owned())
             .send()
             .await
@@ -178,8 +218,7 @@ impl ConsulAgent {
 
     pub async fn delete_kv(&self, key: &str) {
         let response = self
-            .http
-            .delete(self.url(&format!("/v1/kv/{key}")))
+            .request(reqwest::Method::DELETE, &format!("/v1/kv/{key}"))
             .send()
             .await
             .expect("KV DELETE to Consul");
@@ -198,6 +237,9 @@ impl ConsulAgent {
 impl Drop for ConsulAgent {
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(self.log_path());
+        }
     }
 }
 
