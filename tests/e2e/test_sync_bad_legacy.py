@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from harness import free_port, metric_series, owned_by, sync_sources, wait_until
+from harness import Ferry, free_port, metric_series, owned_by, sync_sources, wait_until
 
 INTERVAL = "0.5"
 GRACE = "2"
@@ -426,3 +426,42 @@ def test_an_unreachable_legacy_side_leaves_copies_stale_and_an_empty_return_wait
 
     back.add(legacy_instance("orders", "orders-again", 8310))
     wait_until(lambda: list(imported_state(ferry)) == ["orders-again"], 10, what="a new registration imported")
+
+
+def test_a_ferry_restarted_while_the_legacy_side_is_down_still_lists_its_copies(start_ferry, legacy_servers):
+    """Imported copies are kept in the data directory: a Ferry restarted while the legacy
+    server is down answers at once with them (stale, the source unreachable), and keeps
+    them once the server is back; a Ferry started on that data directory without
+    `--sync-eureka` (the end of a migration) lists none of them."""
+    instances = [legacy_instance("orders", "orders-1", 8401, {"zone": "eu-1"}),
+                 legacy_instance("billing", "billing-1", 8402)]
+    legacy = legacy_servers(instances=instances)
+    ferry = start_ferry("--sync-eureka", legacy.url, "--sync-interval", INTERVAL, "--sync-grace", GRACE,
+                        "--sync-timeout", TIMEOUT)
+    wait_until(lambda: len(imported_state(ferry)) == 2, 10, what="the two legacy instances imported")
+    time.sleep(2 * float(INTERVAL))  # the copies are written to disk once per import cycle
+    before = imported_state(ferry)
+
+    assert ferry.stop() == 0
+    legacy.stop()
+    ferry.start()
+    assert imported_state(ferry) == before, "the restarted Ferry answered without the copies it had imported"
+    source = sync_sources(ferry)[OWNER]
+    assert source["reachable"] is False, source
+    wait_until(lambda: sync_sources(ferry)[OWNER]["stale"] == 2, 5, interval=0.2, what="two stale copies")
+    assert consul_state(ferry, "orders")[0][:3] == ("orders-1", "127.0.0.1", 8401)
+
+    legacy_servers(port=legacy.port, instances=instances)
+    wait_until(lambda: sync_sources(ferry)[OWNER]["reachable"], 10, interval=0.2, what="reachable again")
+    time.sleep(float(GRACE) + 1)
+    assert imported_state(ferry) == before
+    assert ferry.stop() == 0
+
+    without_sync = Ferry(ferry.data_dir)
+    try:
+        without_sync.start()
+        assert imported_state(without_sync) == {}, "copies from a source no longer synced were listed"
+        assert without_sync.instances() == {}
+        assert sync_sources(without_sync) == {}
+    finally:
+        assert without_sync.stop() == 0
