@@ -139,6 +139,10 @@ class Ferry:
                 # Another process took a port between free_port() and ferry's bind. Only a
                 # first start may move: a restart must come back on the ports tests know.
                 if not (first_start and attempt < 2 and "Address already in use" in self.log()):
+                    # Not ready in time: nothing will stop a process no test got hold of.
+                    if self.process.poll() is None:
+                        self.process.kill()
+                        self.process.wait(timeout=10)
                     raise
                 self._choose_ports()
         return self
