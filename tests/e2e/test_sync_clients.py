@@ -336,3 +336,28 @@ def test_a_legacy_server_that_crashes_and_restarts_empty_loses_nothing(tmp_path,
         for jvm in (restarted, server):
             if jvm is not None:
                 jvm.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "an instance restored from its legacy copy takes the copy's lease (the export's 90 s), "
+    "not the one its app registered with: an app with a 3 s lease that died while Ferry was "
+    "down stays listed for 90 s"))
+def test_an_app_that_died_while_ferry_was_down_expires_after_its_own_lease(legacy, start_ferry, clients):
+    """An app registered with Ferry with a 3 s lease dies while Ferry is down: the
+    restarted Ferry takes its instance back from the legacy copy, and evicts it once the
+    app's own lease has run out with no heartbeat."""
+    ferry = start_ferry("--sync-eureka", legacy.eureka_url, *SYNC_ARGS,
+                        "--eureka-self-preservation", "false", "--eureka-eviction-interval", "0.5")
+    app = clients(JsEureka(ferry, instance={**js_instance("ferry-brief", "ferry-brief-1", free_port()),
+                                            "leaseInfo": {"renewalIntervalInSecs": 1, "durationInSecs": 3}}))
+    wait_until(lambda: "ferry-brief-1" in {i["instanceId"] for i in legacy_registry(legacy)}, 20, interval=0.2,
+               what="the instance in the legacy server's full registry")
+    time.sleep(1.5)  # the server's response cache, which the restarted Ferry reads
+    assert ferry.stop() == 0
+    app.process.kill()  # no cancel: the app is simply gone
+    app.process.wait()
+    ferry.start()
+    restored = ferry.instances().get("ferry-brief-1")
+    assert restored, "the instance was not taken back from its legacy copy"
+    wait_until(lambda: "ferry-brief-1" not in ferry.instances(), 3 + 5, interval=0.2,
+               what=f"eviction after the app's 3 s lease (restored leaseInfo: {restored['leaseInfo']})")
