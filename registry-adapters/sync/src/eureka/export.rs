@@ -124,7 +124,13 @@ pub(crate) fn published_copy(owned: &Owned, settings: &ExportSettings) -> Option
     copy.id_explicit = true;
     copy.lease = Lease {
         renewal_interval_secs: settings.renewal_interval_secs(),
-        duration_secs: settings.lease_duration_secs,
+        // The app's own lease, so the copy (and a restart's restore from it) expires when
+        // the app's would; never shorter than three of Ferry's renewals, which keep it.
+        duration_secs: instance
+            .lease
+            .duration_secs
+            .max(settings.lease_duration_secs)
+            .max(settings.renewal_interval_secs().saturating_mul(3)),
         ..Lease::default()
     };
     Some(without_volatile_fields(copy))

@@ -60,7 +60,8 @@ pub struct EurekaSyncSettings {
     pub interval: Duration,
     /// How often exported copies are renewed (`leaseRenewalIntervalInSeconds`, 30 s).
     pub renewal_interval: Duration,
-    /// The lease duration exported copies are registered with (`leaseExpirationDurationInSeconds`, 90 s).
+    /// The shortest lease exported copies are registered with; a copy takes its app's own
+    /// lease when that is longer, and never less than three renewal intervals.
     pub lease_duration_secs: u32,
     /// Bound on each request to a legacy server.
     pub timeout: Duration,
@@ -75,7 +76,7 @@ impl Default for EurekaSyncSettings {
             urls: Vec::new(),
             interval: Duration::from_secs(30),
             renewal_interval: Duration::from_secs(30),
-            lease_duration_secs: 90,
+            lease_duration_secs: 0,
             timeout: Duration::from_secs(5),
             grace: Duration::from_secs(90),
         }

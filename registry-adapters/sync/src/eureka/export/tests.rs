@@ -34,7 +34,15 @@ fn route(publish_to_legacy: bool) -> Route {
 }
 
 #[test]
-fn the_published_copy_is_marked_ferrys_with_the_exporters_lease() {
+fn the_published_copy_is_marked_ferrys_with_the_apps_lease_kept_by_ferrys_renewals() {
+    let mut short = orders();
+    short.lease.duration_secs = 20;
+    let copy = published_copy(&owned(short, None), &SETTINGS).unwrap();
+    assert_eq!(
+        (copy.lease.renewal_interval_secs, copy.lease.duration_secs),
+        (10, 40),
+        "never shorter than the exporter's floor"
+    );
     let copy = published_copy(&owned(orders(), None), &SETTINGS).unwrap();
     assert_eq!(
         copy.metadata.get(OWNER_METADATA_KEY).map(String::as_str),
@@ -43,7 +51,8 @@ fn the_published_copy_is_marked_ferrys_with_the_exporters_lease() {
     assert_eq!(copy.metadata.get("zone").map(String::as_str), Some("a"));
     assert_eq!(
         (copy.lease.renewal_interval_secs, copy.lease.duration_secs),
-        (10, 40)
+        (10, 90),
+        "the app's own lease"
     );
     assert_eq!(copy.host_name, "orders-1.internal");
     assert_eq!(copy.port.number, 8080);
@@ -118,7 +127,7 @@ fn the_fingerprint_is_what_the_legacy_side_sees_but_the_status() {
             copy.metadata.insert("zone".into(), "b".into());
         },
         |copy: &mut Instance| copy.links.health_check = Some("http://x/health".into()),
-        |copy: &mut Instance| copy.lease.duration_secs = 90,
+        |copy: &mut Instance| copy.lease.duration_secs = 120,
     ] {
         let mut changed = base.clone();
         change(&mut changed);
