@@ -338,10 +338,6 @@ def test_a_legacy_server_that_crashes_and_restarts_empty_loses_nothing(tmp_path,
                 jvm.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an instance restored from its legacy copy takes the copy's lease (the export's 90 s), "
-    "not the one its app registered with: an app with a 3 s lease that died while Ferry was "
-    "down stays listed for 90 s"))
 def test_an_app_that_died_while_ferry_was_down_expires_after_its_own_lease(legacy, start_ferry, clients):
     """An app registered with Ferry with a 3 s lease dies while Ferry is down: the
     restarted Ferry takes its instance back from the legacy copy, and evicts it once the
