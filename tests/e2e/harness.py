@@ -139,6 +139,10 @@ class Ferry:
                 # Another process took a port between free_port() and ferry's bind. Only a
                 # first start may move: a restart must come back on the ports tests know.
                 if not (first_start and attempt < 2 and "Address already in use" in self.log()):
+                    # Not ready in time: nothing will stop a process no test got hold of.
+                    if self.process.poll() is None:
+                        self.process.kill()
+                        self.process.wait(timeout=10)
                     raise
                 self._choose_ports()
         return self
@@ -198,9 +202,63 @@ class Ferry:
         return found
 
 
+def ctl(ferry: "Ferry", *args: str) -> str:
+    """`ferry ctl` against `ferry`'s admin API; its standard output (a failure fails the test)."""
+    result = subprocess.run([str(ferry_binary()), "ctl", "--admin", f"127.0.0.1:{ferry.admin_port}", *args],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def metric_series(ferry: "Ferry", name: str) -> dict[str, float]:
+    """Every series of one metric on the admin /metrics, by its labels (`{source="x"}`, or
+    "" for an unlabelled one); empty when the metric is not exported."""
+    series = {}
+    for line in httpx.get(f"{ferry.admin_url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            key, value = line.rsplit(" ", 1)
+            series[key[len(name):]] = float(value)
+    return series
+
+
+def sync_sources(ferry: "Ferry") -> dict[str, dict]:
+    """The admin API's `GET /api/sync`: each legacy source's status, by its name
+    (`legacy-eureka`, `legacy-consul`)."""
+    response = httpx.get(f"{ferry.admin_url}/api/sync", timeout=5)
+    assert response.status_code == 200, f"/api/sync: {response.status_code} {response.text}"
+    body = response.json()
+    sources = body["sources"] if isinstance(body, dict) else body
+    return {source["name"]: source for source in sources}
+
+
+def owned_by(instances: dict[str, dict], owner: str) -> dict[str, dict]:
+    """The instances (as `Ferry.instances()` returns them) whose `ferry-owner` metadata is
+    `owner`."""
+    return {key: instance for key, instance in instances.items()
+            if (instance.get("metadata") or {}).get("ferry-owner") == owner}
+
+
 def app_instances(ferry: "Ferry", app: str) -> list[dict]:
     """The instances of one app in the full registry (empty when it has none)."""
     return [instance for instance in ferry.instances().values() if instance["app"] == app]
+
+
+def js_instance(app: str, instance_id: str, port: int, metadata: dict | None = None) -> dict:
+    """The `instance` eureka-js-client (`JsEureka`) registers: a loopback address and `port`."""
+    return {
+        "app": app,
+        "instanceId": instance_id,
+        "hostName": "127.0.0.1",
+        "ipAddr": "127.0.0.1",
+        "port": {"$": port, "@enabled": True},
+        "vipAddress": app.lower(),
+        "statusPageUrl": f"http://127.0.0.1:{port}/info",
+        "dataCenterInfo": {
+            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+            "name": "MyOwn",
+        },
+        **({"metadata": metadata} if metadata is not None else {}),
+    }
 
 
 class PyEureka:

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from harness import JsEureka, PyEureka, wait_until
+from harness import JsEureka, PyEureka, js_instance, wait_until
 
 
 def py_client(ferry, app_name, port, **options):
@@ -19,22 +19,6 @@ def py_client(ferry, app_name, port, **options):
         renewal_interval_in_secs=1,
         **options,
     )
-
-
-def js_instance(app, instance_id, port):
-    return {
-        "app": app,
-        "instanceId": instance_id,
-        "hostName": "127.0.0.1",
-        "ipAddr": "127.0.0.1",
-        "port": {"$": port, "@enabled": True},
-        "vipAddress": app.lower(),
-        "statusPageUrl": f"http://127.0.0.1:{port}/info",
-        "dataCenterInfo": {
-            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-            "name": "MyOwn",
-        },
-    }
 
 
 def test_py_registration_is_seen_by_js_through_full_fetch_and_delta(ferry, clients):

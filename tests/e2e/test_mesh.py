@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from harness import ROOT, PyEureka, app_instances, ferry_binary, free_port, raw_exchange, wait_until
+from harness import ROOT, PyEureka, app_instances, ctl, ferry_binary, free_port, raw_exchange, wait_until
 
 SAMPLE = ROOT / "samples" / "python-eureka-service" / "service.py"
 
@@ -31,13 +31,6 @@ class Service:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
-
-
-def ctl(ferry, *args):
-    result = subprocess.run([str(ferry_binary()), "ctl", "--admin", f"127.0.0.1:{ferry.admin_port}", *args],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def addresses(watcher, app):

@@ -25,7 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from harness import Ferry, ferry_binary, free_port, wait_until  # noqa: E402
+from harness import Ferry, ctl, ferry_binary, free_port, wait_until  # noqa: E402,F401
 
 GENERATIONS = ("boot3", "boot2")
 
@@ -238,14 +238,6 @@ def metric(ferry: Ferry, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.split()[1])
     return 0.0
-
-
-def ctl(ferry: Ferry, *args: str) -> str:
-    """`ferry ctl` against `ferry`'s admin API."""
-    result = subprocess.run([str(ferry_binary()), "ctl", "--admin", f"127.0.0.1:{ferry.admin_port}", *args],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def eureka_instances(ferry: Ferry, app: str) -> dict[str, dict]:

@@ -3,7 +3,7 @@
 // Usage: node eureka_client.js '<json options>'
 //   {"host", "port", "servicePath", "instance": {...} | null, "useDelta": bool, "intervalMs": n}
 // Prints one JSON line per event: {"event":"started"}, and after every registry fetch
-// {"event":"registry","apps":{"APP":[{"id","host","port","status"}]}} with the instances the
+// {"event":"registry","apps":{"APP":[{"id","host","port","status","metadata"}]}} with the instances the
 // client exposes (it keeps only UP ones). SIGTERM stops the client (deregisters) and exits.
 'use strict';
 const { Eureka } = require('eureka-js-client');
@@ -34,6 +34,7 @@ function report() {
       host: instance.hostName,
       port: instance.port && instance.port.$,
       status: instance.status,
+      metadata: instance.metadata || {},
     }));
   }
   console.log(JSON.stringify({ event: 'registry', apps }));
