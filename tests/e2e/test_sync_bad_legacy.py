@@ -335,9 +335,6 @@ def test_bad_answers_are_counted_and_change_nothing_imported(start_ferry, legacy
     assert sync_sources(ferry)[OWNER]["imported"] == 3 + len(modes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Ferry imports a legacy instance without a port at port 7001 (the Java client's default) "
-    "and counts no error; issue 13's contract lists a missing port among the refused inputs"))
 def test_an_instance_without_a_port_is_refused_and_counted(start_ferry, legacy_servers):
     """A legacy instance with no port at all is refused and counted, not published at an
     address nobody announced; the instances beside it are unchanged."""
