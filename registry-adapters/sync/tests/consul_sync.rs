@@ -165,14 +165,20 @@ async fn a_ferry_instance_is_exported_with_its_status_and_never_echoed() {
     assert!(ferry.registry.imported(OWNER).is_empty(), "no echo");
     assert_eq!(handle.status.snapshot().exported, 1);
 
-    // Each status as the legacy agent shows it: (maintenance check, TTL check).
+    // Each status as the legacy agent shows it: (maintenance check, status check); the
+    // liveness check passes throughout.
     let steps = [
-        (Status::Down, None, "critical", "DOWN fails the TTL check"),
+        (
+            Status::Down,
+            None,
+            "critical",
+            "DOWN fails the status check",
+        ),
         (
             Status::OutOfService,
             Some("critical"),
             "passing",
-            "OUT_OF_SERVICE is maintenance, the TTL kept passing",
+            "OUT_OF_SERVICE is maintenance, the status check kept passing",
         ),
         (Status::Up, None, "passing", "UP again: out of maintenance"),
     ];
@@ -184,7 +190,8 @@ async fn a_ferry_instance_is_exported_with_its_status_and_never_echoed() {
         let shown = eventually(WITHIN, || async {
             one_row(&agent, "orders").await.is_some_and(|row| {
                 check_state(&row, "_service_maintenance:orders-1").as_deref() == maintenance
-                    && check_state(&row, "ferry:orders-1").as_deref() == Some(ttl)
+                    && check_state(&row, "ferry-status:orders-1").as_deref() == Some(ttl)
+                    && check_state(&row, "ferry:orders-1").as_deref() == Some("passing")
             })
         })
         .await;
@@ -365,8 +372,11 @@ async fn after_a_ferry_restart_old_exports_are_adopted_then_deregistered_if_unow
                 Some(
                     json!({"ID": id, "Name": "orders", "Address": "10.0.0.5", "Port": 8080,
                             "Meta": {"ferry-owner": "ferry"},
-                            "Check": {"CheckID": format!("ferry:{id}"), "TTL": "3s",
-                                      "Status": "passing"}}),
+                            "Checks": [
+                                {"CheckID": format!("ferry:{id}"), "TTL": "3s",
+                                 "Status": "passing"},
+                                {"CheckID": format!("ferry-status:{id}"), "TTL": "3s",
+                                 "Status": "passing"}]}),
                 ),
             )
             .await;

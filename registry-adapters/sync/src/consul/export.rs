@@ -1,13 +1,12 @@
 //! Export: every instance Ferry owns is registered with the legacy Consul's agent
-//! (`PUT /v1/agent/service/register`), its meta saying `ferry-owner: ferry`, with a TTL
-//! check (`ferry:<id>`) that Ferry keeps passing or failing as the instance's status says;
-//! out of service is Consul's maintenance mode. The TTL is three intervals and the check
-//! deregisters the service after a few critical minutes, so a Ferry that stops for good
-//! leaves nothing behind; shutting down deregisters nothing, so a restart loses nothing.
-//!
-//! An instance DOWN in Ferry keeps a critical TTL check, so after those minutes the agent
-//! reaps its registration and the next cycle registers it again (critical again): legacy
-//! callers see it unavailable either way.
+//! (`PUT /v1/agent/service/register`), its meta saying `ferry-owner: ferry`, with two TTL
+//! checks Ferry refreshes every interval: `ferry:<id>`, always passing while Ferry keeps
+//! the registration, which deregisters the service after a few critical minutes (so a
+//! Ferry that stops for good leaves nothing behind), and `ferry-status:<id>`, passing or
+//! critical as the instance's status in Ferry says, which never deregisters anything (so
+//! an instance that stays DOWN stays listed, critical, as a Consul agent keeps a failing
+//! service). Out of service is Consul's maintenance mode. The TTLs are three intervals;
+//! shutting down deregisters nothing, so a restart loses nothing.
 //!
 //! What was published is remembered by fingerprint (the registration body): a change of
 //! address, port, name, tags, meta, or of the route shown to legacy callers registers
@@ -69,9 +68,14 @@ pub(super) struct Desired {
     pub wanted: Wanted,
 }
 
-/// The check id of an exported service's TTL check.
+/// The check id of an exported service's liveness check: passing while Ferry keeps it.
 pub(super) fn check_id(service_id: &str) -> String {
     format!("ferry:{service_id}")
+}
+
+/// The check id of an exported service's status check: its status in Ferry.
+pub(super) fn status_check_id(service_id: &str) -> String {
+    format!("ferry-status:{service_id}")
 }
 
 /// Metadata as Consul accepts it: keys of letters, digits, `-` and `_` (other characters
@@ -129,6 +133,7 @@ pub(super) fn desired(owned: &[Owned], interval: Duration) -> BTreeMap<String, D
             ),
         };
         let name = ferry_consul::encode::service_name(&instance.app, instance.name.as_deref());
+        let ttl_text = format!("{}ms", ttl.as_millis().max(1000));
         let body = json!({
             "ID": instance.id,
             "Name": name,
@@ -136,13 +141,21 @@ pub(super) fn desired(owned: &[Owned], interval: Duration) -> BTreeMap<String, D
             "Port": port,
             "Tags": instance.tags,
             "Meta": legacy_meta(&instance.metadata),
-            "Check": {
-                "CheckID": check_id(&instance.id),
-                "Name": "Ferry owns this instance",
-                "Notes": "Kept by Ferry's Consul sync; critical when the instance is not UP in Ferry",
-                "TTL": format!("{}ms", ttl.as_millis().max(1000)),
-                "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
-            },
+            "Checks": [
+                {
+                    "CheckID": check_id(&instance.id),
+                    "Name": "Ferry owns this instance",
+                    "Notes": "Kept passing by Ferry's Consul sync while Ferry holds the instance",
+                    "TTL": ttl_text,
+                    "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
+                },
+                {
+                    "CheckID": status_check_id(&instance.id),
+                    "Name": "Status in Ferry",
+                    "Notes": "Critical while the instance is not UP in Ferry",
+                    "TTL": ttl_text,
+                },
+            ],
         });
         desired.insert(
             instance.id.clone(),
@@ -237,7 +250,8 @@ impl Exporter {
                     continue;
                 }
                 let mut body = want.body.clone();
-                body["Check"]["Status"] = Value::from(if want.wanted == Wanted::Fail {
+                body["Checks"][0]["Status"] = Value::from("passing");
+                body["Checks"][1]["Status"] = Value::from(if want.wanted == Wanted::Fail {
                     "critical"
                 } else {
                     "passing"
@@ -364,16 +378,25 @@ async fn ours_on_agent(
     Ok((ours, others))
 }
 
-/// Refreshes the TTL check: passing, or critical for `Wanted::Fail`.
+/// Refreshes both TTL checks: the liveness check passing, the status check passing or
+/// critical for `Wanted::Fail`.
 async fn refresh(shared: &Shared, id: &str, wanted: Wanted) -> Result<(), ConsulSyncError> {
+    shared
+        .client
+        .put(
+            &["v1", "agent", "check", "pass", &check_id(id)],
+            &[("note", "kept by Ferry".to_owned())],
+            None,
+        )
+        .await?;
     let (verb, note) = match wanted {
         Wanted::Fail => ("fail", "not UP in Ferry"),
-        Wanted::Pass | Wanted::Maintenance => ("pass", "kept by Ferry"),
+        Wanted::Pass | Wanted::Maintenance => ("pass", "UP in Ferry"),
     };
     shared
         .client
         .put(
-            &["v1", "agent", "check", verb, &check_id(id)],
+            &["v1", "agent", "check", verb, &status_check_id(id)],
             &[("note", note.to_owned())],
             None,
         )
@@ -450,8 +473,12 @@ mod tests {
             (&body["Name"], &body["Address"], &body["Port"]),
             (&json!("orders"), &json!("10.0.0.5"), &json!(8080))
         );
-        assert_eq!(body["Check"]["CheckID"], "ferry:o-1");
-        assert_eq!(body["Check"]["TTL"], "3000ms");
+        assert_eq!(body["Checks"][0]["CheckID"], "ferry:o-1");
+        assert_eq!(body["Checks"][0]["TTL"], "3000ms");
+        assert_eq!(body["Checks"][1]["CheckID"], "ferry-status:o-1");
+        assert!(body["Checks"][1]
+            .get("DeregisterCriticalServiceAfter")
+            .is_none());
         let hidden = desired(&[owned(instance.clone(), Some(route(false)))], interval);
         assert_eq!(hidden["o-1"].fingerprint, direct["o-1"].fingerprint);
         let shown = desired(&[owned(instance, Some(route(true)))], interval);
