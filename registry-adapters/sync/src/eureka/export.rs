@@ -572,31 +572,15 @@ async fn cancel(client: &Client, mirror: &Mirror, (app, id): &Key) -> Result<(),
         return Ok(());
     }
     // The mirror is up to one interval old: read the instance as it is now.
-    let answer = client
-        .send(Request::new(Method::GET, &["apps", app, id]))
-        .await?;
-    if answer.status == StatusCode::NOT_FOUND {
-        return Ok(());
-    }
     let now = client.now();
-    let current = serde_json::from_slice::<Value>(&answer.body)
-        .map_err(|error| error.to_string())
-        .and_then(|tree| {
-            decode::instance_document(&tree, Origin::RegistryDocument, now)
-                .map_err(|error| error.to_string())
-        });
-    match current {
-        Ok(current) if exported_by_ferry(&current) => {}
-        Ok(_) => {
+    match read_instance(client, app, id).await? {
+        None => return Ok(()),
+        Some(Ok(current)) if exported_by_ferry(&current) => {}
+        Some(Ok(_)) => {
             tracing::info!(%app, %id, "eureka sync: registered on the legacy side by its app; not cancelled");
             return Ok(());
         }
-        Err(reason) => {
-            let error = EurekaSyncError::Malformed {
-                what: "instance",
-                server: answer.server,
-                reason,
-            };
+        Some(Err(error)) => {
             tracing::warn!(%app, %id, %error, "eureka sync: not cancelled; it expires after its lease");
             client.status().failed(&error.to_string(), false, now);
             return Ok(());
@@ -612,6 +596,35 @@ async fn cancel(client: &Client, mirror: &Mirror, (app, id): &Key) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// One instance as the legacy server holds it now (`GET apps/{APP}/{ID}`, which no
+/// response cache delays): `None` when it holds none, `Some(Err)` when its answer does not
+/// read as an instance.
+pub(super) async fn read_instance(
+    client: &Client,
+    app: &str,
+    id: &str,
+) -> Result<Option<Result<Instance, EurekaSyncError>>, EurekaSyncError> {
+    let answer = client
+        .send(Request::new(Method::GET, &["apps", app, id]))
+        .await?;
+    if answer.status == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let now = client.now();
+    let current = serde_json::from_slice::<Value>(&answer.body)
+        .map_err(|error| error.to_string())
+        .and_then(|tree| {
+            decode::instance_document(&tree, Origin::RegistryDocument, now)
+                .map_err(|error| error.to_string())
+        })
+        .map_err(|reason| EurekaSyncError::Malformed {
+            what: "instance",
+            server: answer.server,
+            reason,
+        });
+    Ok(Some(current))
 }
 
 fn millis(duration: Duration) -> Millis {

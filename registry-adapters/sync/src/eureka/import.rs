@@ -187,7 +187,7 @@ impl Importer {
             self.hold.open(now, grace);
         }
         if !self.fetched_once {
-            super::restore::restore_exported(registry, &self.mirror);
+            super::restore::restore_exported(registry, &self.mirror, client).await;
         }
         self.fetched_once = true;
         let outcome = reconcile(registry, &self.mirror, &mut self.hold, now, grace);

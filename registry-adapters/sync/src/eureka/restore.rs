@@ -14,6 +14,8 @@
 use ferry_core::model::{Instance, Port, Registration, OWNER_METADATA_KEY};
 use ferry_core::registry::Registry;
 
+use super::client::Client;
+use super::export::read_instance;
 use super::mirror::{exported_by_ferry, Mirror};
 
 /// The metadata key a routed copy keeps its real address under.
@@ -27,14 +29,43 @@ pub(crate) fn real_address(instance: &Instance) -> String {
     )
 }
 
-/// Registers with Ferry every copy in `mirror` a previous run exported that Ferry does not
-/// hold; returns how many.
-pub(crate) fn restore_exported(registry: &Registry, mirror: &Mirror) -> usize {
-    let mut restored = 0;
-    for copy in mirror.instances().filter(|copy| exported_by_ferry(copy)) {
-        if registry.instance(&copy.app, &copy.id).is_some() {
-            continue;
+/// The copies in `mirror` a previous run exported that Ferry does not hold.
+fn candidates(registry: &Registry, mirror: &Mirror) -> Vec<Instance> {
+    mirror
+        .instances()
+        .filter(|copy| exported_by_ferry(copy))
+        .filter(|copy| registry.instance(&copy.app, &copy.id).is_none())
+        .cloned()
+        .collect()
+}
+
+/// Registers with Ferry every copy a previous run exported that Ferry does not hold and
+/// that the legacy server still holds when asked directly: a full registry read may come
+/// from the server's response cache and still list a copy cancelled just before the
+/// restart. Returns how many were restored.
+pub(crate) async fn restore_exported(
+    registry: &Registry,
+    mirror: &Mirror,
+    client: &Client,
+) -> usize {
+    let mut confirmed = Vec::new();
+    for copy in candidates(registry, mirror) {
+        match read_instance(client, &copy.app, &copy.id).await {
+            Ok(Some(Ok(current))) if exported_by_ferry(&current) => confirmed.push(current),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "eureka sync: restoring stopped; the apps register again");
+                break;
+            }
         }
+    }
+    restore(registry, &confirmed)
+}
+
+/// Registers `copies` with Ferry as their apps registered them; returns how many.
+fn restore(registry: &Registry, copies: &[Instance]) -> usize {
+    let mut restored = 0;
+    for copy in copies {
         let Some(instance) = as_registered(copy) else {
             tracing::warn!(app = %copy.app, id = %copy.id,
                 "eureka sync: a copy with an unreadable real address is not restored");
@@ -108,7 +139,7 @@ mod tests {
         foreign.metadata.remove(OWNER_METADATA_KEY);
         mirror.replace(vec![exported("o-1", 8080), routed, foreign]);
 
-        assert_eq!(restore_exported(&registry, &mirror), 2);
+        assert_eq!(restore(&registry, &candidates(&registry, &mirror)), 2);
         let first = registry.instance("ORDERS", "o-1").unwrap().instance;
         assert_eq!(first.registration, Registration::Lease);
         assert_eq!(first.port.number, 8080);
@@ -128,7 +159,7 @@ mod tests {
             registry.instance("ORDERS", "legacy-1").is_none(),
             "not Ferry's"
         );
-        assert_eq!(restore_exported(&registry, &mirror), 0, "held already");
+        assert!(candidates(&registry, &mirror).is_empty(), "held already");
     }
 
     #[test]
@@ -139,7 +170,7 @@ mod tests {
         copy.metadata
             .insert(REAL_ADDRESS_KEY.to_owned(), "just-a-host".to_owned());
         mirror.replace(vec![copy]);
-        assert_eq!(restore_exported(&registry, &mirror), 0);
+        assert_eq!(restore(&registry, &candidates(&registry, &mirror)), 0);
         assert!(registry.instance("ORDERS", "o-1").is_none());
     }
 }
