@@ -21,7 +21,8 @@
 # does not know envoyextensions v0.4.1, though the proxy serves it).
 #
 # Idempotent: exits at once when the installed binary is already v1.16.1.
-# A cold run downloads ~350 MB of modules and compiles for several minutes.
+# A cold run downloads ~290 MB of modules and compiles for ~3.5 minutes on
+# 2 cores (a 157 MiB binary); with warm Go caches a rebuild takes ~10 s.
 set -euo pipefail
 
 CONSUL_VERSION=1.16.1

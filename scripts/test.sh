@@ -37,10 +37,20 @@ fi
 need java "Java 17 or newer (apt: openjdk-17-jdk-headless)"
 need mvn "Maven 3.8 or newer (apt: maven)"
 
-echo "== building the Spring estate (scripts/build-samples.sh, in the background)"
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null
+    fi
+fi
+
+echo "== building the Spring estate (scripts/build-samples.sh) and a real Consul (scripts/install-consul.sh), in the background"
 mkdir -p target
 scripts/build-samples.sh >target/samples-build.log 2>&1 &
 samples_build=$!
+# The legacy Consul the sync tests run; built once from the Go module proxy, then cached.
+PATH=$PATH:/usr/local/go/bin scripts/install-consul.sh >target/consul-install.log 2>&1 &
+consul_install=$!
 
 echo "== building (once, debug profile; the tests reuse this build)"
 cargo build --locked --workspace --all-targets
@@ -50,6 +60,14 @@ if ! wait "$samples_build"; then
     exit 1
 fi
 rm -f target/samples-build.log
+if ! wait "$consul_install"; then
+    cat target/consul-install.log >&2
+    echo "scripts/install-consul.sh failed" >&2
+    exit 1
+fi
+FERRY_CONSUL_BIN=$(tail -n1 target/consul-install.log)
+export FERRY_CONSUL_BIN
+rm -f target/consul-install.log
 
 echo "== Rust tests"
 cargo test --locked --workspace
