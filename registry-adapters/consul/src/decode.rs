@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::duration;
 use super::error::ConsulError;
 use ferry_core::kv::{Behavior, SessionRequest};
-use ferry_core::model::{Check, Health, Instance, Probe, Registration};
+use ferry_core::model::{Check, Health, Instance, Probe, Registration, Status};
 
 /// A field by any spelling: case and underscores do not matter.
 pub fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -172,19 +172,7 @@ pub fn service_registration(body: &Value, node_address: &str) -> Result<Instance
     instance.registration = Registration::Agent;
     instance.metadata = string_map(object, "Meta")?;
     validate_meta(&instance.metadata)?;
-    instance.tags = match field(object, "Tags") {
-        None => Vec::new(),
-        Some(Value::Array(tags)) => tags
-            .iter()
-            .filter(|tag| !tag.is_null())
-            .map(|tag| {
-                tag.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| bad("Request decode failed: Tags must be strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("Request decode failed: Tags must be a list")),
-    };
+    instance.tags = tags(object)?;
     instance.enable_tag_override = boolean(object, "EnableTagOverride")?;
     if let Some(Value::Object(weights)) = field(object, "Weights") {
         let passing = number(weights, "Passing")?.unwrap_or(1);
@@ -244,6 +232,113 @@ pub fn service_registration(body: &Value, node_address: &str) -> Result<Instance
             &format!("Service '{name}' check"),
         )?);
     }
+    Ok(instance)
+}
+
+fn tags(object: &Map<String, Value>) -> Result<Vec<String>, ConsulError> {
+    match field(object, "Tags") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(tags)) => tags
+            .iter()
+            .filter(|tag| !tag.is_null())
+            .map(|tag| {
+                tag.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad("Request decode failed: Tags must be strings"))
+            })
+            .collect(),
+        Some(_) => Err(bad("Request decode failed: Tags must be a list")),
+    }
+}
+
+/// The check id Consul gives a service's maintenance mode, before the service id.
+pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
+/// The check id of the node's maintenance mode.
+pub const NODE_MAINTENANCE: &str = "_node_maintenance";
+
+/// The status an instance publishes from its checks (id and state), the rule
+/// `Instance::status_from_checks` applies to Ferry's own agent instances: maintenance (of
+/// the service or its node) is out of service, any critical check is down, warning still
+/// serves.
+pub fn status_from_check_states<'a>(checks: impl IntoIterator<Item = (&'a str, Health)>) -> Status {
+    let mut worst = Health::Passing;
+    for (id, health) in checks {
+        if id.starts_with(SERVICE_MAINTENANCE_PREFIX) || id == NODE_MAINTENANCE {
+            return Status::OutOfService;
+        }
+        worst = worst.max(health);
+    }
+    if worst == Health::Critical {
+        Status::Down
+    } else {
+        Status::Up
+    }
+}
+
+/// One row of a Consul server's `/v1/health/service/<name>` (`Node`, `Service`, `Checks`)
+/// as an instance: the app is the name in upper case, `name` keeps its spelling, the
+/// address is the service's or else its node's, and the status comes from every check of
+/// the row, the node's included (`status_from_check_states`). A row without a service
+/// name or id, or without a port, is refused.
+pub fn health_entry(entry: &Value) -> Result<Instance, ConsulError> {
+    let object = entry
+        .as_object()
+        .ok_or_else(|| bad("health entry: not a JSON object"))?;
+    let service = match field(object, "Service") {
+        Some(Value::Object(service)) => service,
+        _ => return Err(bad("health entry: no Service object")),
+    };
+    let name = string(service, "Service")?
+        .filter(|name| !name.trim().is_empty())
+        .ok_or_else(|| bad("health entry: the service has no name"))?;
+    let id = string(service, "ID")?
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| bad(format!("health entry of {name}: the service has no ID")))?;
+    let port = number(service, "Port")?
+        .filter(|port| (1..=65535).contains(port))
+        .ok_or_else(|| bad(format!("health entry {name}/{id}: no usable port")))?;
+    let node_address = match field(object, "Node") {
+        Some(Value::Object(node)) => string(node, "Address")?.unwrap_or_default(),
+        _ => String::new(),
+    };
+    let address = string(service, "Address")?
+        .filter(|address| !address.is_empty())
+        .unwrap_or(node_address);
+    if address.is_empty() {
+        return Err(bad(format!("health entry {name}/{id}: no address")));
+    }
+    let mut states = Vec::new();
+    match field(object, "Checks") {
+        None => {}
+        Some(Value::Array(checks)) => {
+            for check in checks {
+                let check = check.as_object().ok_or_else(|| {
+                    bad(format!(
+                        "health entry {name}/{id}: a check is not an object"
+                    ))
+                })?;
+                let check_id = string(check, "CheckID")?.unwrap_or_default();
+                let status = string(check, "Status")?.unwrap_or_default();
+                let health = Health::parse(&status).ok_or_else(|| {
+                    bad(format!("health entry {name}/{id}: check status {status:?}"))
+                })?;
+                states.push((check_id, health));
+            }
+        }
+        Some(_) => {
+            return Err(bad(format!(
+                "health entry {name}/{id}: Checks is not a list"
+            )))
+        }
+    }
+    let mut instance = Instance::new(&name, &id, &address, &address, port as u32);
+    instance.virtual_address = Some(name.to_ascii_lowercase());
+    instance.secure_virtual_address = Some(name.to_ascii_lowercase());
+    instance.name = Some(name);
+    instance.tags = tags(service)?;
+    instance.metadata = string_map(service, "Meta")?;
+    instance.status =
+        status_from_check_states(states.iter().map(|(id, health)| (id.as_str(), *health)));
     Ok(instance)
 }
 
@@ -457,6 +552,66 @@ mod tests {
             instance.ip_addr, "127.0.0.1",
             "an empty address falls back to the node's"
         );
+    }
+
+    #[test]
+    fn a_health_row_is_an_instance_with_its_checks_status() {
+        let row = json!({
+            "Node": {"Node": "n1", "Address": "10.0.0.9"},
+            "Service": {"ID": "inv-1", "Service": "Inventory", "Tags": ["v2"], "Address": "",
+                        "Meta": {"zone": "a"}, "Port": 9090},
+            "Checks": [{"CheckID": "serfHealth", "Status": "passing"},
+                       {"CheckID": "service:inv-1", "Status": "warning"}]
+        });
+        let instance = health_entry(&row).unwrap();
+        assert_eq!(
+            (
+                instance.app.as_str(),
+                instance.name.as_deref(),
+                instance.id.as_str()
+            ),
+            ("INVENTORY", Some("Inventory"), "inv-1")
+        );
+        assert_eq!(
+            (instance.ip_addr.as_str(), instance.port.number),
+            ("10.0.0.9", 9090)
+        );
+        assert_eq!(instance.tags, vec!["v2"]);
+        assert_eq!(instance.metadata.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(instance.status, Status::Up, "warning still serves");
+
+        let states =
+            |checks: &[(&'static str, Health)]| status_from_check_states(checks.iter().copied());
+        assert_eq!(states(&[("c", Health::Critical)]), Status::Down);
+        assert_eq!(
+            states(&[
+                ("c", Health::Passing),
+                ("_service_maintenance:inv-1", Health::Critical)
+            ]),
+            Status::OutOfService
+        );
+        assert_eq!(
+            states(&[("_node_maintenance", Health::Critical)]),
+            Status::OutOfService
+        );
+        assert_eq!(states(&[]), Status::Up);
+    }
+
+    #[test]
+    fn bad_health_rows_are_refused() {
+        let rows = [
+            json!([]),
+            json!({"Service": {"ID": "x", "Port": 80, "Address": "h"}}),
+            json!({"Service": {"Service": "x", "Port": 80, "Address": "h"}}),
+            json!({"Service": {"Service": "x", "ID": "x", "Address": "h"}}),
+            json!({"Service": {"Service": "x", "ID": "x", "Port": 0, "Address": "h"}}),
+            json!({"Service": {"Service": "x", "ID": "x", "Port": 80}}),
+            json!({"Service": {"Service": "x", "ID": "x", "Port": 80, "Address": "h"},
+                   "Checks": [{"CheckID": "c", "Status": "great"}]}),
+        ];
+        for row in rows {
+            assert!(health_entry(&row).is_err(), "{row}");
+        }
     }
 
     #[test]

@@ -65,7 +65,9 @@ fn tagged_addresses(instance: &Instance) -> Value {
     Value::Object(map)
 }
 
-fn port(instance: &Instance) -> u32 {
+/// The port Consul shows for an instance: its plain port, or its TLS port when only that
+/// one is enabled (a Eureka registration may say so).
+pub fn port(instance: &Instance) -> u32 {
     if instance.port.enabled || !instance.secure_port.enabled {
         instance.port.number
     } else {

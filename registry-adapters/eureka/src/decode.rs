@@ -59,8 +59,25 @@ pub fn instance_document(
     instance(body, origin, now)
 }
 
-/// Reads an `{"applications": {...}}` document.
+/// Reads an `{"applications": {...}}` document; the first instance that does not decode
+/// refuses the whole document.
 pub fn applications_document(document: &Value, now: Millis) -> Result<Applications, DecodeError> {
+    let (applications, refused) = applications_document_lenient(document, now)?;
+    match refused.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(applications),
+    }
+}
+
+/// Reads an `{"applications": {...}}` document, leaving out each instance that does not
+/// decode and returning its error beside the rest, in document order: a reader of another
+/// server's registry (the sync adapter) skips one bad instance, not the whole registry. A
+/// document whose shape is wrong (no root, an application that is not an object) is still
+/// refused whole.
+pub fn applications_document_lenient(
+    document: &Value,
+    now: Millis,
+) -> Result<(Applications, Vec<DecodeError>), DecodeError> {
     let body = document
         .get("applications")
         .and_then(Value::as_object)
@@ -72,6 +89,7 @@ pub fn applications_document(document: &Value, now: Millis) -> Result<Applicatio
             .unwrap_or_default()
     };
     let mut apps = Vec::new();
+    let mut refused = Vec::new();
     for app in list(body.get("application")) {
         let app = app.as_object().ok_or(DecodeError::WrongType {
             field: "application",
@@ -80,19 +98,26 @@ pub fn applications_document(document: &Value, now: Millis) -> Result<Applicatio
         let name = text(app, "name", "name")?.unwrap_or_default();
         let mut instances = Vec::new();
         for entry in list(app.get("instance")) {
-            let entry = entry.as_object().ok_or(DecodeError::WrongType {
-                field: "instance",
-                expected: "an object",
-            })?;
-            instances.push(instance(entry, Origin::RegistryDocument, now)?);
+            let decoded = entry
+                .as_object()
+                .ok_or(DecodeError::WrongType {
+                    field: "instance",
+                    expected: "an object",
+                })
+                .and_then(|entry| instance(entry, Origin::RegistryDocument, now));
+            match decoded {
+                Ok(instance) => instances.push(instance),
+                Err(error) => refused.push(error),
+            }
         }
         apps.push((name, instances));
     }
-    Ok(Applications {
+    let applications = Applications {
         versions_delta: header("versions__delta", "versions_delta"),
         hashcode: header("apps__hashcode", "apps_hashcode"),
         apps,
-    })
+    };
+    Ok((applications, refused))
 }
 
 /// The port a registration that gives none listens on (Eureka's default).

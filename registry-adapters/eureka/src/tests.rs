@@ -935,3 +935,25 @@ async fn control_characters_never_make_the_xml_documents_unreadable() {
     let json = get_json(&router, "/eureka/apps/ORDERS/a").await.json();
     assert_eq!(json["instance"]["metadata"]["k"], "a\u{1}b\u{1F}c\u{FFFE}");
 }
+
+#[test]
+fn a_registry_document_with_a_bad_instance_is_refused_or_read_without_it() {
+    let mut bad = registration("orders", "o-2");
+    bad["instance"].as_object_mut().unwrap().remove("hostName");
+    let document = json!({"applications": {"versions__delta": "1", "apps__hashcode": "UP_2_",
+        "application": [{"name": "ORDERS", "instance": [
+            registration("orders", "o-1")["instance"].clone(), bad["instance"].clone()]}]}});
+    assert_eq!(
+        decode::applications_document(&document, 0),
+        Err(decode::DecodeError::Missing("hostName"))
+    );
+    let (read, refused) = decode::applications_document_lenient(&document, 0).unwrap();
+    assert_eq!(refused, [decode::DecodeError::Missing("hostName")]);
+    assert_eq!(read.hashcode, "UP_2_");
+    let ids: Vec<&str> = read.apps[0]
+        .1
+        .iter()
+        .map(|found| found.id.as_str())
+        .collect();
+    assert_eq!(ids, ["o-1"]);
+}

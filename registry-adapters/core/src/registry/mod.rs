@@ -39,7 +39,7 @@ pub use imports::{Imported, Owned};
 pub use leases::{lease_or_default, RenewRequest, Renewed};
 pub use listings::{CatalogService, Endpoint, Listing, RegisteredInstance};
 pub use own_services::{config_server_id, ConfigServerListing};
-pub use routes::Route;
+pub use routes::{routed, Route};
 pub use status_rules::effective_status;
 
 use std::sync::Arc;

@@ -52,8 +52,9 @@ impl Routes {
 }
 
 /// The instance as views publish it: with `route` applied, if any. Without a route the
-/// record is shared, not copied.
-pub(super) fn routed(instance: &Arc<Instance>, route: Option<&Route>) -> Arc<Instance> {
+/// record is shared, not copied. The sync adapters publish instances to a legacy registry
+/// through it too, so a route reads the same everywhere.
+pub fn routed(instance: &Arc<Instance>, route: Option<&Route>) -> Arc<Instance> {
     let Some(route) = route else {
         return instance.clone();
     };

@@ -1,11 +1,24 @@
 //! Sync with a legacy Consul (an agent, or a server's HTTP API): its catalog and health
 //! are imported, Ferry's instances are registered with it, and optionally a KV prefix is
 //! mirrored. Blocking queries on the legacy side bring its changes within one wait.
+//!
+//! Layout: `client` (the HTTP client: token, indexes, errors), `import` (catalog and
+//! health into the registry, by diff) with `removals` (when a vanished copy may go),
+//! `export` (Ferry's instances registered with TTL checks Ferry keeps), `kv` (the one-way
+//! KV mirror). Each runs as its own task until shutdown.
+
+mod client;
+mod export;
+mod import;
+mod kv;
+mod removals;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+
+pub use client::ConsulSyncError;
 
 use ferry_core::kv::KvStore;
 use ferry_core::registry::Registry;
@@ -46,13 +59,65 @@ impl Default for ConsulSyncSettings {
     }
 }
 
-/// Starts syncing with the legacy Consul until `shutdown` turns true.
+/// What the sync tasks share.
+#[derive(Debug)]
+struct Shared {
+    registry: Arc<Registry>,
+    client: client::Client,
+    settings: ConsulSyncSettings,
+    handle: SyncHandle,
+}
+
+/// Starts syncing with the legacy Consul until `shutdown` turns true. Must be called
+/// within a Tokio runtime. An address that is no URL is reported in the status and syncs
+/// nothing (the first import counts as done, so Ferry's start does not wait for it).
 pub fn start(
     registry: Arc<Registry>,
     kv: Arc<KvStore>,
     settings: ConsulSyncSettings,
     shutdown: watch::Receiver<bool>,
 ) -> SyncHandle {
-    let _ = (registry, kv, shutdown);
-    SyncHandle::new(OWNER, "consul", vec![settings.address.clone()])
+    let handle = SyncHandle::new(OWNER, "consul", vec![settings.address.clone()]);
+    let client =
+        match client::Client::new(&settings.address, settings.token.clone(), settings.timeout) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(source = OWNER, %error, "legacy Consul sync not started");
+                handle
+                    .status
+                    .failed(&error.to_string(), true, registry.now());
+                handle.first_import_done();
+                return handle;
+            }
+        };
+    let kv_prefix = settings.kv_prefix.clone();
+    let shared = Arc::new(Shared {
+        registry,
+        client,
+        settings,
+        handle: handle.clone(),
+    });
+    let changed = Arc::new(Notify::new());
+    for segments in [
+        &["v1", "catalog", "services"][..],
+        &["v1", "health", "state", "any"][..],
+    ] {
+        tokio::spawn(import::watch_index(
+            shared.clone(),
+            segments,
+            changed.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(import::run(shared.clone(), changed, shutdown.clone()));
+    tokio::spawn(export::run(shared.clone(), shutdown.clone()));
+    if let Some(prefix) = kv_prefix {
+        tokio::spawn(kv::run(shared, kv, prefix, shutdown));
+    }
+    handle
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -5,16 +5,46 @@
 //! metadata changes, and cancels them when they leave Ferry. Several server URLs fail
 //! over in order, as the Java client's `defaultZone` list does.
 //!
-//! Why a client and not a replication peer: ARCHITECTURE.md, "Sync".
+//! Why a client and not a replication peer: a peer has to be in every legacy server's peer
+//! list (`eureka.client.service-url` of the servers themselves), which means changing and
+//! restarting the legacy cluster Ferry is meant to replace, and it would receive and have to
+//! honour every replicated write. As a client Ferry needs no change on the legacy side: it
+//! registers with one server, and the servers' own replication spreads its registrations
+//! to the rest of the cluster, as for any app.
+//!
+//! Layout: `client` (HTTP with failover), `mirror` (the legacy registry as last read),
+//! `import` (legacy instances into Ferry, with the grace rules), `export` (Ferry's
+//! instances to the legacy cluster), `restore` (after a restart, Ferry's own instances
+//! back from their legacy copies), `error`; this module runs them in one task.
+//!
+//! When: an import every `interval` (the first at once); an export pass whenever Ferry's
+//! registry changes (within a second, several changes in one pass) and a renewing pass
+//! every `renewal_interval`. The one task ends when `shutdown` turns true, without
+//! cancelling anything: Ferry's copies stay registered on the legacy side through a
+//! restart (the next run adopts them) and expire after their lease if Ferry does not come
+//! back.
+
+mod client;
+mod error;
+mod export;
+mod import;
+mod mirror;
+mod restore;
+
+pub use error::EurekaSyncError;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::{self, Instant, MissedTickBehavior};
 
 use ferry_core::registry::Registry;
 
 use crate::SyncHandle;
+use client::Client;
+use export::{ExportSettings, Exporter};
+use import::Importer;
 
 /// The owner name of copies imported from a legacy Eureka cluster.
 pub const OWNER: &str = "legacy-eureka";
@@ -52,12 +82,172 @@ impl Default for EurekaSyncSettings {
     }
 }
 
-/// Starts syncing with the legacy cluster until `shutdown` turns true.
+/// Starts syncing with the legacy cluster until `shutdown` turns true (or its sender is
+/// dropped); call it within a tokio runtime (it spawns the sync task).
 pub fn start(
     registry: Arc<Registry>,
     settings: EurekaSyncSettings,
     shutdown: watch::Receiver<bool>,
 ) -> SyncHandle {
-    let _ = (registry, shutdown);
-    SyncHandle::new(OWNER, "eureka", settings.urls.clone())
+    let handle = SyncHandle::new(OWNER, "eureka", settings.urls.clone());
+    let engine = Engine::new(registry, settings, handle.clone());
+    tokio::spawn(engine.run(shutdown));
+    handle
+}
+
+/// How long after a change in Ferry's registry its export pass runs: changes arriving
+/// meanwhile are taken in the same pass.
+const EXPORT_DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// The sync task's state: one client shared by import and export, so both talk to the
+/// server that answered last.
+#[derive(Debug)]
+struct Engine {
+    registry: Arc<Registry>,
+    settings: EurekaSyncSettings,
+    handle: SyncHandle,
+    client: Client,
+    importer: Importer,
+    exporter: Exporter,
+    /// Whether `first_import_done` was called.
+    first_import_reported: bool,
+    /// Whether the last import found the cluster unreachable (logged once, not each cycle).
+    unreachable: bool,
+}
+
+impl Engine {
+    fn new(registry: Arc<Registry>, settings: EurekaSyncSettings, handle: SyncHandle) -> Engine {
+        let client = Client::new(
+            &settings.urls,
+            settings.timeout,
+            handle.status.clone(),
+            registry.clock().clone(),
+        );
+        Engine {
+            registry,
+            settings,
+            handle,
+            client,
+            importer: Importer::default(),
+            exporter: Exporter::default(),
+            first_import_reported: false,
+            unreachable: false,
+        }
+    }
+
+    fn export_settings(&self) -> ExportSettings {
+        ExportSettings {
+            renewal_interval: self.settings.renewal_interval,
+            lease_duration_secs: self.settings.lease_duration_secs,
+            grace: self.settings.grace,
+        }
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut imports = time::interval(self.settings.interval.max(MIN_INTERVAL));
+        imports.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut renewals = time::interval(self.settings.renewal_interval.max(MIN_INTERVAL));
+        renewals.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut changes = self.registry.watch();
+        // The registry holds the sender while we hold the registry; this is only for form.
+        let mut watching = true;
+        let mut export_due: Option<Instant> = None;
+        loop {
+            let debounce = async {
+                match export_due {
+                    Some(at) => time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Biased: the first import runs before the first export pass, so copies a
+            // previous run exported are adopted, not registered again.
+            let work = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = imports.tick() => Work::Import,
+                _ = renewals.tick() => Work::Export { renew: true },
+                changed = changes.changed(), if watching => {
+                    watching = changed.is_ok();
+                    export_due.get_or_insert_with(|| Instant::now() + EXPORT_DEBOUNCE);
+                    continue;
+                }
+                () = debounce => Work::Export { renew: false },
+            };
+            if let Work::Export { .. } = work {
+                export_due = None;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                () = self.work(work) => {}
+            }
+        }
+        tracing::info!(
+            "eureka sync: stopped; exported copies stay registered until their lease ends"
+        );
+    }
+
+    async fn work(&mut self, work: Work) {
+        match work {
+            Work::Import => self.import().await,
+            Work::Export { renew } => {
+                let settings = self.export_settings();
+                let result = self
+                    .exporter
+                    .pass(
+                        &self.client,
+                        &self.registry,
+                        &self.importer.mirror,
+                        &settings,
+                        renew,
+                    )
+                    .await;
+                let exported = self.exporter.exported();
+                self.handle
+                    .status
+                    .update(|status| status.exported = exported);
+                if let Err(error) = result {
+                    tracing::debug!(%error, "eureka sync: export pass stopped");
+                }
+            }
+        }
+    }
+
+    async fn import(&mut self) {
+        let result = self
+            .importer
+            .cycle(&self.client, &self.registry, self.settings.grace)
+            .await;
+        let report = match &result {
+            Ok(outcome) => {
+                if self.unreachable {
+                    tracing::info!("eureka sync: legacy cluster reachable again");
+                }
+                tracing::debug!(?outcome, "eureka sync: imported");
+                true
+            }
+            Err(error) if error.is_unreachable() => {
+                if !self.unreachable {
+                    tracing::warn!(%error, "eureka sync: legacy cluster unreachable; imported copies kept");
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        self.unreachable = result.as_ref().is_err_and(EurekaSyncError::is_unreachable);
+        if report && !self.first_import_reported {
+            self.first_import_reported = true;
+            self.handle.first_import_done();
+        }
+    }
+}
+
+/// The shortest interval the task runs at (an interval of zero would spin).
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What the task does next.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    Import,
+    Export { renew: bool },
 }
