@@ -435,9 +435,12 @@ def report(args, runs: list[dict], big: dict, load: tuple, java: str) -> str:
             lines.append(f"| {label} | {name} | {row['cpu']:.1f} | {row['peak']:.0f} | {row['rss']:.1f} | "
                          f"{row['hwm']:.1f} | {fetches} |")
     end = big["windows"][-1]["status"]
+    changed = big["windows"][-1]["changed"]
     lines += [
         "",
-        f"At the end: Ferry imported {end['imported']}, the legacy cache listed {big['legacy_up_at_end']} UP; "
+        f"At the end (the legacy registry holding {big['count'] + changed['registered'] - changed['cancelled']}, "
+        "what its cache and then Ferry list lags by up to 30 s + an interval):",
+        f"Ferry imported {end['imported']}, the legacy cache listed {big['legacy_up_at_end']} UP; "
         f"Ferry's totals {end['full_fetches']} full and {end['delta_fetches']} delta fetches, {end['errors']} errors"
         f" (last: {end['last_error'] or 'none'}).",
     ]
