@@ -123,7 +123,8 @@ def post_instance(client: httpx.Client, eureka_url: str, app: str, instance_id: 
 
 def cancel_all(client: httpx.Client, eureka_url: str, app: str, ids) -> None:
     for instance_id in ids:
-        client.delete(f"{eureka_url}apps/{app}/{instance_id}")
+        status = client.delete(f"{eureka_url}apps/{app}/{instance_id}").status_code
+        assert status in (200, 404), f"{eureka_url} cancelling {instance_id}: {status}"
 
 
 def polling(stop: threading.Event, deadline: float, period: float, step) -> threading.Thread:
@@ -304,7 +305,9 @@ def big_registry(processes: Processes, legacy: LegacyEureka, loadgen: str, work:
     client = httpx.Client(timeout=30)
     try:
         began = time.monotonic()
-        wait_until(lambda: legacy_up_count(client, legacy) >= count, timeout=LEGACY_CACHE_MS / 1000 + 30,
+        # Exactly those: the delay runs' instances, cancelled, must be gone from the cache too,
+        # or this Ferry would take Ferry's cancelled copies there for its own and restore them.
+        wait_until(lambda: legacy_up_count(client, legacy) == count, timeout=LEGACY_CACHE_MS / 1000 + 30,
                    interval=1, what=f"the legacy server's cache listing {count} instances")
         result["legacy_cache_seconds"] = time.monotonic() - began
         print(f"registered in {result['register_seconds']:.1f} s, cached after {result['legacy_cache_seconds']:.1f} s",
@@ -324,6 +327,8 @@ def big_registry(processes: Processes, legacy: LegacyEureka, loadgen: str, work:
                 return False
         wait_until(imported, timeout=120, interval=0.05, what=f"ferry importing {count} instances")
         result["import_seconds"] = time.monotonic() - began
+        wait_until(ferry._ready, timeout=30, what="ferry /ready")
+        result.setdefault("ready_seconds", time.monotonic() - began)
         result["import_cpu_seconds"] = cpu_seconds(ferry.process.pid)
         result["after_import_rss"] = status_kb(ferry.process.pid, "VmRSS") / 1024
         print(f"imported in {result['import_seconds']:.2f} s", file=sys.stderr)
@@ -415,7 +420,7 @@ def report(args, runs: list[dict], big: dict, load: tuple, java: str) -> str:
         f"{big['register_seconds']:.1f} s;",
         f"the legacy cache listed all {big['legacy_cache_seconds']:.1f} s later. Then Ferry started with "
         f"`--sync-interval {big['interval']:g}`:",
-        f"`/ready` after {big.get('ready_seconds', float('nan')):.2f} s, all {big['count']:,} imported (`/api/sync`) after "
+        f"`/ready` after {big['ready_seconds']:.2f} s, all {big['count']:,} imported (`/api/sync`) after "
         f"{big['import_seconds']:.2f} s, having used",
         f"{big['import_cpu_seconds']:.2f} s of CPU; RSS {big['after_import_rss']:.1f} MB then. Then {big['seconds']:.0f} s "
         f"quiet, and {big['seconds']:.0f} s with 2",
@@ -440,7 +445,7 @@ def report(args, runs: list[dict], big: dict, load: tuple, java: str) -> str:
         "",
         f"At the end (the legacy registry holding {big['count'] + changed['registered'] - changed['cancelled']}, "
         "what its cache and then Ferry list lags by up to 30 s + an interval):",
-        f"Ferry imported {end['imported']}, the legacy cache listed {big['legacy_up_at_end']} UP; "
+        f"Ferry imported {end['imported']} (exported {end['exported']}), the legacy cache listed {big['legacy_up_at_end']} UP; "
         f"Ferry's totals {end['full_fetches']} full and {end['delta_fetches']} delta fetches, {end['errors']} errors"
         f" (last: {end['last_error'] or 'none'}).",
     ]
