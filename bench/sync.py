@@ -305,8 +305,7 @@ def big_registry(processes: Processes, legacy: LegacyEureka, loadgen: str, work:
     client = httpx.Client(timeout=30)
     try:
         began = time.monotonic()
-        # Exactly those: the delay runs' instances, cancelled, must be gone from the cache too,
-        # or this Ferry would take Ferry's cancelled copies there for its own and restore them.
+        # Exactly those (the delay runs' are cancelled and gone from the cache).
         wait_until(lambda: legacy_up_count(client, legacy) == count, timeout=LEGACY_CACHE_MS / 1000 + 30,
                    interval=1, what=f"the legacy server's cache listing {count} instances")
         result["legacy_cache_seconds"] = time.monotonic() - began
@@ -484,6 +483,12 @@ def main() -> None:
         for interval in (float(value) for value in args.intervals.split(",") if value):
             print(f"delay run, --sync-interval {interval:g}...", file=sys.stderr)
             runs.append(delay_run(processes, legacy, interval, args.changes, rng))
+            # The next Ferry starts once the legacy cache no longer lists this run's
+            # instances: a fresh Ferry takes the `ferry-owner: ferry` copies it finds there
+            # for its own (a restart's rule) and registers them again, cancelled or not.
+            with httpx.Client(timeout=30) as client:
+                wait_until(lambda: legacy_up_count(client, legacy) == 0, timeout=LEGACY_CACHE_MS / 1000 + 30,
+                           interval=1, what="the legacy cache listing no instance")
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "status"}), file=sys.stderr)
         print(f"{args.instances} instances...", file=sys.stderr)
         big = big_registry(processes, legacy, args.loadgen, work, args.instances, args.big_interval, args.seconds)
