@@ -63,6 +63,19 @@ def watch(pids: dict[str, int], seconds: float) -> dict[str, dict]:
     } for name, pid in pids.items()}
 
 
+def java_version() -> str:
+    """The first line of `java -version`, for a section's heading."""
+    return subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+
+
+def publish(section: str, record: bool) -> None:
+    """Prints a Markdown section and, when `record`, appends it to bench/RESULTS.md."""
+    print(section)
+    if record:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as results:
+            results.write(section + "\n")
+
+
 def eureka_apps(eureka_url: str) -> set[str]:
     answer = httpx.get(eureka_url + "apps", headers={"Accept": "application/json"}, timeout=10)
     return {app["name"] for app in answer.json()["applications"]["application"]}
@@ -123,7 +136,7 @@ def main() -> None:
         finally:
             processes.close()
 
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    java = java_version()
     lines = [
         "",
         f"## Footprint with the Spring estate registered — {datetime.date.today()} "
@@ -141,11 +154,7 @@ def main() -> None:
     ]
     for name, row in rows.items():
         lines.append(f"| {name} | {row['cpu_percent']:.1f} | {row['rss_mb']:.1f} | {row['hwm_mb']:.1f} |")
-    report = "\n".join(lines)
-    print(report)
-    if args.record:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as results:
-            results.write(report + "\n")
+    publish("\n".join(lines), args.record)
 
 
 if __name__ == "__main__":

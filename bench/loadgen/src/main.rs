@@ -5,6 +5,10 @@
 //! - `rate ADDR PATH RATE SECONDS CONNECTIONS`: GETs at a fixed RATE per second, open loop;
 //!   a request delayed by a slow earlier answer counts from when it was due (coordinated
 //!   omission corrected, as wrk2 does). Prints p50/p99/p99.9/max.
+//! - `renew ADDR PATHS_FILE INTERVAL SECONDS CONNECTIONS`: Eureka heartbeats, as the
+//!   instances' own clients send them: a PUT to every path of the file (bench/register.py's
+//!   ids file) once per INTERVAL seconds, spread evenly, open loop, for SECONDS. Prints as
+//!   `rate` does; any answer but 200 (a 404: the server lost the instance) is an error.
 //! - `idle ADDR PATH COUNT PID`: what idle keep-alive connections cost the server process
 //!   PID, and what it keeps once they are gone: its RSS before, with COUNT connections that
 //!   each sent one GET and then stay idle, and after all of them closed (polled until the
@@ -22,10 +26,12 @@ use tokio::sync::{Barrier, Mutex};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// One response: status, `X-Consul-Index` and body.
+/// One response: status, `X-Consul-Index`, and whether the server closes the connection
+/// after it (Tomcat does after 100 requests on one connection).
 struct Response {
     status: u16,
     index: u64,
+    close: bool,
 }
 
 async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Response, Error> {
@@ -51,6 +57,7 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Response, Er
             let index = header("x-consul-index:")
                 .and_then(|value| value.parse().ok())
                 .unwrap_or(0);
+            let close = header("connection:").is_some_and(|value| value == "close");
             while buffer.len() < end + 4 + length {
                 let read = stream.read(&mut chunk).await?;
                 if read == 0 {
@@ -58,7 +65,11 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Response, Er
                 }
                 buffer.extend_from_slice(&chunk[..read]);
             }
-            return Ok(Response { status, index });
+            return Ok(Response {
+                status,
+                index,
+                close,
+            });
         }
     }
 }
@@ -200,25 +211,26 @@ async fn kv_writes(address: String, count: usize, concurrency: usize) -> Result<
     Ok(())
 }
 
+/// `requests` at `rate` per second in all, taken in turn, for `seconds`.
 async fn fixed_rate(
     address: String,
-    path: String,
-    rate: usize,
+    requests: Vec<Vec<u8>>,
+    rate: f64,
     seconds: usize,
     connections: usize,
 ) -> Result<(), Error> {
-    let total = rate * seconds;
-    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
+    let total = (rate * seconds as f64).round() as usize;
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
+    let requests = Arc::new(requests);
     let begin = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
     for connection in 0..connections {
-        let (address, path) = (address.clone(), path.clone());
+        let (address, requests) = (address.clone(), requests.clone());
         let share = total / connections + usize::from(connection < total % connections);
         let offset = interval.mul_f64(connection as f64 / connections as f64);
         tasks.push(tokio::spawn(async move {
             let mut stream = TcpStream::connect(&address).await?;
             stream.set_nodelay(true)?;
-            let request = get_request(&path);
             let mut latencies = Vec::with_capacity(share);
             let mut errors = 0usize;
             let mut previous_done = begin;
@@ -233,11 +245,21 @@ async fn fixed_rate(
                 } else {
                     tokio::time::Instant::now()
                 };
-                let outcome = exchange(&mut stream, &request).await;
+                let request = &requests[(connection + n * connections) % requests.len()];
+                let outcome = exchange(&mut stream, request).await;
                 previous_done = tokio::time::Instant::now();
                 match outcome {
-                    Ok(response) if response.status == 200 => latencies.push(previous_done - start),
-                    Ok(_) => errors += 1,
+                    Ok(response) => {
+                        if response.status == 200 {
+                            latencies.push(previous_done - start);
+                        } else {
+                            errors += 1;
+                        }
+                        if response.close {
+                            stream = TcpStream::connect(&address).await?;
+                            stream.set_nodelay(true)?;
+                        }
+                    }
                     Err(_) => {
                         errors += 1;
                         stream = TcpStream::connect(&address).await?;
@@ -264,7 +286,7 @@ async fn fixed_rate(
     };
     let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
     println!(
-        "rate={rate} seconds={seconds} ok={} errors={errors} p50_us={:.0} p99_us={:.0} p999_us={:.0} max_us={:.0}",
+        "rate={rate:.0} seconds={seconds} ok={} errors={errors} p50_us={:.0} p99_us={:.0} p999_us={:.0} max_us={:.0}",
         latencies.len(),
         micros(percentile(0.50)),
         micros(percentile(0.99)),
@@ -368,8 +390,20 @@ async fn main() -> Result<(), Error> {
     match args.first().map(String::as_str) {
         Some("watchers") => watchers(args[1].clone(), args[2].clone(), number(3)?, number(4)?).await,
         Some("kv-writes") => kv_writes(args[1].clone(), number(2)?, number(3)?).await,
-        Some("rate") => fixed_rate(args[1].clone(), args[2].clone(), number(3)?, number(4)?, number(5)?).await,
+        Some("rate") => fixed_rate(args[1].clone(), vec![get_request(&args[2])], number(3)? as f64, number(4)?, number(5)?).await,
+        Some("renew") => {
+            let paths: Vec<Vec<u8>> = std::fs::read_to_string(&args[2])?
+                .lines()
+                .filter(|line| !line.is_empty())
+                .map(|path| put_request(path, ""))
+                .collect();
+            if paths.is_empty() {
+                return Err("renew: the paths file is empty".into());
+            }
+            let rate = paths.len() as f64 / number(3)? as f64;
+            fixed_rate(args[1].clone(), paths, rate, number(4)?, number(5)?).await
+        }
         Some("idle") => idle(args[1].clone(), args[2].clone(), number(3)?, u32::try_from(number(4)?)?).await,
-        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY | rate ADDR PATH RATE SECONDS CONNECTIONS | idle ADDR PATH COUNT PID".into()),
+        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY | rate ADDR PATH RATE SECONDS CONNECTIONS | renew ADDR PATHS_FILE INTERVAL SECONDS CONNECTIONS | idle ADDR PATH COUNT PID".into()),
     }
 }
