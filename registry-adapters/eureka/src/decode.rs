@@ -124,7 +124,7 @@ pub fn applications_document_lenient(
 const DEFAULT_PORT: u32 = 7001;
 
 /// Starts from `Instance::new`'s defaults and sets what the document carries.
-fn instance(
+pub(crate) fn instance(
     body: &Map<String, Value>,
     origin: Origin,
     now: Millis,
@@ -317,7 +317,7 @@ fn text(
     }
 }
 
-fn scalar_text(value: &Value) -> String {
+pub(crate) fn scalar_text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),

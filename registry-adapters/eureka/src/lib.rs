@@ -2,7 +2,8 @@
 //! Netflix) over the one registry, in JSON and XML, under `/eureka/` and `/eureka/v2/`.
 //!
 //! Layout: `routes` (handlers), `decode` (documents -> model, both formats), `json` and
-//! `xml` (model -> documents), `spelling` (Eureka's names for statuses, actions and
+//! `xml` (model -> documents), `stream` (a large JSON registry document read instance by
+//! instance), `spelling` (Eureka's names for statuses, actions and
 //! data-centre kinds, and the optional instance fields both encoders write), `hashcode`,
 //! `negotiate` (formats and gzip), `cache` (rendered registry documents), `fetches` (counts
 //! of full and delta fetches, for the binary's metrics), `error` (status codes).
@@ -17,6 +18,7 @@ pub mod json;
 mod negotiate;
 mod routes;
 pub mod spelling;
+pub mod stream;
 pub mod xml;
 
 use std::time::Duration;

@@ -358,6 +358,11 @@ impl Registry {
         self.state.read().listings.counts.total()
     }
 
+    /// Whether `app` holds an instance `id` (a lookup that copies nothing).
+    pub fn holds(&self, app: &str, id: &str) -> bool {
+        self.state.read().listings.lookup(app, id).is_some()
+    }
+
     /// How many instances are lease registrations (the ones that send heartbeats).
     pub fn lease_count(&self) -> usize {
         self.state

@@ -5,7 +5,10 @@
 //! The rules:
 //! - Every legacy instance that is not a copy Ferry exported (`ferry-owner: ferry`) is
 //!   imported with `Registry::import`, which writes only what changed and never touches an
-//!   instance Ferry owns itself (an app that registered with Ferry owns its record).
+//!   instance Ferry owns itself (an app that registered with Ferry owns its record). Each
+//!   cycle offers it only the instances the last read brought (all of them after a full
+//!   fetch) and any Ferry no longer holds, so a quiet cycle over 10,000 instances copies
+//!   none of them.
 //! - An imported copy the legacy side no longer holds is removed with `unimport`, unless
 //!   removals are held: for `grace` after contact is (re)gained (the first fetch after a
 //!   Ferry start, when Ferry already holds copies; the first fetch after the cluster was
@@ -103,7 +106,13 @@ pub(crate) fn reconcile(
     grace: Duration,
 ) -> Reconciled {
     let mut outcome = Reconciled::default();
-    for instance in mirror.instances().filter(|found| !exported_by_ferry(found)) {
+    let offered = mirror
+        .instances()
+        .filter(|found| !exported_by_ferry(found))
+        .filter(|found| {
+            mirror.is_changed(&found.app, &found.id) || !registry.holds(&found.app, &found.id)
+        });
+    for instance in offered {
         match registry.import(OWNER, instance.clone()) {
             Ok(Imported::Written) => outcome.written += 1,
             Ok(Imported::Unchanged | Imported::OwnedHere) => {}
@@ -191,6 +200,7 @@ impl Importer {
         }
         self.fetched_once = true;
         let outcome = reconcile(registry, &self.mirror, &mut self.hold, now, grace);
+        self.mirror.clear_changed();
         if let Err(error) = registry.flush_imports() {
             tracing::warn!(%error, "eureka sync: imported copies not made durable");
             client.status().failed(&error.to_string(), false, now);

@@ -9,13 +9,12 @@
 //! them, the importer skips them by their `ferry-owner`, and the exporter adopts them after
 //! a restart and checks them before cancelling.
 
-use std::collections::BTreeMap;
-
-use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
 
 use ferry_core::model::{Action, Instance, Millis, StatusCounts, OWNER_FERRY, OWNER_METADATA_KEY};
-use ferry_eureka::decode::{self, Applications, DecodeError};
+use ferry_eureka::decode::{Applications, DecodeError};
 use ferry_eureka::hashcode::apps_hashcode;
+use ferry_eureka::stream;
 
 /// The legacy registry as last read.
 #[derive(Debug, Default)]
@@ -25,6 +24,10 @@ pub(crate) struct Mirror {
     /// Whether a full fetch filled it and nothing since put it in doubt; until then, the
     /// next read is a full fetch and nothing is reconciled against it.
     complete: bool,
+    /// (app, id) of the instances a read put here since the last reconcile: only these
+    /// (and any Ferry no longer holds) are offered to the registry again, so a quiet cycle
+    /// copies nothing.
+    changed: HashSet<(String, String)>,
 }
 
 /// A read `applications` document: its instances, the hashcode it announces, and the
@@ -40,9 +43,11 @@ impl Document {
     /// Parses an `applications` document; `Err` when it is not one at all (the whole read is
     /// then dropped), one bad instance is only left out.
     pub fn parse(body: &[u8], now: Millis) -> Result<Document, String> {
-        let tree: Value = serde_json::from_slice(body).map_err(|error| error.to_string())?;
+        // Instance by instance: a legacy registry of 10,000 instances is a 10 MB document,
+        // whose whole tree would cost ten times that at every full fetch (and at every
+        // delta while the legacy's recent changes hold them all).
         let (applications, refused) =
-            decode::applications_document_lenient(&tree, now).map_err(|error| error.to_string())?;
+            stream::applications_json(body, now).map_err(|error| error.to_string())?;
         let Applications { hashcode, apps, .. } = applications;
         Ok(Document {
             hashcode,
@@ -77,6 +82,7 @@ impl Mirror {
     /// Replaces everything with a full fetch's instances.
     pub fn replace(&mut self, instances: Vec<Instance>) {
         self.apps.clear();
+        self.changed.clear();
         for instance in instances {
             self.upsert(instance);
         }
@@ -124,7 +130,19 @@ impl Mirror {
             .is_some_and(|instance| !exported_by_ferry(instance))
     }
 
+    /// Whether a read put `app`/`id` here since the last `clear_changed`.
+    pub fn is_changed(&self, app: &str, id: &str) -> bool {
+        self.changed.contains(&(app.to_owned(), id.to_owned()))
+    }
+
+    /// Called once the registry has been offered every changed instance.
+    pub fn clear_changed(&mut self) {
+        self.changed.clear();
+    }
+
     fn upsert(&mut self, instance: Instance) {
+        self.changed
+            .insert((instance.app.clone(), instance.id.clone()));
         self.apps
             .entry(instance.app.clone())
             .or_default()

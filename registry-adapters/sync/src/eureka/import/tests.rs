@@ -179,3 +179,34 @@ fn a_legacy_server_that_comes_back_empty_keeps_the_copies_for_the_grace_period()
     assert_eq!((outcome.removed, outcome.held, outcome.imported), (1, 0, 9));
     assert!(!ids(&registry).contains(&"o-9".to_owned()));
 }
+
+#[test]
+fn a_quiet_cycle_offers_only_what_ferry_no_longer_holds() {
+    let registry = Registry::default();
+    let mut mirror = mirror_of(vec![legacy("orders", "o-1"), legacy("orders", "o-2")]);
+    let mut hold = RemovalHold::default();
+    assert_eq!(
+        reconcile(&registry, &mirror, &mut hold, T0, GRACE).written,
+        2
+    );
+    mirror.clear_changed();
+
+    // An app registered with Ferry under o-1 took it over, then left: with no change on the
+    // legacy side, the legacy instance is imported again at the next cycle.
+    let mut own = legacy("orders", "o-1");
+    own.port.number = 9000;
+    registry.register(own, false).unwrap();
+    registry.cancel("ORDERS", "o-1").unwrap();
+    let outcome = reconcile(&registry, &mirror, &mut hold, T0, GRACE);
+    assert_eq!((outcome.written, outcome.imported), (1, 2));
+    let back = registry.instance("ORDERS", "o-1").unwrap().instance;
+    assert_eq!(back.port.number, 8080);
+    mirror.clear_changed();
+
+    let index = registry.index();
+    assert_eq!(
+        reconcile(&registry, &mirror, &mut hold, T0, GRACE).written,
+        0
+    );
+    assert_eq!(registry.index(), index, "a quiet cycle writes nothing");
+}
