@@ -41,25 +41,13 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
     let client = reqwest::Client::new();
     match &command.action {
         CtlAction::Services => {
-            let services: Value = client
-                .get(format!("{base}/api/services"))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let services: Value = get_json(&client, format!("{base}/api/services")).await?;
             Ok(table(
                 services.as_array().map(Vec::as_slice).unwrap_or_default(),
             ))
         }
         CtlAction::Service { name } => {
-            let service: Value = client
-                .get(format!("{base}/api/services/{name}"))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let service: Value = get_json(&client, format!("{base}/api/services/{name}")).await?;
             let metrics = client
                 .get(format!("{base}/metrics"))
                 .send()
@@ -74,13 +62,7 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
             ))
         }
         CtlAction::Sync => {
-            let sources: Value = client
-                .get(format!("{base}/api/sync"))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let sources: Value = get_json(&client, format!("{base}/api/sync")).await?;
             Ok(sync_table(
                 sources.as_array().map(Vec::as_slice).unwrap_or_default(),
                 now_millis(),
@@ -113,6 +95,17 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
             ))
         }
     }
+}
+
+/// A JSON read of the admin API; an error status is an error.
+async fn get_json(client: &reqwest::Client, url: String) -> anyhow::Result<Value> {
+    Ok(client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// One line per legacy source; `now` dates the last successful exchange.
