@@ -140,4 +140,4 @@ echo "tests/spring took $(( $(date +%s) - started ))s"
 echo "== the build users run (scripts/build-release.sh: release, static) with real clients"
 shipped="$root/$(scripts/build-release.sh)"
 FERRY_BIN="$shipped" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e \
-    -k "py_registration_is_seen_by_js or ttl_and_http_checks or survive_kill_9 or cutover_and_rollback or git_labels_and_new_commits"
+    -k "py_registration_is_seen_by_js or ttl_and_http_checks or survive_kill_9 or cutover_and_rollback or git_labels_and_new_commits or registered_on_a_is_found_on_b_and_c"

@@ -25,7 +25,8 @@ import time
 import httpx
 from py_eureka_client import eureka_basic
 
-from harness import JsEureka, PyEureka, free_port, metric_series, wait_until
+from harness import JsEureka, PyEureka, ctl, free_port, metric_series, wait_until
+from test_mesh import Service, addresses
 
 # Eviction twice a second and no self-preservation: short leases expire promptly, and the
 # tests that lose a whole app are not held back by Eureka's 85% rule.
@@ -108,12 +109,21 @@ def kv_values(node, prefix: str) -> dict[str, bytes]:
     return {entry["Key"]: entry["Value"] for entry in entries or []}
 
 
+def put_status(node, key: str, value: bytes) -> int | None:
+    """The status of a raw Consul KV PUT through `node`, or None when it timed out."""
+    try:
+        return httpx.put(f"{node.consul_url}/v1/kv/{key}", content=value, timeout=10).status_code
+    except httpx.TimeoutException:
+        return None
+
+
 def decode_errors(node) -> float:
     """The node's `ferry_store_decode_errors_total`, all series summed (0 when not exported)."""
     return sum(metric_series(node, DECODE_ERRORS).values())
 
 
-def test_a_eureka_app_registered_on_a_is_found_on_b_and_c_and_managed_through_b(ferry_nodes, clients):
+def test_a_eureka_app_registered_on_a_is_found_on_b_and_c_and_managed_through_b(etcd_cluster, ferry_nodes,
+                                                                                 clients):
     """py-eureka-client registers through node A; eureka-js-client on node C finds it, node B's
     registry holds the same instance with the same status; an operator's OUT_OF_SERVICE made
     through B hides it from C's client, its removal through B makes A answer the client's next
@@ -130,6 +140,9 @@ def test_a_eureka_app_registered_on_a_is_found_on_b_and_c_and_managed_through_b(
     on_a, on_b = a.instances()[instance_id], b.instances()[instance_id]
     assert comparable(on_b) == comparable(on_a)
     assert js.latest()["ORDERS"][0]["port"] == port
+    # It went through etcd, under Ferry's prefix (multihost.md: inst/<app>/<instance-id>).
+    assert any(instance_id in key for key in etcd_cluster.get_prefix("/ferry/v1/inst/")), \
+        etcd_cluster.get_prefix()
 
     override = httpx.put(f"{b.eureka_url}apps/ORDERS/{instance_id}/status?value=OUT_OF_SERVICE", timeout=5)
     assert override.status_code == 200, override.text
@@ -190,7 +203,7 @@ def test_a_consul_agent_registration_on_b_is_listed_by_a_and_leaves_it(ferry_nod
                    what=f"the last deregistration to reach {node.consul_url}")
 
 
-def test_a_blocking_kv_read_on_b_wakes_on_a_write_on_c_at_one_index(ferry_nodes):
+def test_a_blocking_kv_read_on_b_wakes_on_a_write_on_c_at_one_index(etcd_cluster, ferry_nodes):
     """A py-consul blocking read of a key on node B returns promptly when the key is written
     through node C, with the new value and a higher index; every node then answers the same
     read with the same `X-Consul-Index` and the same entry."""
@@ -207,6 +220,8 @@ def test_a_blocking_kv_read_on_b_wakes_on_a_write_on_c_at_one_index(ferry_nodes)
     index, entry = on_b.kv.get(key)
     entries = [node.consul().kv.get(key)[1] for node in (a, b, c)]
     assert all(other == entry for other in entries), entries
+    # Stored in etcd under Ferry's prefix (multihost.md: kv/<key>).
+    assert any(stored.endswith(key) for stored in etcd_cluster.get_prefix("/ferry/v1/kv/")), etcd_cluster.get_prefix()
 
     written = []
     writer = threading.Timer(0.5, lambda: written.append(on_c.kv.put(key, "pool: 6")))
@@ -224,6 +239,39 @@ def test_a_blocking_kv_read_on_b_wakes_on_a_write_on_c_at_one_index(ferry_nodes)
     wait_until(lambda: {consul_index(node, path) for node in (a, b, c)} == {str(new_index)}, 10,
                what=f"every node to answer {path} at index {new_index}")
     assert all(node.consul().kv.get(key)[1] == changed for node in (a, c))
+
+
+def test_a_cutover_made_on_a_reaches_callers_on_c(ferry_nodes, clients):
+    """The sample service registers through node B; a py-eureka-client caller on node C calls
+    it directly; `ferry ctl cutover orders mesh` on node A moves the caller to node C's own
+    outbound listener, through which the service answers; the rollback on A gives the caller
+    the real address again. (Each node gets its own outbound port: all three share a host.)"""
+    outbound = {name: free_port() for name in "abc"}
+    a, b, c = (ferry_nodes(name, args=("--outbound-ports", str(outbound[name])))[0] for name in "abc")
+    service = clients(Service(b, "orders"))
+    caller = clients(PyEureka(c.eureka_url, should_register=False, renewal_interval_in_secs=1))
+    direct = [("127.0.0.1", service.port)]
+    wait_until(lambda: addresses(caller, "ORDERS") == direct, 10, what="the caller on C to find the service on B")
+
+    ctl(a, "cutover", "orders", "mesh")
+    wait_until(lambda: addresses(caller, "ORDERS") == [("127.0.0.1", outbound["c"])], 15,
+               what="the cutover made on A to give the caller on C node C's outbound listener")
+    reply = httpx.get(f"http://127.0.0.1:{outbound['c']}/orders/42", timeout=5)
+    assert reply.status_code == 200 and reply.json()["served_by"] == service.id, reply.text
+    assert "mesh" in ctl(c, "service", "orders")
+
+    ctl(a, "cutover", "orders", "legacy")
+    wait_until(lambda: addresses(caller, "ORDERS") == direct, 15,
+               what="the rollback made on A to give the caller on C the real address")
+
+
+def test_ctl_nodes_lists_every_node(ferry_nodes):
+    """`ferry ctl nodes` on any node lists the three nodes by name."""
+    nodes = ferry_nodes("a", "b", "c")
+    for node in nodes:
+        listed = ctl(node, "nodes")
+        for name in ("node-a", "node-b", "node-c"):
+            assert name in listed, f"`ferry ctl nodes` on {node.admin_url} does not list {name}:\n{listed}"
 
 
 def test_heartbeats_moved_to_another_node_keep_the_instance_without_a_gap(ferry_nodes):
@@ -479,8 +527,8 @@ def test_without_etcd_quorum_writes_get_503_reads_answer_stale_and_nothing_is_lo
 
     etcd_cluster.restart(1)
     etcd_cluster.restart(2)
-    wait_until(lambda: httpx.put(f"{b.consul_url}/v1/kv/ledger/after-outage", content=b"y", timeout=10).status_code
-               == 200, 30, interval=0.5, what="KV writes to be acknowledged again once the quorum is back")
+    wait_until(lambda: put_status(b, "ledger/after-outage", b"y") == 200, 30, interval=0.5,
+               what="KV writes to be acknowledged again once the quorum is back")
     kv["ledger/after-outage"] = b"y"
     assert_everywhere(nodes, kv, instances | {late_id}, timeout=30)
     for node in nodes:
@@ -512,9 +560,12 @@ def test_garbage_under_the_prefix_is_counted_and_skipped(etcd_cluster, ferry_nod
     for key, value in garbage.items():
         etcd_cluster.put(key, value)
     for node in nodes:
-        wait_until(lambda: decode_errors(node) >= before[node.admin_port] + len(garbage), 10,
-                   what=f"{node.admin_url} to count {len(garbage)} values it could not decode "
-                        f"({DECODE_ERRORS}: {metric_series(node, DECODE_ERRORS)})")
+        try:
+            wait_until(lambda: decode_errors(node) >= before[node.admin_port] + len(garbage), 10,
+                       what=f"{node.admin_url} to count {len(garbage)} values it could not decode")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; {DECODE_ERRORS} before {before[node.admin_port]}, now "
+                                 f"{metric_series(node, DECODE_ERRORS)}") from None
 
     def intact(node):
         assert node.process.poll() is None, f"{node.admin_url} died: {node.log()}"
@@ -533,7 +584,7 @@ def test_garbage_under_the_prefix_is_counted_and_skipped(etcd_cluster, ferry_nod
     wait_until(lambda: kv_values(a, "good/").get("good/after") == b"yes", 10, what="a KV write after the garbage")
 
     # A node that loads the prefix with the garbage in it.
-    c.stop()
+    assert c.stop() == 0, c.log()
     c.start()
     assert decode_errors(c) >= 1, metric_series(c, DECODE_ERRORS)
     wait_until(lambda: kv_values(c, "good/") == {"good/key": b"kept", "good/after": b"yes"}, 10,
