@@ -152,6 +152,12 @@ pub struct Cli {
     #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Where the registry lives: `memory` (this node alone, the embedded default) or
+    /// `etcd://HOST:PORT[,HOST:PORT...]` (a registry every node shares; name each node
+    /// with `--node-name`).
+    #[arg(long, env = "FERRY_STORE", default_value = "memory")]
+    pub store: crate::store::StoreChoice,
+
     /// Folder for Ferry's durable state. Created if missing; one process at a time may use it.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: PathBuf,

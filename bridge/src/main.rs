@@ -11,6 +11,7 @@ mod data_dir;
 mod metrics;
 mod node;
 mod shutdown;
+mod store;
 mod sync;
 mod traffic;
 

@@ -15,7 +15,6 @@ use ferry_consul::{ConsulSettings, NodeInfo};
 use ferry_core::health::{self, HealthSettings};
 use ferry_core::kv::KvStore;
 use ferry_core::registry::{eviction, ConfigServerListing};
-use ferry_core::store::DurableStore;
 use ferry_core::{Clock, Registry, RegistrySettings};
 use ferry_eureka::EurekaSettings;
 use tokio::net::TcpListener;
@@ -48,30 +47,20 @@ pub async fn run(
     let (kv, index) = KvStore::open(&kv_path, Clock::System, &node.name)
         .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
     let kv = Arc::new(kv);
-    // Agent registrations are kept here, as a Consul agent keeps them; Eureka ones are
-    // leases in memory that clients re-create.
-    let registrations_path = cli.data_dir.join("registrations.redb");
-    let registrations = DurableStore::open(&registrations_path).with_context(|| {
-        format!(
-            "cannot open the registrations file {}",
-            registrations_path.display()
-        )
-    })?;
-    let registry = Arc::new(Registry::with_index(
+    let opened = crate::store::open(
+        &cli.store,
         RegistrySettings {
             self_preservation: cli.eureka_self_preservation,
             delta_retention: Duration::from_secs(cli.eureka_delta_retention),
             ..RegistrySettings::default()
         },
-        Clock::System,
-        Arc::new(registrations),
+        &cli.data_dir,
+        &node.name,
         index,
-    ));
-    // Before any listener serves: a client never sees the registry without them.
-    let restored = registry
-        .restore()
-        .context("cannot restore the agent registrations")?;
-    tracing::info!(restored, "agent registrations and imported copies restored");
+    )
+    .await?;
+    let registry = opened.registry;
+    let _etcd = opened.etcd;
     let proxy_metrics = Arc::new(ProxyMetrics::new());
     let eureka_fetches = Arc::new(ferry_eureka::FetchCounts::default());
     let metrics = Arc::new(Metrics::new(&proxy_metrics, eureka_fetches.clone()));

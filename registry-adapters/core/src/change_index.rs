@@ -110,6 +110,13 @@ impl ChangeIndex {
         });
     }
 
+    /// Publishes a value that was not handed out here (a shared store's revision), and
+    /// hands out only values above it from now on.
+    pub fn advance(&self, value: u64) {
+        self.allocated.fetch_max(value, Ordering::AcqRel);
+        self.publish(value);
+    }
+
     /// A receiver that sees every later publication.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.published.subscribe()

@@ -119,6 +119,9 @@ impl Registry {
             let Some(entry) = state.listings.lookup(&app, &id) else {
                 continue;
             };
+            if !self.owned_here(&entry.instance) {
+                continue;
+            }
             let mut instance = entry.current();
             let Some(check) = instance
                 .checks
@@ -147,6 +150,7 @@ impl Registry {
                 .listings
                 .entries()
                 .filter(|entry| entry.instance.registration == Registration::Agent)
+                .filter(|entry| self.owned_here(&entry.instance))
                 .filter(|entry| {
                     entry.instance.checks.iter().any(|check| {
                         match (check.deregister_critical_after, check.critical_since) {
@@ -186,6 +190,8 @@ impl Registry {
         state
             .listings
             .entries()
+            // Another node runs its own instances' probes (a shared store).
+            .filter(|entry| self.owned_here(&entry.instance))
             .flat_map(|entry| {
                 entry
                     .instance

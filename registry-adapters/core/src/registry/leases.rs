@@ -119,14 +119,17 @@ impl Registry {
             if status == Status::Unknown {
                 return Err(not_registered(app, id));
             }
-            if status == stored.status {
+            // A client whose own node went away renews here: this node keeps it from now
+            // on, or the old keeper's expiry would drop it (a shared store only).
+            let adopt = stored.registration == Registration::Lease && !self.owned_here(stored);
+            if status == stored.status && !adopt {
                 entry.touch(now);
                 None
             } else {
-                Some(status)
+                Some((status, adopt))
             }
         };
-        if let Some(status) = outcome {
+        if let Some((status, adopt)) = outcome {
             // Rare: the status rules moved the published status, which is a change.
             let mut state = self.state.write();
             let Some(entry) = state.listings.lookup(app, id) else {
@@ -140,7 +143,15 @@ impl Registry {
             if status == Status::Up && changed.lease.service_up == 0 {
                 changed.lease.service_up = now;
             }
-            self.put(&mut state, changed, now)?;
+            if adopt {
+                tracing::info!(%app, %id, "keeping an instance whose client now renews here");
+                self.adopt(&mut state, changed, now)?;
+                if let Some(entry) = state.listings.lookup(app, id) {
+                    entry.touch(now);
+                }
+            } else {
+                self.put(&mut state, changed, now)?;
+            }
         }
         self.renewals.record(now);
         let state = self.state.read();
@@ -290,6 +301,8 @@ impl Registry {
             .entries()
             // Agent registrations hold no lease: they stay until deregistered.
             .filter(|entry| entry.instance.registration == Registration::Lease)
+            // Another node's instances are its to evict (a shared store).
+            .filter(|entry| self.owned_here(&entry.instance))
             .filter(|entry| entry.instance.lease.is_expired(entry.last_renewal(), now))
             .map(|entry| (entry.instance.app.clone(), entry.instance.id.clone()))
             .collect();
@@ -297,6 +310,7 @@ impl Registry {
             .listings
             .entries()
             .filter(|entry| entry.instance.registration == Registration::Lease)
+            .filter(|entry| self.owned_here(&entry.instance))
             .count();
         let limit = size - (size as f64 * self.settings.renewal_threshold).floor() as usize;
         expired.shuffle(&mut rand::thread_rng());

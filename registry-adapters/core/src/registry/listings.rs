@@ -363,13 +363,15 @@ impl Registry {
         self.state.read().listings.lookup(app, id).is_some()
     }
 
-    /// How many instances are lease registrations (the ones that send heartbeats).
+    /// How many instances are lease registrations this node keeps (the ones that send it
+    /// heartbeats).
     pub fn lease_count(&self) -> usize {
         self.state
             .read()
             .listings
             .entries()
             .filter(|entry| entry.instance.registration == crate::model::Registration::Lease)
+            .filter(|entry| self.owned_here(&entry.instance))
             .count()
     }
 

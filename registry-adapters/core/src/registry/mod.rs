@@ -20,7 +20,9 @@
 //!
 //! The write path itself (`put` and `remove` below) is shared by all of them and lives
 //! here, once: allocate an index → stamp → `Store::write` → in-memory model → recent-change
-//! log → publish.
+//! log → publish. With a shared store (etcd) the store's revision is the index, and the
+//! other nodes' changes arrive through its feed (`replicated`), applied in the same order
+//! on every node.
 
 mod agent;
 mod checks;
@@ -31,6 +33,7 @@ mod listings;
 mod own_services;
 mod recent;
 mod renewals;
+mod replicated;
 mod routes;
 mod status_rules;
 
@@ -51,7 +54,7 @@ use tokio::sync::watch;
 use crate::change_index::ChangeIndex;
 use crate::clock::Clock;
 use crate::model::{Action, Check, Instance, Millis};
-use crate::store::{Change, MemoryStore, Store, StoreError};
+use crate::store::{Change, MemoryStore, Store, StoreError, Written};
 use agent::Agents;
 use leases::Leases;
 use listings::Listings;
@@ -208,17 +211,53 @@ impl Registry {
     fn put_published(
         &self,
         state: &mut State,
-        mut instance: Instance,
+        instance: Instance,
         now: Millis,
         rerouted: bool,
     ) -> Result<(), RegistryError> {
-        let index = self.index.allocate()?;
-        let previous = state
+        self.write_record(state, instance, now, rerouted, false)
+    }
+
+    /// `put`, making this node the instance's keeper (a shared store only).
+    fn adopt(
+        &self,
+        state: &mut State,
+        instance: Instance,
+        now: Millis,
+    ) -> Result<(), RegistryError> {
+        self.write_record(state, instance, now, false, true)
+    }
+
+    fn write_record(
+        &self,
+        state: &mut State,
+        mut instance: Instance,
+        now: Millis,
+        rerouted: bool,
+        adopt: bool,
+    ) -> Result<(), RegistryError> {
+        // A shared store stamps the change with its revision, known only once written.
+        let shared = self.store.feed().is_some();
+        let mut index = if shared { 0 } else { self.index.allocate()? };
+        let mut previous = state
             .listings
             .lookup(&instance.app, &instance.id)
             .map(|entry| entry.instance.clone());
         stamp(&mut instance, previous.as_deref(), index);
-        self.store.write(&Change::Put(&instance))?;
+        let change = if adopt {
+            Change::Adopt(&instance)
+        } else {
+            Change::Put(&instance)
+        };
+        if let Written::At(revision) = self.store.write(&change)? {
+            self.catch_up(state, revision, now);
+            previous = state
+                .listings
+                .lookup(&instance.app, &instance.id)
+                .map(|entry| entry.instance.clone());
+            index = revision;
+            stamp(&mut instance, previous.as_deref(), index);
+        }
         let catalog_changed = rerouted
             || previous
                 .as_ref()
@@ -229,7 +268,7 @@ impl Registry {
             .listings
             .insert(instance.clone(), index, catalog_changed);
         state.listings.record(now, instance);
-        self.index.publish(index);
+        self.index.advance(index);
         Ok(())
     }
 
@@ -244,22 +283,35 @@ impl Registry {
         if state.listings.lookup(app, id).is_none() {
             return Err(not_registered(app, id));
         }
-        let index = self.index.allocate()?;
-        self.store.write(&Change::Remove { app, id })?;
-        let entry = state
-            .listings
-            .take(app, id, index)
-            .expect("looked up above");
-        state.agents.forget(&entry.instance);
-        let mut removed = entry.current();
-        removed.action = Action::Deleted;
-        removed.last_updated = now;
-        removed.lease.eviction = now;
-        removed.modify_index = index;
-        state.listings.record(now, Arc::new(removed));
-        self.index.publish(index);
+        let shared = self.store.feed().is_some();
+        let mut index = if shared { 0 } else { self.index.allocate()? };
+        if let Written::At(revision) = self.store.write(&Change::Remove { app, id })? {
+            self.catch_up(state, revision, now);
+            index = revision;
+        }
+        // Another node's removal may have been applied while catching up.
+        if let Some(entry) = state.listings.take(app, id, index) {
+            state.agents.forget(&entry.instance);
+            record_removal(state, entry.current(), index, now);
+        }
+        self.index.advance(index);
         Ok(())
     }
+
+    /// Whether this node keeps `instance` (renews, evicts, runs its checks); with a shared
+    /// store, another node may.
+    fn owned_here(&self, instance: &Instance) -> bool {
+        self.store.owned_here(&instance.app, &instance.id)
+    }
+}
+
+/// Records a removed instance in the recent-change log, as DELETED.
+fn record_removal(state: &mut State, mut removed: Instance, index: u64, now: Millis) {
+    removed.action = Action::Deleted;
+    removed.last_updated = now;
+    removed.lease.eviction = now;
+    removed.modify_index = index;
+    state.listings.record(now, Arc::new(removed));
 }
 
 /// Stamps a record and each of its checks with `index`: a new record or check is created

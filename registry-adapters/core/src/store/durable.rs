@@ -25,7 +25,7 @@ use std::path::Path;
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{record, Change, Store, StoreError};
+use super::{record, Change, Store, StoreError, Written};
 use crate::model::{Instance, Registration};
 
 /// (app, instance id) -> the instance's record.
@@ -108,15 +108,21 @@ impl Store for DurableStore {
         "durable"
     }
 
-    fn write(&self, change: &Change<'_>) -> Result<(), StoreError> {
+    fn write(&self, change: &Change<'_>) -> Result<Written, StoreError> {
         let (app, id, record, synced) = match change {
-            Change::Put(instance) if instance.registration != Registration::Lease => (
-                instance.app.as_str(),
-                instance.id.as_str(),
-                Some(record::encode(instance)),
-                instance.registration == Registration::Agent,
-            ),
-            Change::Put(instance) => (instance.app.as_str(), instance.id.as_str(), None, true),
+            Change::Put(instance) | Change::Adopt(instance)
+                if instance.registration != Registration::Lease =>
+            {
+                (
+                    instance.app.as_str(),
+                    instance.id.as_str(),
+                    Some(record::encode(instance)),
+                    instance.registration == Registration::Agent,
+                )
+            }
+            Change::Put(instance) | Change::Adopt(instance) => {
+                (instance.app.as_str(), instance.id.as_str(), None, true)
+            }
             Change::Remove { app, id } => (*app, *id, None, true),
         };
         let mut kept = self.kept.lock();
@@ -125,7 +131,7 @@ impl Store for DurableStore {
             (Some(_), _) => synced,
             // Removing an imported copy needs no sync of its own either.
             (None, Some(&kept_synced)) => kept_synced,
-            (None, None) => return Ok(()),
+            (None, None) => return Ok(Written::Local),
         };
         let mut unsynced = self.unsynced.lock();
         self.commit(app, id, record.as_deref(), synced)?;
@@ -136,7 +142,7 @@ impl Store for DurableStore {
         } else {
             kept.remove(&key);
         }
-        Ok(())
+        Ok(Written::Local)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

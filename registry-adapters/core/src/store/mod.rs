@@ -13,10 +13,12 @@
 //! do not change when it slots in.
 
 mod durable;
+pub mod feed;
 mod memory;
 pub mod record;
 
 pub use durable::DurableStore;
+pub use feed::{Feed, Replicated};
 pub use memory::MemoryStore;
 
 use crate::model::Instance;
@@ -26,12 +28,27 @@ use crate::model::Instance;
 pub enum Change<'a> {
     /// The instance now has exactly this record.
     Put(&'a Instance),
+    /// The instance now has this record and belongs to this node from now on: a client
+    /// whose own node is gone renews here (a shared store only; others treat it as `Put`).
+    Adopt(&'a Instance),
     /// The instance is gone.
     Remove { app: &'a str, id: &'a str },
 }
 
+/// Where a recorded change stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Recorded by this node alone; the registry stamps it with its own index.
+    Local,
+    /// Recorded by a shared store at this revision, which stamps it on every node.
+    At(u64),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another node changed the record first; the write did not happen.
+    #[error("the record changed in the {backend} store meanwhile")]
+    Conflict { backend: &'static str },
     #[error("the {backend} store is unavailable")]
     Unavailable {
         backend: &'static str,
@@ -46,7 +63,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records one change. An error means the change did not happen: the registry leaves
     /// its model as it was and the view answers 503.
-    fn write(&self, change: &Change<'_>) -> Result<(), StoreError>;
+    fn write(&self, change: &Change<'_>) -> Result<Written, StoreError>;
 
     /// The instances this store kept, for `Registry::restore` to register again at start.
     fn load(&self) -> Result<Vec<Instance>, StoreError>;
@@ -56,6 +73,19 @@ pub trait Store: Send + Sync + 'static {
     /// syncing each one; the sync adapter calls this once per import cycle.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// For a store shared by several nodes: the changes every node makes, in the store's
+    /// order, which the registry applies (`Registry::apply_feed`).
+    fn feed(&self) -> Option<&Feed> {
+        None
+    }
+
+    /// Whether this node keeps the instance: renews its lease, evicts it, runs its checks.
+    /// With a shared store another node may; with a local one, every instance is this
+    /// node's.
+    fn owned_here(&self, _app: &str, _id: &str) -> bool {
+        true
     }
 }
 

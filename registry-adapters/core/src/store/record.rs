@@ -38,7 +38,12 @@ pub enum RecordError {
 }
 
 pub fn encode(instance: &Instance) -> Vec<u8> {
-    let value = json!({
+    serde_json::to_vec(&to_value(instance)).expect("a JSON value always serializes")
+}
+
+/// The record as a JSON value, for a store that wraps it in an envelope of its own.
+pub fn to_value(instance: &Instance) -> Value {
+    json!({
         "v": VERSION,
         "id": instance.id,
         "id_explicit": instance.id_explicit,
@@ -94,8 +99,7 @@ pub fn encode(instance: &Instance) -> Vec<u8> {
             .collect::<Map<_, _>>(),
         "create_index": instance.create_index,
         "modify_index": instance.modify_index,
-    });
-    serde_json::to_vec(&value).expect("a JSON value always serializes")
+    })
 }
 
 /// A status as records spell it: the registry's own name (`Status`'s `Display`).
@@ -122,7 +126,12 @@ fn parse_action(text: &str) -> Option<Action> {
 
 pub fn decode(bytes: &[u8]) -> Result<Instance, RecordError> {
     let value: Value = serde_json::from_slice(bytes)?;
-    let record = Fields::of(&value, "record")?;
+    from_value(&value)
+}
+
+/// Reads a record from a JSON value (see `to_value`).
+pub fn from_value(value: &Value) -> Result<Instance, RecordError> {
+    let record = Fields::of(value, "record")?;
     let version = record.u64("v")?;
     if version != VERSION {
         return Err(RecordError::Version(version));

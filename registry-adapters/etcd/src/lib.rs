@@ -1,0 +1,12 @@
+//! ferry-etcd: Ferry's etcd store, and everything Ferry does with etcd when it runs on many
+//! hosts: the connection to the cluster (`connection`), where Ferry's data lives under
+//! `/ferry/v1/` (`layout`), the thread every etcd call runs on (`worker`), and the registry
+//! store every node shares (`registrations`).
+
+pub mod connection;
+pub mod layout;
+pub mod registrations;
+mod worker;
+
+pub use connection::{ConnectOptions, Connection, EndpointState, EtcdError};
+pub use registrations::{EtcdStore, EtcdStoreOptions, StoreHealth};

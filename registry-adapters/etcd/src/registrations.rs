@@ -1,0 +1,721 @@
+//! The registry store every node shares: registrations in etcd, one watch feeding each
+//! node's in-memory registry, and the node's lease.
+//!
+//! - **Writes** go to etcd and are acknowledged only once etcd has them; the revision etcd
+//!   gave is the change's index on every node (`Written::At`). A registration is written on
+//!   its keeper's lease, so a node that dies takes the instances it kept with it once that
+//!   lease runs out; a node changing another node's instance keeps that node's lease
+//!   (`ignore_lease`). Imported copies of a legacy registry's instances carry no lease: the
+//!   node that runs the sync keeps them.
+//! - **No lease per instance**: each node holds one lease with Eureka's 90 s expiry, kept
+//!   alive every 30 s. Eureka heartbeats never reach etcd; the keeping node evicts as the
+//!   embedded store does. A lease lost while etcd was out of reach is granted again and
+//!   every instance this node keeps is written back on it (go-micro's etcd registry does
+//!   the same).
+//! - **Reads** never touch etcd: the watch (`/ferry/v1/inst/`, from the revision of the
+//!   first full read) pushes every change into the registry's feed. A watch that fails moves
+//!   to another endpoint and resumes where it stopped; one that fell behind a compaction
+//!   reads everything again and hands the registry a `Resync`.
+//! - **Bad values** under the prefix (another tool's writes) are logged, counted and
+//!   skipped; they never stop the watch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
+use ferry_core::model::{Instance, Registration};
+use ferry_core::store::{Change, Feed, Replicated, Store, StoreError, Written};
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::connection::{ConnectOptions, Connection, EtcdError};
+use crate::layout;
+use crate::worker::Worker;
+
+/// How many keys one read of a full listing asks for.
+const PAGE: i64 = 1000;
+/// How often the watch asks etcd to confirm it is current, and how long without any word
+/// from etcd before the node counts its copy as stale and moves its watch elsewhere.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+const STALE_AFTER: Duration = Duration::from_secs(10);
+/// How often the node's own key (`nodes/<node>`) is refreshed with what it has applied.
+const NODE_REFRESH: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct EtcdStoreOptions {
+    /// `host:port` of every member.
+    pub endpoints: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// The TTL of the lease this node keeps its instances on (Eureka's lease expiry).
+    pub lease_ttl: Duration,
+    pub connect: ConnectOptions,
+}
+
+impl EtcdStoreOptions {
+    pub fn new(endpoints: Vec<String>, node: String) -> EtcdStoreOptions {
+        EtcdStoreOptions {
+            endpoints,
+            node,
+            lease_ttl: Duration::from_secs(90),
+            connect: ConnectOptions::default(),
+        }
+    }
+}
+
+/// What an operator and `/ready` are told about the store.
+#[derive(Clone, Debug)]
+pub struct StoreHealth {
+    /// etcd answered the watch recently: reads are current.
+    pub current: bool,
+    /// Since the last word from etcd.
+    pub last_contact: Duration,
+    /// The last revision pushed to the registry.
+    pub delivered_revision: u64,
+    pub endpoint: String,
+    pub decode_errors: u64,
+    pub lease: i64,
+}
+
+/// A node as its own key in etcd describes it.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub node: String,
+    pub started_ms: u64,
+    pub refreshed_ms: u64,
+    pub applied_revision: u64,
+    pub endpoint: String,
+    pub instances_kept: u64,
+    pub version: String,
+}
+
+pub struct EtcdStore {
+    node: String,
+    worker: Worker,
+    connection: Connection,
+    options: EtcdStoreOptions,
+    feed: Feed,
+    /// Keeper of every registration key this node has seen.
+    owners: Mutex<HashMap<String, String>>,
+    /// The values of the keys this node keeps, to write back after a lost lease.
+    kept: Mutex<HashMap<String, Vec<u8>>>,
+    lease: AtomicI64,
+    decode_errors: AtomicU64,
+    last_contact: Mutex<Instant>,
+    /// Asks the watch for a progress answer now (a delete that found nothing to delete
+    /// produces no event to wait for).
+    progress_now: Notify,
+    started_ms: u64,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("node", &self.node)
+            .field("endpoints", &self.options.endpoints)
+            .finish()
+    }
+}
+
+impl EtcdStore {
+    /// Connects, takes a lease, reads every registration and starts the watch. The first
+    /// full read is in the feed when this returns: `Registry::apply_feed` loads it.
+    pub async fn start(options: EtcdStoreOptions) -> Result<Arc<EtcdStore>, EtcdError> {
+        let worker = Worker::start("ferry-etcd").map_err(|error| EtcdError::Unavailable {
+            endpoint: options.endpoints.join(","),
+            reason: format!("cannot start the etcd thread: {error}"),
+        })?;
+        let endpoints = options.endpoints.clone();
+        let connect = options.connect.clone();
+        let connection = worker
+            .run(async move { Connection::connect(&endpoints, connect).await })
+            .await
+            .map_err(|_| gone())??;
+        let store = Arc::new(EtcdStore {
+            node: options.node.clone(),
+            worker: worker.clone(),
+            connection,
+            options,
+            feed: Feed::default(),
+            owners: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::new()),
+            lease: AtomicI64::new(0),
+            decode_errors: AtomicU64::new(0),
+            last_contact: Mutex::new(Instant::now()),
+            progress_now: Notify::new(),
+            started_ms: now_ms(),
+        });
+        let starting = store.clone();
+        worker
+            .run(async move {
+                let lease = starting.grant().await?;
+                starting.lease.store(lease, Ordering::Release);
+                let revision = starting.resync().await?;
+                starting.refresh_node().await?;
+                let weak = Arc::downgrade(&starting);
+                tokio::spawn(watch(weak.clone(), revision + 1));
+                tokio::spawn(keep_alive(weak));
+                Ok::<(), EtcdError>(())
+            })
+            .await
+            .map_err(|_| gone())??;
+        Ok(store)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub fn health(&self) -> StoreHealth {
+        let last_contact = self.last_contact.lock().elapsed();
+        StoreHealth {
+            current: last_contact < STALE_AFTER && self.connection.healthy(),
+            last_contact,
+            delivered_revision: self.feed.delivered_revision(),
+            endpoint: self.connection.pinned().0,
+            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            lease: self.lease.load(Ordering::Acquire),
+        }
+    }
+
+    /// Every node whose lease is alive, as their keys say.
+    pub async fn nodes(self: &Arc<Self>) -> Result<Vec<NodeInfo>, EtcdError> {
+        let store = self.clone();
+        self.worker
+            .run(async move {
+                let prefix = layout::nodes_prefix();
+                let kvs = store
+                    .connection
+                    .run(true, |mut client| {
+                        let prefix = prefix.clone();
+                        async move {
+                            client
+                                .get(prefix, Some(GetOptions::new().with_prefix()))
+                                .await
+                        }
+                    })
+                    .await?
+                    .take_kvs();
+                Ok(kvs.iter().filter_map(node_info).collect())
+            })
+            .await
+            .map_err(|_| gone())?
+    }
+
+    async fn grant(&self) -> Result<i64, EtcdError> {
+        let ttl = self.options.lease_ttl.as_secs().max(2) as i64;
+        let granted = self
+            .connection
+            .run(true, |mut client| async move {
+                client.lease_grant(ttl, None).await
+            })
+            .await?;
+        tracing::info!(
+            lease = granted.id(),
+            ttl,
+            "holding an etcd lease for this node's instances"
+        );
+        Ok(granted.id())
+    }
+
+    /// Reads every registration at one revision, in pages, and pushes them as a `Resync`.
+    async fn resync(&self) -> Result<u64, EtcdError> {
+        let prefix = layout::instances_prefix();
+        let end = prefix_end(&prefix);
+        let mut revision = 0i64;
+        let mut from = prefix.clone().into_bytes();
+        let mut instances = Vec::new();
+        let mut owners = HashMap::new();
+        loop {
+            let (key, end, at) = (from.clone(), end.clone(), revision);
+            let mut page = self
+                .connection
+                .run(true, |mut client| {
+                    let (key, end) = (key.clone(), end.clone());
+                    async move {
+                        let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
+                        if at > 0 {
+                            options = options.with_revision(at);
+                        }
+                        client.get(key, Some(options)).await
+                    }
+                })
+                .await?;
+            if revision == 0 {
+                revision = page.header().map_or(0, |header| header.revision());
+            }
+            let more = page.more();
+            let kvs = page.take_kvs();
+            for kv in &kvs {
+                if let Some(envelope) = self.decode(kv) {
+                    owners.insert(kv.key_str().unwrap_or_default().to_owned(), envelope.owner);
+                    instances.push((
+                        envelope.instance,
+                        kv.create_revision() as u64,
+                        kv.mod_revision() as u64,
+                    ));
+                }
+            }
+            match kvs.last() {
+                Some(last) if more => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        let revision = revision.max(0) as u64;
+        tracing::info!(
+            instances = instances.len(),
+            revision,
+            "read every registration from etcd"
+        );
+        {
+            let mut known = self.owners.lock();
+            *known = owners;
+            let mut kept = self.kept.lock();
+            kept.retain(|key, _| known.get(key).is_some_and(|owner| *owner == self.node));
+        }
+        self.feed.push(Replicated::Resync {
+            instances,
+            revision,
+        });
+        *self.last_contact.lock() = Instant::now();
+        Ok(revision)
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Option<layout::Envelope> {
+        match layout::decode(kv.value()) {
+            Ok(envelope) => Some(envelope),
+            Err(error) => {
+                self.decode_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(kv.key()),
+                    %error,
+                    "skipping a value under Ferry's etcd prefix that is not a registration"
+                );
+                None
+            }
+        }
+    }
+
+    /// Applies one watch response's events to what this store knows and pushes them.
+    fn deliver(&self, events: &[etcd_client::Event]) {
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let Some((app, id)) = parse_instance_key(&key) else {
+                continue;
+            };
+            let revision = kv.mod_revision() as u64;
+            match event.event_type() {
+                EventType::Put => {
+                    let Some(envelope) = self.decode(kv) else {
+                        continue;
+                    };
+                    if envelope.owner != self.node {
+                        self.kept.lock().remove(&key);
+                    }
+                    self.owners.lock().insert(key, envelope.owner);
+                    self.feed.push(Replicated::Put {
+                        instance: Box::new(envelope.instance),
+                        created: kv.create_revision() as u64,
+                        revision,
+                    });
+                }
+                EventType::Delete => {
+                    self.owners.lock().remove(&key);
+                    self.kept.lock().remove(&key);
+                    self.feed.push(Replicated::Remove { app, id, revision });
+                }
+            }
+        }
+    }
+
+    /// Writes this node's key: who it is and how far it has applied.
+    async fn refresh_node(&self) -> Result<(), EtcdError> {
+        let lease = self.lease.load(Ordering::Acquire);
+        let value = json!({
+            "node": self.node,
+            "started_ms": self.started_ms,
+            "refreshed_ms": now_ms(),
+            "applied_revision": self.feed.delivered_revision(),
+            "endpoint": self.connection.pinned().0,
+            "instances_kept": self.kept.lock().len(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string();
+        self.put_on_lease(layout::node_key(&self.node), value.into_bytes(), lease)
+            .await
+    }
+
+    async fn put_on_lease(&self, key: String, value: Vec<u8>, lease: i64) -> Result<(), EtcdError> {
+        self.connection
+            .run(true, |mut client| {
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    client
+                        .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Keeps the lease alive; a lease etcd no longer knows is granted again and every
+    /// instance this node keeps is written back on it.
+    async fn keep_lease(&self) -> Result<(), EtcdError> {
+        let lease = self.lease.load(Ordering::Acquire);
+        let ttl = self
+            .connection
+            .run(true, |mut client| async move {
+                let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                Ok(answers.message().await?.map_or(0, |answer| answer.ttl()))
+            })
+            .await?;
+        if ttl > 0 {
+            return Ok(());
+        }
+        tracing::warn!(
+            lease,
+            "this node's etcd lease expired; taking a new one and writing back its instances"
+        );
+        let lease = self.grant().await?;
+        self.lease.store(lease, Ordering::Release);
+        let kept: Vec<(String, Vec<u8>)> = self
+            .kept
+            .lock()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        for (key, value) in kept {
+            self.put_on_lease(key, value, lease).await?;
+        }
+        Ok(())
+    }
+
+    fn unavailable(
+        &self,
+        reason: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            backend: "etcd",
+            source: reason.into(),
+        }
+    }
+
+    fn put(&self, instance: &Instance, adopt: bool) -> Result<Written, StoreError> {
+        let key = layout::instance_key(&instance.app, &instance.id);
+        let keeper = match self.owners.lock().get(&key) {
+            Some(owner) if !adopt => owner.clone(),
+            _ => self.node.clone(),
+        };
+        let value = layout::encode(&keeper, instance);
+        let options = if instance.registration == Registration::Imported {
+            PutOptions::new()
+        } else if keeper == self.node {
+            PutOptions::new().with_lease(self.lease.load(Ordering::Acquire))
+        } else {
+            // Another node keeps it: its lease stays on the key.
+            PutOptions::new().with_ignore_lease()
+        };
+        let connection = self.connection.clone();
+        let (call_key, call_value) = (key.clone(), value.clone());
+        let answer = self
+            .worker
+            .call(self.call_timeout(), async move {
+                connection
+                    .run(true, |mut client| {
+                        let (key, value) = (call_key.clone(), call_value.clone());
+                        let options = options.clone();
+                        async move { client.put(key, value, Some(options)).await }
+                    })
+                    .await
+            })
+            .map_err(|_| self.unavailable("etcd did not answer in time"))?
+            .map_err(|error| self.unavailable(error))?;
+        let revision = answer.header().map_or(0, |header| header.revision()) as u64;
+        if keeper == self.node && instance.registration != Registration::Imported {
+            self.kept.lock().insert(key.clone(), value);
+        } else {
+            self.kept.lock().remove(&key);
+        }
+        self.owners.lock().insert(key, keeper);
+        Ok(Written::At(revision))
+    }
+
+    fn delete(&self, app: &str, id: &str) -> Result<Written, StoreError> {
+        let key = layout::instance_key(app, id);
+        let connection = self.connection.clone();
+        let call_key = key.clone();
+        let answer = self
+            .worker
+            .call(self.call_timeout(), async move {
+                connection
+                    .run(true, |mut client| {
+                        let key = call_key.clone();
+                        async move { client.delete(key, None).await }
+                    })
+                    .await
+            })
+            .map_err(|_| self.unavailable("etcd did not answer in time"))?
+            .map_err(|error| self.unavailable(error))?;
+        self.kept.lock().remove(&key);
+        self.owners.lock().remove(&key);
+        if answer.deleted() == 0 {
+            // Nothing to delete makes no event: ask the watch to confirm it is current.
+            self.progress_now.notify_one();
+        }
+        Ok(Written::At(
+            answer.header().map_or(0, |header| header.revision()) as u64,
+        ))
+    }
+
+    /// A call may be retried once on each endpoint.
+    fn call_timeout(&self) -> Duration {
+        self.options.connect.request_timeout * (self.options.endpoints.len() as u32 + 1)
+    }
+}
+
+impl Store for EtcdStore {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn write(&self, change: &Change<'_>) -> Result<Written, StoreError> {
+        match change {
+            Change::Put(instance) => self.put(instance, false),
+            Change::Adopt(instance) => self.put(instance, true),
+            Change::Remove { app, id } => self.delete(app, id),
+        }
+    }
+
+    /// Nothing to load: the first full read is in the feed already.
+    fn load(&self) -> Result<Vec<Instance>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn feed(&self) -> Option<&Feed> {
+        Some(&self.feed)
+    }
+
+    fn owned_here(&self, app: &str, id: &str) -> bool {
+        self.owners
+            .lock()
+            .get(&layout::instance_key(app, id))
+            .is_none_or(|owner| *owner == self.node)
+    }
+}
+
+/// The watch, for as long as the store lives: moves to another endpoint when it fails,
+/// resumes after the last revision it delivered, reads everything again after a
+/// compaction.
+async fn watch(store: Weak<EtcdStore>, mut from: u64) {
+    loop {
+        let Some(current) = store.upgrade() else {
+            return;
+        };
+        match watch_once(&current, from).await {
+            Ok(next) => from = next,
+            Err(WatchEnd::Compacted) => match current.resync().await {
+                Ok(revision) => from = revision + 1,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the registrations again after a compaction");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            Err(WatchEnd::Failed {
+                endpoint,
+                reason,
+                next,
+            }) => {
+                tracing::warn!(%endpoint, %reason, "the etcd watch failed; moving it");
+                current.connection.repin(&endpoint);
+                from = next;
+                drop(current);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+enum WatchEnd {
+    Compacted,
+    Failed {
+        endpoint: String,
+        reason: String,
+        next: u64,
+    },
+}
+
+async fn watch_once(store: &EtcdStore, mut from: u64) -> Result<u64, WatchEnd> {
+    let (endpoint, mut client) = store.connection.pinned();
+    let failed = |reason: String, next: u64| WatchEnd::Failed {
+        endpoint: endpoint.clone(),
+        reason,
+        next,
+    };
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from as i64)
+        .with_progress_notify();
+    let (mut watcher, mut stream) = tokio::time::timeout(
+        store.options.connect.request_timeout,
+        client.watch(layout::instances_prefix(), Some(options)),
+    )
+    .await
+    .map_err(|_| failed("no answer".into(), from))?
+    .map_err(|error| failed(error.to_string(), from))?
+    .split();
+    let mut asked = Instant::now();
+    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    loop {
+        tokio::select! {
+            message = stream.message() => {
+                let response = match message {
+                    Ok(Some(response)) => response,
+                    Ok(None) => return Err(failed("the stream ended".into(), from)),
+                    Err(error) => return Err(failed(error.to_string(), from)),
+                };
+                if response.created() {
+                    // Says nothing of what was sent: the backlog from `from` follows it.
+                    continue;
+                }
+                if response.canceled() {
+                    if response.compact_revision() > 0 {
+                        tracing::warn!(
+                            compacted = response.compact_revision(),
+                            from,
+                            "the etcd watch fell behind a compaction; reading everything again"
+                        );
+                        return Err(WatchEnd::Compacted);
+                    }
+                    return Err(failed(format!("cancelled: {}", response.cancel_reason()), from));
+                }
+                *store.last_contact.lock() = Instant::now();
+                let events = response.events();
+                if events.is_empty() {
+                    // A progress answer: everything up to its revision has been sent.
+                    if let Some(header) = response.header() {
+                        let revision = header.revision() as u64;
+                        if revision >= from {
+                            store.feed.delivered(revision);
+                            from = revision + 1;
+                        }
+                    }
+                } else {
+                    store.deliver(events);
+                    let last = events
+                        .iter()
+                        .filter_map(|event| event.kv())
+                        .map(|kv| kv.mod_revision() as u64)
+                        .max()
+                        .unwrap_or(from);
+                    store.feed.delivered(last);
+                    from = last + 1;
+                }
+            }
+            _ = ticker.tick() => {
+                if store.last_contact.lock().elapsed() > STALE_AFTER && asked.elapsed() > STALE_AFTER {
+                    return Err(failed("no word from etcd".into(), from));
+                }
+                if watcher.request_progress().await.is_err() {
+                    return Err(failed("cannot ask for progress".into(), from));
+                }
+                asked = Instant::now();
+            }
+            _ = store.progress_now.notified() => {
+                let _ = watcher.request_progress().await;
+            }
+        }
+    }
+}
+
+/// Keeps the lease alive and the node's key fresh, for as long as the store lives.
+async fn keep_alive(store: Weak<EtcdStore>) {
+    let mut last_keep = Instant::now();
+    loop {
+        tokio::time::sleep(NODE_REFRESH).await;
+        let Some(current) = store.upgrade() else {
+            return;
+        };
+        let keep_every = current.options.lease_ttl / 3;
+        if last_keep.elapsed() >= keep_every {
+            match current.keep_lease().await {
+                Ok(()) => last_keep = Instant::now(),
+                Err(error) => tracing::warn!(%error, "cannot keep this node's etcd lease alive"),
+            }
+        }
+        if let Err(error) = current.refresh_node().await {
+            tracing::debug!(%error, "cannot refresh this node's key in etcd");
+        }
+    }
+}
+
+fn node_info(kv: &KeyValue) -> Option<NodeInfo> {
+    let value: serde_json::Value = serde_json::from_slice(kv.value()).ok()?;
+    let text = |field: &str| {
+        value
+            .get(field)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let number = |field: &str| {
+        value
+            .get(field)
+            .and_then(|v| v.as_u64())
+            .unwrap_or_default()
+    };
+    Some(NodeInfo {
+        node: text("node"),
+        started_ms: number("started_ms"),
+        refreshed_ms: number("refreshed_ms"),
+        applied_revision: number("applied_revision"),
+        endpoint: text("endpoint"),
+        instances_kept: number("instances_kept"),
+        version: text("version"),
+    })
+}
+
+/// `(app, id)` of a registration key, unescaped.
+fn parse_instance_key(key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&layout::instances_prefix())?;
+    let (app, id) = rest.split_once('/')?;
+    Some((unescape(app), unescape(id)))
+}
+
+fn unescape(part: &str) -> String {
+    part.replace("%2F", "/").replace("%25", "%")
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+fn gone() -> EtcdError {
+    EtcdError::Unavailable {
+        endpoint: String::new(),
+        reason: "the etcd thread is gone".into(),
+    }
+}
