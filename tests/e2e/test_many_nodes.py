@@ -337,12 +337,39 @@ def test_a_killed_node_takes_its_instances_within_their_lease_and_nothing_else(f
         assert status_of(node, survivor_id) == "UP"
 
 
-def test_a_eureka_client_with_two_nodes_keeps_its_registration_when_one_dies(ferry_nodes, clients):
+class Heartbeats:
+    """Records every heartbeat py-eureka-client's `EurekaClient` sends (when, to which server
+    URL, answered 2xx or not) by wrapping the module function it calls for one; what the
+    client does is unchanged. (Ferry's documents do not show renewals: `lastRenewalTimestamp`
+    moves only with a change, single node or many.)"""
+
+    def __init__(self, monkeypatch):
+        import py_eureka_client.eureka_client as client_module
+
+        original = client_module.send_heartbeat
+        self.sent: list[tuple[float, str, bool]] = []
+
+        async def recorded(url, *args, **kwargs):
+            try:
+                await original(url, *args, **kwargs)
+            except Exception:
+                self.sent.append((time.monotonic(), url, False))
+                raise
+            self.sent.append((time.monotonic(), url, True))
+
+        monkeypatch.setattr(client_module, "send_heartbeat", recorded)
+
+    def answered(self, url: str, since: float) -> int:
+        return sum(1 for at, to, ok in self.sent if ok and at >= since and to.rstrip("/") == url.rstrip("/"))
+
+
+def test_a_eureka_client_with_two_nodes_keeps_its_registration_when_one_dies(ferry_nodes, clients, monkeypatch):
     """py-eureka-client configured with nodes A and B (as a `defaultZone` list) registers
-    through A with a 3 s lease; A is killed; the client's heartbeats fail over to B and the
-    instance stays listed UP on B and C the whole time, past its lease many times and past A's
-    own lease in etcd; B sees its renewals and the client still finds itself."""
+    through A with a 3 s lease; A is killed; the client's heartbeats fail over to B, which
+    answers them, and the instance stays listed UP on B and C the whole time, past its lease
+    many times and past 30 s; the client still finds itself."""
     a, b, c = ferry_nodes("a", "b", "c", args=FAST_EVICTION)
+    heartbeats = Heartbeats(monkeypatch)
     port = free_port()
     instance_id = f"127.0.0.1:twoway:{port}"
     client = clients(py_client(f"{a.eureka_url},{b.eureka_url}", "twoway", port, duration_in_secs=SHORT_LEASE))
@@ -358,8 +385,9 @@ def test_a_eureka_client_with_two_nodes_keeps_its_registration_when_one_dies(fer
             assert status_of(node, instance_id) == "UP", \
                 f"{time.monotonic() - killed:.1f}s after A's death the instance is gone from {node.eureka_url}"
         time.sleep(0.5)
-    renewed = int(b.instances()[instance_id]["leaseInfo"]["lastRenewalTimestamp"])
-    assert time.time() * 1000 - renewed < 3000, "B has not seen a renewal in the last 3 s"
+    answered = heartbeats.answered(b.eureka_url, since=killed)
+    assert answered >= watch_for / 2, (f"B answered {answered} heartbeats in {watch_for}s after A died: "
+                                       f"{heartbeats.sent[-5:]}")
     wait_until(lambda: [entry[0] for entry in client.view().get("TWOWAY", [])] == [instance_id], 10,
                what="the client to find itself through B")
 
