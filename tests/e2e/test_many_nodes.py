@@ -504,8 +504,7 @@ def test_losing_one_etcd_member_of_three_loses_no_acknowledged_write(etcd_cluste
     assert_everywhere(nodes, kv, instances)
 
 
-def test_without_etcd_quorum_writes_get_503_reads_answer_stale_and_nothing_is_lost(etcd_cluster, ferry_nodes,
-                                                                                    clients):
+def test_without_etcd_quorum_writes_get_503_reads_answer_stale_and_nothing_is_lost(etcd_cluster, ferry_nodes):
     """Two etcd members of three killed: a Consul KV write gets 503 with `Retry-After`, promptly;
     Consul and Eureka reads still answer 200 on every node, Consul's with
     `X-Consul-KnownLeader: false`; a Eureka registration is accepted and kept. The members
@@ -547,10 +546,13 @@ def test_without_etcd_quorum_writes_get_503_reads_answer_stale_and_nothing_is_lo
         assert set(instances) <= set(node.instances()), f"{node.eureka_url} lost registrations without quorum"
         assert kv_values(node, "ledger/") == kv
 
-    # A registration without etcd: accepted by B, kept, replayed once etcd is back.
-    port = free_port()
-    late_id = f"127.0.0.1:outage:{port}"
-    clients(py_client(b.eureka_url, "outage", port, should_discover=False))
+    # A registration without etcd: accepted by B (py-eureka-client's register call raises on
+    # anything but 2xx; its EurekaClient would only retry at its next heartbeat, which would
+    # hide a refusal), listed by B at once, replayed to etcd once it is back (nothing renews
+    # it meanwhile: a 10 min lease).
+    late = eureka_instance("outage", "outage-1", free_port(), 600)
+    late_id = late["instanceId"]
+    register(b, late)
     assert status_of(b, late_id) == "UP"
 
     etcd_cluster.restart(1)
@@ -579,14 +581,20 @@ def test_garbage_under_the_prefix_is_counted_and_skipped(etcd_cluster, ferry_nod
                    10, what=f"the registry on {node.eureka_url}")
     before = {node.admin_port: decode_errors(node) for node in nodes}
 
+    # Registrations (multihost.md: `inst/<app>/<id>`, an envelope around Ferry's JSON record)
+    # and KV entries (`kv/<key>`: a version byte, flags, the value) no Ferry wrote.
     garbage = {
         "/ferry/v1/inst/BADAPP/x": b"\xff\xfe\x00 not an instance",
         "/ferry/v1/inst/BADAPP/y": b'{"truncated": ',
+        "/ferry/v1/inst/BADAPP/z": b'{"v":1,"owner":"node-a","record":{"v":1}}',
         "/ferry/v1/inst/ORDERS/bad-1": b"",
         "/ferry/v1/kv/garbage/key": b"\xff",
     }
     for key, value in garbage.items():
         etcd_cluster.put(key, value)
+    # A node record no Ferry wrote: not counted here (what reads `nodes/` may not count it),
+    # but it must not disturb anything either.
+    etcd_cluster.put("/ferry/v1/nodes/garbage-node", b"\xff")
     for node in nodes:
         try:
             wait_until(lambda: decode_errors(node) >= before[node.admin_port] + len(garbage), 10,
