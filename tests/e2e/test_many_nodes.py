@@ -33,8 +33,9 @@ from test_mesh import Service, addresses
 FAST_EVICTION = ("--eureka-eviction-interval", "0.5", "--eureka-self-preservation", "false")
 # A short Eureka lease (durationInSecs), renewed every second.
 SHORT_LEASE = 3
-# The lease of the instances a killed node takes with it: as long as a node's own lease in
-# etcd (30 s, multihost.md), so a node's death is noticed within it.
+# The Eureka lease of the instances a killed node takes with it, and the nodes' own lease in
+# etcd (`--store-lease-ttl`, 90 s by default: the time a dead node's instances outlive it,
+# README "Many hosts"), set to match, as an operator whose apps renew on 30 s leases would.
 KILL_LEASE = 30
 # How far past a lease the tests wait for its end: eviction runs, watch delivery, a lease
 # expiry in etcd.
@@ -307,7 +308,7 @@ def test_a_killed_node_takes_its_instances_within_their_lease_and_nothing_else(f
     """`kill -9` node A: the instance registered (and renewed) through A leaves nodes B and C
     within its lease plus a margin; the instance registered through B stays listed UP on B and
     C the whole time."""
-    a, b, c = ferry_nodes("a", "b", "c", args=FAST_EVICTION)
+    a, b, c = ferry_nodes("a", "b", "c", args=(*FAST_EVICTION, "--store-lease-ttl", str(KILL_LEASE)))
     doomed_port, survivor_port = free_port(), free_port()
     doomed_id, survivor_id = f"127.0.0.1:doomed:{doomed_port}", f"127.0.0.1:survivor:{survivor_port}"
     doomed = clients(py_client(a.eureka_url, "doomed", doomed_port, duration_in_secs=KILL_LEASE,
