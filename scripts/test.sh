@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs the real third-party clients the tests use
 # (Python ones into .venv, Node ones into tests/node_modules, Java 17 and Maven through apt
-# when missing) and etcd with protoc (apt, when missing; the many-nodes tests start a real
-# three-member cluster with scripts/etcd-cluster.sh), builds the workspace once and the
+# when missing) and etcd with protoc (scripts/install-etcd.sh; the many-nodes tests start a
+# real three-member cluster with scripts/etcd-cluster.sh), builds the workspace once and the
 # Spring estate under samples/ once (scripts/build-samples.sh, beside the Rust build: it is
 # mostly downloads the first time),
 # runs the Rust tests, a short run of every fuzz target (scripts/fuzz.sh, a few seconds
@@ -46,36 +46,9 @@ if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
     fi
 fi
 
-# etcd (a real three-member cluster for the many-nodes tests, scripts/etcd-cluster.sh) and
-# protoc (etcd-client's build needs it) are Debian packages. Installing etcd-server starts
-# its service on some machines: a policy-rc.d that refuses every start keeps it stopped
-# while apt runs, and the unit is then disabled, so no system etcd is ever left running
-# (the tests start their own members, on their own ports and data).
-install_etcd() {
-    local policy=/usr/sbin/policy-rc.d saved="" status=0
-    if [ -e "$policy" ]; then
-        saved=$(mktemp)
-        cp -p "$policy" "$saved"
-    fi
-    printf '#!/bin/sh\n# scripts/test.sh: no service starts while etcd-server is installed\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    { apt-get update -qq \
-        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client protobuf-compiler >/dev/null; } \
-        || status=$?
-    if [ -n "$saved" ]; then mv "$saved" "$policy"; else rm -f "$policy"; fi
-    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-        systemctl disable --now etcd.service >/dev/null 2>&1 || true
-    fi
-    return "$status"
-}
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        install_etcd
-    fi
-fi
-need etcd "etcd 3.4 or newer, the many-nodes tests' store (apt: etcd-server)"
-need etcdctl "etcd's command-line client (apt: etcd-client)"
-need protoc "the protobuf compiler, for the etcd client's build (apt: protobuf-compiler)"
+# protoc for etcd-client's build, and etcd for the many-nodes tests (Debian's packages; no
+# system etcd is left running).
+scripts/install-etcd.sh
 
 echo "== building the Spring estate (scripts/build-samples.sh) and a real Consul (scripts/install-consul.sh), in the background"
 mkdir -p target
