@@ -257,6 +257,8 @@ impl EtcdStore {
         let mut from = prefix.clone().into_bytes();
         let mut instances = Vec::new();
         let mut owners = HashMap::new();
+        let ours = self.leases.lock().ids();
+        let mut orphans = Vec::new();
         loop {
             let (key, end, at) = (from.clone(), end.clone(), revision);
             let mut page = self
@@ -279,7 +281,14 @@ impl EtcdStore {
             let kvs = page.take_kvs();
             for kv in &kvs {
                 if let Some(envelope) = self.decode(kv) {
-                    owners.insert(kv.key_str().unwrap_or_default().to_owned(), envelope.owner);
+                    let key = kv.key_str().unwrap_or_default().to_owned();
+                    // This node's, on a lease it does not hold: written by this node before
+                    // a restart, on the lease the old process held until it ran out.
+                    if envelope.owner == self.node && kv.lease() != 0 && !ours.contains(&kv.lease())
+                    {
+                        orphans.push((key.clone(), kv.value().to_vec()));
+                    }
+                    owners.insert(key, envelope.owner);
                     instances.push((
                         envelope.instance,
                         kv.create_revision() as u64,
@@ -312,6 +321,17 @@ impl EtcdStore {
             revision,
         });
         *self.last_contact.lock() = Instant::now();
+        if !orphans.is_empty() {
+            tracing::info!(
+                instances = orphans.len(),
+                "keeping this node's instances from before its restart, on its new lease"
+            );
+        }
+        for (key, value) in orphans {
+            self.kept.lock().insert(key.clone(), value.clone());
+            let lease = self.lease_for(&key).await?;
+            self.put_on_lease(key, value, lease).await?;
+        }
         Ok(revision)
     }
 

@@ -271,3 +271,29 @@ async fn a_node_keeping_more_than_a_lease_full_of_instances_takes_another_lease(
     // a's two, b's one.
     assert_eq!(leases.leases().len(), 3, "{:?}", leases.leases());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_instances_past_its_old_lease() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("restart").await;
+    let short = Duration::from_secs(3);
+    let before = node(&cluster, "a", short).await;
+    let b = node(&cluster, "b", LEASE).await;
+    register(&before, "CART", "cart-1").await;
+    eventually("b holds cart-1", Duration::from_secs(5), || {
+        b.registry.holds("CART", "cart-1")
+    })
+    .await;
+    // a crashes and starts again under the same name, its clients renewing there as before.
+    before.store.stop();
+    let after = node(&cluster, "a", LEASE).await;
+    assert!(after.registry.holds("CART", "cart-1"));
+    // Past the old process's lease: the instance is on the new one.
+    tokio::time::sleep(short + Duration::from_secs(4)).await;
+    assert!(b.registry.holds("CART", "cart-1"), "never dropped on b");
+    assert!(after.registry.holds("CART", "cart-1"));
+    assert_eq!(
+        owner_in_etcd(&cluster, "CART", "cart-1").await.as_deref(),
+        Some("a")
+    );
+}
