@@ -20,7 +20,7 @@
 //!   skipped; they never stop the watch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 
 use crate::connection::{ConnectOptions, Connection, EtcdError};
 use crate::layout;
+use crate::leases::LeasePool;
 use crate::worker::Worker;
 
 /// How many keys one read of a full listing asks for.
@@ -109,7 +110,7 @@ pub struct EtcdStore {
     /// etcd deleted a key this node keeps (its lease ran out while the node was cut off):
     /// the lease must be granted again and the kept keys written back.
     lease_suspect: std::sync::atomic::AtomicBool,
-    lease: AtomicI64,
+    leases: Mutex<LeasePool>,
     decode_errors: AtomicU64,
     last_contact: Mutex<Instant>,
     /// Asks the watch for a progress answer now (a delete that found nothing to delete
@@ -155,7 +156,7 @@ impl EtcdStore {
             pending: Mutex::new(HashMap::new()),
             pending_seq: AtomicU64::new(0),
             lease_suspect: std::sync::atomic::AtomicBool::new(false),
-            lease: AtomicI64::new(0),
+            leases: Mutex::new(LeasePool::default()),
             decode_errors: AtomicU64::new(0),
             last_contact: Mutex::new(Instant::now()),
             progress_now: Notify::new(),
@@ -168,7 +169,7 @@ impl EtcdStore {
         worker
             .run(async move {
                 let lease = starting.grant().await?;
-                starting.lease.store(lease, Ordering::Release);
+                *starting.leases.lock() = LeasePool::new(lease);
                 let revision = starting.resync().await?;
                 starting.refresh_node().await?;
                 let weak = Arc::downgrade(&starting);
@@ -204,7 +205,7 @@ impl EtcdStore {
             delivered_revision: self.feed.delivered_revision(),
             endpoint: self.connection.pinned().0,
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
-            lease: self.lease.load(Ordering::Acquire),
+            lease: self.leases.lock().first(),
         }
     }
 
@@ -256,6 +257,8 @@ impl EtcdStore {
         let mut from = prefix.clone().into_bytes();
         let mut instances = Vec::new();
         let mut owners = HashMap::new();
+        let ours = self.leases.lock().ids();
+        let mut orphans = Vec::new();
         loop {
             let (key, end, at) = (from.clone(), end.clone(), revision);
             let mut page = self
@@ -278,7 +281,14 @@ impl EtcdStore {
             let kvs = page.take_kvs();
             for kv in &kvs {
                 if let Some(envelope) = self.decode(kv) {
-                    owners.insert(kv.key_str().unwrap_or_default().to_owned(), envelope.owner);
+                    let key = kv.key_str().unwrap_or_default().to_owned();
+                    // This node's, on a lease it does not hold: written by this node before
+                    // a restart, on the lease the old process held until it ran out.
+                    if envelope.owner == self.node && kv.lease() != 0 && !ours.contains(&kv.lease())
+                    {
+                        orphans.push((key.clone(), kv.value().to_vec()));
+                    }
+                    owners.insert(key, envelope.owner);
                     instances.push((
                         envelope.instance,
                         kv.create_revision() as u64,
@@ -311,6 +321,17 @@ impl EtcdStore {
             revision,
         });
         *self.last_contact.lock() = Instant::now();
+        if !orphans.is_empty() {
+            tracing::info!(
+                instances = orphans.len(),
+                "keeping this node's instances from before its restart, on its new lease"
+            );
+        }
+        for (key, value) in orphans {
+            self.kept.lock().insert(key.clone(), value.clone());
+            let lease = self.lease_for(&key).await?;
+            self.put_on_lease(key, value, lease).await?;
+        }
         Ok(revision)
     }
 
@@ -345,6 +366,7 @@ impl EtcdStore {
                     };
                     if envelope.owner != self.node {
                         self.kept.lock().remove(&key);
+                        self.leases.lock().release(&key);
                     }
                     self.owners.lock().insert(key, envelope.owner);
                     self.feed.push(Replicated::Put {
@@ -363,6 +385,7 @@ impl EtcdStore {
                         continue;
                     }
                     self.owners.lock().remove(&key);
+                    self.leases.lock().release(&key);
                     self.feed.push(Replicated::Remove { app, id, revision });
                 }
             }
@@ -371,7 +394,7 @@ impl EtcdStore {
 
     /// Writes this node's key: who it is and how far it has applied.
     async fn refresh_node(&self) -> Result<(), EtcdError> {
-        let lease = self.lease.load(Ordering::Acquire);
+        let lease = self.leases.lock().first();
         let value = json!({
             "node": self.node,
             "started_ms": self.started_ms,
@@ -400,10 +423,17 @@ impl EtcdStore {
             .map(drop)
     }
 
-    /// Keeps the lease alive; a lease etcd no longer knows is granted again and every
-    /// instance this node keeps is written back on it.
-    async fn keep_lease(&self) -> Result<(), EtcdError> {
-        let lease = self.lease.load(Ordering::Acquire);
+    /// Keeps every lease alive; a lease etcd no longer knows is granted again and the
+    /// instances that were on it are written back on the new one.
+    async fn keep_leases(&self) -> Result<(), EtcdError> {
+        let ids = self.leases.lock().ids();
+        for lease in ids {
+            self.keep_lease(lease).await?;
+        }
+        Ok(())
+    }
+
+    async fn keep_lease(&self, lease: i64) -> Result<(), EtcdError> {
         let ttl = match self
             .connection
             .run(true, |mut client| async move {
@@ -423,20 +453,35 @@ impl EtcdStore {
         }
         tracing::warn!(
             lease,
-            "this node's etcd lease expired; taking a new one and writing back its instances"
+            "an etcd lease of this node expired; taking a new one and writing back its instances"
         );
-        let lease = self.grant().await?;
-        self.lease.store(lease, Ordering::Release);
-        let kept: Vec<(String, Vec<u8>)> = self
-            .kept
-            .lock()
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
+        let renewed = self.grant().await?;
+        let moved = self.leases.lock().replace(lease, renewed);
+        let kept: Vec<(String, Vec<u8>)> = {
+            let kept = self.kept.lock();
+            moved
+                .into_iter()
+                .filter_map(|key| kept.get(&key).map(|value| (key, value.clone())))
+                .collect()
+        };
         for (key, value) in kept {
-            self.put_on_lease(key, value, lease).await?;
+            self.put_on_lease(key, value, renewed).await?;
+        }
+        if self.leases.lock().first() == renewed {
+            self.refresh_node().await?;
         }
         Ok(())
+    }
+
+    /// The lease a key this node keeps goes on, taking a new one when all are full.
+    async fn lease_for(&self, key: &str) -> Result<i64, EtcdError> {
+        loop {
+            if let Some(lease) = self.leases.lock().place(key) {
+                return Ok(lease);
+            }
+            let lease = self.grant().await?;
+            self.leases.lock().add(lease);
+        }
     }
 
     fn unavailable(
@@ -467,6 +512,7 @@ impl EtcdStore {
             self.kept.lock().insert(key.clone(), value.clone());
         } else {
             self.kept.lock().remove(&key);
+            self.leases.lock().release(&key);
         }
         self.owners.lock().insert(key.clone(), keeper);
         self.send(key, Op::Put { value, lease })
@@ -478,6 +524,7 @@ impl EtcdStore {
         // and a delete of a kept key means a lost lease.
         self.kept.lock().remove(&key);
         self.owners.lock().remove(&key);
+        self.leases.lock().release(&key);
         self.send(key, Op::Delete)
     }
 
@@ -526,9 +573,7 @@ impl EtcdStore {
             Op::Put { value, lease } => {
                 let options = match lease {
                     LeaseUse::None => PutOptions::new(),
-                    LeaseUse::Own => {
-                        PutOptions::new().with_lease(self.lease.load(Ordering::Acquire))
-                    }
+                    LeaseUse::Own => PutOptions::new().with_lease(self.lease_for(key).await?),
                     // Another node keeps it: its lease stays on the key.
                     LeaseUse::Keep => PutOptions::new().with_ignore_lease(),
                 };
@@ -838,7 +883,7 @@ async fn keep_alive(store: Weak<EtcdStore>) {
         }
         let suspect = current.lease_suspect.swap(false, Ordering::AcqRel);
         if suspect || last_keep.elapsed() >= keep_every {
-            match current.keep_lease().await {
+            match current.keep_leases().await {
                 Ok(()) => last_keep = Instant::now(),
                 Err(error) => tracing::warn!(%error, "cannot keep this node's etcd lease alive"),
             }

@@ -243,3 +243,57 @@ async fn a_lost_lease_is_taken_again_and_garbage_under_the_prefix_is_skipped() {
 fn futures_block<F: std::future::Future>(future: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeping_more_than_a_lease_full_of_instances_takes_another_lease() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("lease-pool").await;
+    let a = node(&cluster, "a", LEASE).await;
+    let b = node(&cluster, "b", LEASE).await;
+    let registry = a.registry.clone();
+    // 1,000 keys on one lease at most (etcd#15993: a put costs time linear in the keys
+    // already on its lease).
+    tokio::task::spawn_blocking(move || {
+        for n in 0..1050 {
+            registry
+                .register(instance("BULK", &format!("bulk-{n}")), false)
+                .expect("registered");
+        }
+    })
+    .await
+    .unwrap();
+    eventually("b holds all 1,050", Duration::from_secs(20), || {
+        b.registry.app("BULK").map(|l| l.len()) == Some(1050)
+    })
+    .await;
+    let mut client = Client::connect([cluster.endpoint(0)], None).await.unwrap();
+    let leases = client.leases().await.unwrap();
+    // a's two, b's one.
+    assert_eq!(leases.leases().len(), 3, "{:?}", leases.leases());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_instances_past_its_old_lease() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("restart").await;
+    let short = Duration::from_secs(3);
+    let before = node(&cluster, "a", short).await;
+    let b = node(&cluster, "b", LEASE).await;
+    register(&before, "CART", "cart-1").await;
+    eventually("b holds cart-1", Duration::from_secs(5), || {
+        b.registry.holds("CART", "cart-1")
+    })
+    .await;
+    // a crashes and starts again under the same name, its clients renewing there as before.
+    before.store.stop();
+    let after = node(&cluster, "a", LEASE).await;
+    assert!(after.registry.holds("CART", "cart-1"));
+    // Past the old process's lease: the instance is on the new one.
+    tokio::time::sleep(short + Duration::from_secs(4)).await;
+    assert!(b.registry.holds("CART", "cart-1"), "never dropped on b");
+    assert!(after.registry.holds("CART", "cart-1"));
+    assert_eq!(
+        owner_in_etcd(&cluster, "CART", "cart-1").await.as_deref(),
+        Some("a")
+    );
+}
