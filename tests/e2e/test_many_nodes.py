@@ -514,7 +514,6 @@ def test_without_etcd_quorum_writes_get_503_reads_answer_stale_and_nothing_is_lo
     a, b, c = nodes = ferry_nodes("a", "b", "c")
     kv, instances, failures, _ = write_ledger(nodes, 30, 6, pace=0)
     assert failures == [], failures
-    assert_everywhere(nodes, kv, instances)
     for node in nodes:
         response = httpx.get(f"{node.consul_url}/v1/kv/ledger/k000", timeout=5)
         assert response.headers.get("X-Consul-KnownLeader") == "true", dict(response.headers)
@@ -567,35 +566,18 @@ def test_without_etcd_quorum_writes_get_503_reads_answer_stale_and_nothing_is_lo
         assert response.headers.get("X-Consul-KnownLeader") == "true", dict(response.headers)
 
 
-def test_garbage_under_the_prefix_is_counted_and_skipped(etcd_cluster, ferry_nodes, clients):
-    """Values no Ferry wrote, put with etcdctl under `/ferry/v1/inst/` and `/ferry/v1/kv/`:
-    every node stays up and ready, counts them in `ferry_store_decode_errors_total`, lists
-    nothing for them and keeps the rest of the registry; writes still flow between nodes, and
-    a node started while the garbage is there loads the rest."""
-    a, b, c = nodes = ferry_nodes("a", "b", "c")
-    port = free_port()
-    instance_id = f"127.0.0.1:orders:{port}"
-    clients(py_client(a.eureka_url, "orders", port, should_discover=False))
-    assert c.consul().kv.put("good/key", "kept") is True
-    for node in nodes:
-        wait_until(lambda: status_of(node, instance_id) == "UP" and kv_values(node, "good/") == {"good/key": b"kept"},
-                   10, what=f"the registry on {node.eureka_url}")
+def put_garbage(etcd_cluster, nodes, garbage: dict[str, bytes]) -> dict[int, float]:
+    """Writes `garbage` with etcdctl; returns each node's `ferry_store_decode_errors_total`
+    from before, by admin port, for `assert_counted`."""
     before = {node.admin_port: decode_errors(node) for node in nodes}
-
-    # Registrations (multihost.md: `inst/<app>/<id>`, an envelope around Ferry's JSON record)
-    # and KV entries (`kv/<key>`: a version byte, flags, the value) no Ferry wrote.
-    garbage = {
-        "/ferry/v1/inst/BADAPP/x": b"\xff\xfe\x00 not an instance",
-        "/ferry/v1/inst/BADAPP/y": b'{"truncated": ',
-        "/ferry/v1/inst/BADAPP/z": b'{"v":1,"owner":"node-a","record":{"v":1}}',
-        "/ferry/v1/inst/ORDERS/bad-1": b"",
-        "/ferry/v1/kv/garbage/key": b"\xff",
-    }
     for key, value in garbage.items():
         etcd_cluster.put(key, value)
-    # A node record no Ferry wrote: not counted here (what reads `nodes/` may not count it),
-    # but it must not disturb anything either.
-    etcd_cluster.put("/ferry/v1/nodes/garbage-node", b"\xff")
+    return before
+
+
+def assert_counted(nodes, before: dict[int, float], garbage: dict[str, bytes]) -> None:
+    """Waits (bounded) until every node has counted each value of `garbage` in
+    `ferry_store_decode_errors_total`."""
     for node in nodes:
         try:
             wait_until(lambda: decode_errors(node) >= before[node.admin_port] + len(garbage), 10,
@@ -604,28 +586,90 @@ def test_garbage_under_the_prefix_is_counted_and_skipped(etcd_cluster, ferry_nod
             raise AssertionError(f"{error}; {DECODE_ERRORS} before {before[node.admin_port]}, now "
                                  f"{metric_series(node, DECODE_ERRORS)}") from None
 
-    def intact(node):
-        assert node.process.poll() is None, f"{node.admin_url} died: {node.log()}"
-        assert httpx.get(f"{node.admin_url}/ready", timeout=5).status_code == 200
-        listed = node.instances()
-        assert set(listed) == {instance_id}, listed
-        assert "BADAPP" not in {app["name"] for app in node.apps_json()["applications"]["application"]}
-        assert kv_values(node, "good/") == {"good/key": b"kept"}
-        assert "garbage/key" not in kv_values(node, "")
 
+def alive_and_ready(node) -> None:
+    assert node.process.poll() is None, f"{node.admin_url} died: {node.log()}"
+    assert httpx.get(f"{node.admin_url}/ready", timeout=5).status_code == 200
+
+
+def restarted_with_garbage(node) -> None:
+    """Stops `node` (it must exit 0) and starts it again, loading the prefix with the garbage in
+    it: it comes up ready and counts what it could not decode."""
+    assert node.stop() == 0, node.log()
+    node.start()
+    alive_and_ready(node)
+    assert decode_errors(node) >= 1, metric_series(node, DECODE_ERRORS)
+
+
+def test_garbage_registrations_under_the_prefix_are_counted_and_skipped(etcd_cluster, ferry_nodes, clients):
+    """Values no Ferry wrote, put with etcdctl where registrations live (multihost.md:
+    `inst/<app>/<id>`, an envelope around Ferry's JSON record): not bytes of JSON, truncated
+    JSON, a valid envelope around a bad record, an empty value in a real app; and a node record
+    no Ferry wrote. Every node stays up and ready, counts each registration value in
+    `ferry_store_decode_errors_total`, lists nothing for them and keeps the real instance;
+    registrations still flow between nodes; a node started with the garbage there loads the
+    rest; the garbage is left as it was."""
+    a, b, c = nodes = ferry_nodes("a", "b", "c")
+    port = free_port()
+    instance_id = f"127.0.0.1:orders:{port}"
+    clients(py_client(a.eureka_url, "orders", port, should_discover=False))
     for node in nodes:
-        intact(node)
+        wait_until(lambda: status_of(node, instance_id) == "UP", 10, what=f"the instance on {node.eureka_url}")
 
-    # Writes still flow between the nodes.
-    assert b.consul().kv.put("good/after", "yes") is True
-    wait_until(lambda: kv_values(a, "good/").get("good/after") == b"yes", 10, what="a KV write after the garbage")
+    garbage = {
+        "/ferry/v1/inst/BADAPP/x": b"\xff\xfe\x00 not an instance",
+        "/ferry/v1/inst/BADAPP/y": b'{"truncated": ',
+        "/ferry/v1/inst/BADAPP/z": b'{"v":1,"owner":"node-a","record":{"v":1}}',
+        "/ferry/v1/inst/ORDERS/bad-1": b"",
+    }
+    # Not counted here (what reads `nodes/` may not count it), but it must disturb nothing.
+    etcd_cluster.put("/ferry/v1/nodes/garbage-node", b"\xff")
+    before = put_garbage(etcd_cluster, nodes, garbage)
 
-    # A node that loads the prefix with the garbage in it.
-    assert c.stop() == 0, c.log()
-    c.start()
-    assert decode_errors(c) >= 1, metric_series(c, DECODE_ERRORS)
-    wait_until(lambda: kv_values(c, "good/") == {"good/key": b"kept", "good/after": b"yes"}, 10,
-               what="the restarted node to load the registry")
-    assert set(c.instances()) == {instance_id}
+    # A registration written after the garbage: once every node lists it, each has been
+    # through the garbage's events too.
+    later = eureka_instance("orders", "orders-later", free_port(), 600)
+    register(b, later)
+    for node in nodes:
+        wait_until(lambda: later["instanceId"] in node.instances(), 10,
+                   what=f"a registration made after the garbage to reach {node.eureka_url}")
+        alive_and_ready(node)
+        assert set(node.instances()) == {instance_id, later["instanceId"]}, node.instances()
+        assert "BADAPP" not in {app["name"] for app in node.apps_json()["applications"]["application"]}
+    assert_counted(nodes, before, garbage)
+
+    restarted_with_garbage(c)
+    assert set(c.instances()) == {instance_id, later["instanceId"]}, c.instances()
     assert etcd_cluster.get("/ferry/v1/inst/BADAPP/x") == garbage["/ferry/v1/inst/BADAPP/x"], \
         "Ferry must skip another tool's keys, not rewrite them"
+
+
+def test_garbage_kv_entries_under_the_prefix_are_counted_and_skipped(etcd_cluster, ferry_nodes):
+    """Values no Ferry wrote where KV entries live (multihost.md: `kv/<key>`, a version byte,
+    flags, the value): an unknown version byte and an empty value. Every node stays up and
+    ready, counts them in `ferry_store_decode_errors_total`, serves neither key and keeps the
+    real ones; KV writes still flow between nodes; a node started with the garbage there loads
+    the rest."""
+    a, b, c = nodes = ferry_nodes("a", "b", "c")
+    assert c.consul().kv.put("good/key", "kept") is True
+    for node in nodes:
+        wait_until(lambda: kv_values(node, "good/") == {"good/key": b"kept"}, 10,
+                   what=f"the KV entry written through C on {node.consul_url}")
+
+    garbage = {"/ferry/v1/kv/garbage/unknown-version": b"\xff", "/ferry/v1/kv/garbage/empty": b""}
+    before = put_garbage(etcd_cluster, nodes, garbage)
+
+    # A KV write after the garbage: once every node serves it, each has been through the
+    # garbage's events too.
+    assert b.consul().kv.put("good/after", "yes") is True
+    for node in nodes:
+        wait_until(lambda: kv_values(node, "good/").get("good/after") == b"yes", 10,
+                   what=f"a KV write made after the garbage to reach {node.consul_url}")
+        alive_and_ready(node)
+        assert kv_values(node, "good/") == {"good/key": b"kept", "good/after": b"yes"}
+        assert kv_values(node, "garbage/") == {}
+    assert_counted(nodes, before, garbage)
+
+    restarted_with_garbage(c)
+    wait_until(lambda: kv_values(c, "good/") == {"good/key": b"kept", "good/after": b"yes"}, 10,
+               what="the restarted node to load the KV store")
