@@ -1,9 +1,11 @@
 //! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
-//! the state of each sync with a legacy registry (`/api/sync`).
+//! the state of each sync with a legacy registry (`/api/sync`), the store (`/api/store`) and
+//! the nodes sharing it (`/api/nodes`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
-//! load balancer stops sending traffic before connections are drained. Writes pass
-//! `admin_auth` first.
+//! load balancer stops sending traffic before connections are drained; it stays true while
+//! the shared store is out of reach (reads are still served) and says so in its body.
+//! Writes pass `admin_auth` first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,11 +18,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferry_core::Registry;
 use ferry_proxy::cutover::Mode;
-use ferry_proxy::mesh::{Mesh, ServiceStatus};
+use ferry_proxy::mesh::{Mesh, MeshError, ServiceStatus};
 use serde_json::{json, Value};
 
 use crate::admin_auth::{self, WritePolicy};
 use crate::metrics::Metrics;
+use crate::store_report::StoreReport;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -30,6 +33,7 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     /// The legacy registries this node syncs with.
     pub syncs: Vec<ferry_sync::SyncHandle>,
+    pub store: Arc<StoreReport>,
 }
 
 pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
@@ -39,6 +43,8 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/services", get(services))
         .route("/api/sync", get(sync))
+        .route("/api/store", get(store))
+        .route("/api/nodes", get(nodes))
         .route(
             "/api/services/{name}",
             get(service).put(cutover).post(cutover),
@@ -52,10 +58,43 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
 
 async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
     if admin.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+        (
+            StatusCode::OK,
+            format!("ready ({})\n", admin.store.ready_detail()),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     }
+}
+
+async fn store(State(admin): State<Admin>) -> Json<Value> {
+    Json(admin.store.store_json())
+}
+
+async fn nodes(State(admin): State<Admin>) -> Response {
+    match admin.store.nodes_json().await {
+        Ok(nodes) => Json(nodes).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the nodes");
+            unavailable(format!(
+                "the etcd store is unavailable, cannot list the nodes: {error}"
+            ))
+        }
+    }
+}
+
+/// 503 for what needs the shared store while it is out of reach: one line naming it, and
+/// when to try again.
+fn unavailable(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(
+            header::RETRY_AFTER,
+            ferry_core::store::RETRY_AFTER.as_secs().to_string(),
+        )],
+        format!("{}\n", reason.replace('\n', " ")),
+    )
+        .into_response()
 }
 
 async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
@@ -147,6 +186,9 @@ async fn cutover(
     }
     match admin.mesh.set_mode(&name, mode).await {
         Ok(_) => Json(service_json(&admin.mesh.status(&name))).into_response(),
+        Err(MeshError::Store { source, .. }) => {
+            unavailable(format!("{source}; the cutover was not made, retry later"))
+        }
         Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
 use ferry_core::model::{Instance, Registration};
-use ferry_core::store::{Change, Feed, Replicated, Store, StoreError, Written};
+use ferry_core::store::{Change, Feed, Freshness, Replicated, Store, StoreError, Written};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -513,6 +513,14 @@ impl Store for EtcdStore {
             .lock()
             .get(&layout::instance_key(app, id))
             .is_none_or(|owner| *owner == self.node)
+    }
+
+    fn freshness(&self) -> Freshness {
+        let health = self.health();
+        Freshness::Shared {
+            current: health.current,
+            last_contact: health.last_contact,
+        }
     }
 }
 
