@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod layout;
+mod leases;
 pub mod registrations;
 mod worker;
 
