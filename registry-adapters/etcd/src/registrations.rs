@@ -197,10 +197,21 @@ impl EtcdStore {
         &self.connection
     }
 
-    pub fn health(&self) -> StoreHealth {
+    /// Whether reads are current, and since the last word from etcd. Every Consul read
+    /// asks (through `Store::freshness`), so this copies no endpoint name and takes no
+    /// lease lock.
+    fn contact(&self) -> (bool, Duration) {
         let last_contact = self.last_contact.lock().elapsed();
+        (
+            last_contact < STALE_AFTER && self.connection.healthy(),
+            last_contact,
+        )
+    }
+
+    pub fn health(&self) -> StoreHealth {
+        let (current, last_contact) = self.contact();
         StoreHealth {
-            current: last_contact < STALE_AFTER && self.connection.healthy(),
+            current,
             last_contact,
             delivered_revision: self.feed.delivered_revision(),
             endpoint: self.connection.pinned().0,
@@ -694,10 +705,10 @@ impl Store for EtcdStore {
     }
 
     fn freshness(&self) -> Freshness {
-        let health = self.health();
+        let (current, last_contact) = self.contact();
         Freshness::Shared {
-            current: health.current,
-            last_contact: health.last_contact,
+            current,
+            last_contact,
         }
     }
 }
