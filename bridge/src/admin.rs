@@ -192,3 +192,110 @@ async fn cutover(
         Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::Method;
+    use ferry_core::store::testing::UnreachableStore;
+    use ferry_core::{Clock, Instance, RegistrySettings};
+    use ferry_http::listen::ConnectionLimits;
+    use ferry_http::test_client::call;
+    use ferry_proxy::cutover::CutoverTable;
+    use ferry_proxy::mesh::MeshSettings;
+    use ferry_proxy::metrics::ProxyMetrics;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cutover_the_store_refuses_is_503_with_retry_after_and_changes_nothing() {
+        let store = Arc::new(UnreachableStore::default());
+        let registry = Arc::new(Registry::new(
+            RegistrySettings::default(),
+            Clock::System,
+            store.clone(),
+        ));
+        registry
+            .register(
+                Instance::new("orders", "o1", "127.0.0.1", "127.0.0.1", 8080),
+                false,
+            )
+            .unwrap();
+        let data = std::env::temp_dir().join(format!(
+            "ferry-admin-test-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&data).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (_stop, stopping) = crate::shutdown::channel();
+        let proxy_metrics = Arc::new(ProxyMetrics::new());
+        let mesh = Mesh::start(
+            registry.clone(),
+            CutoverTable::load(&data, (port, port)).unwrap(),
+            MeshSettings {
+                bind: [127, 0, 0, 1].into(),
+                advertise_host: "127.0.0.1".into(),
+                limits: ConnectionLimits {
+                    idle_timeout: Duration::from_secs(5),
+                    max_connections: 10,
+                    max_header_bytes: 16 << 10,
+                    drain_timeout: Duration::from_secs(1),
+                },
+                upstream: Default::default(),
+                services: Default::default(),
+            },
+            proxy_metrics.clone(),
+            stopping,
+        )
+        .await
+        .unwrap();
+        let report = Arc::new(StoreReport::new(registry.clone(), None, "n1".into()));
+        let router = routes(
+            Admin {
+                mesh,
+                registry: registry.clone(),
+                metrics: Arc::new(Metrics::new(&proxy_metrics, Arc::default(), report.clone())),
+                ready: Arc::new(AtomicBool::new(true)),
+                syncs: Vec::new(),
+                store: report,
+            },
+            WritePolicy::new(None, true),
+        );
+        let cut_over = || {
+            call(
+                &router,
+                Method::PUT,
+                "/api/services/ORDERS",
+                &[("content-type", "application/json")],
+                r#"{"mode":"mesh"}"#,
+            )
+        };
+
+        store.set_reachable(false);
+        let refused = cut_over().await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers["retry-after"], "5");
+        let body = String::from_utf8_lossy(&refused.body);
+        assert!(body.contains("etcd store is unavailable"), "{body}");
+        assert_eq!(body.lines().count(), 1, "{body:?}");
+        let shown = call(&router, Method::GET, "/api/services/ORDERS", &[], "").await;
+        assert_eq!(
+            shown.json()["mode"],
+            "legacy",
+            "the refused cutover changed nothing"
+        );
+        assert!(registry.route("ORDERS").is_none());
+
+        store.set_reachable(true);
+        let done = cut_over().await;
+        assert_eq!(done.status, StatusCode::OK);
+        assert_eq!(done.json()["mode"], "mesh");
+        let _ = std::fs::remove_dir_all(&data);
+    }
+}
