@@ -10,4 +10,4 @@ pub mod registrations;
 mod worker;
 
 pub use connection::{ConnectOptions, Connection, EndpointState, EtcdError};
-pub use registrations::{EtcdStore, EtcdStoreOptions, StoreHealth};
+pub use registrations::{EtcdStore, EtcdStoreOptions, NodeInfo, StoreHealth};
