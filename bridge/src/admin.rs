@@ -1,6 +1,7 @@
 //! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
-//! the state of each sync with a legacy registry (`/api/sync`).
+//! the state of each sync with a legacy registry (`/api/sync`), and who leads each
+//! leader-only job (`/api/leaders`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
 //! load balancer stops sending traffic before connections are drained. Writes pass
 //! `admin_auth` first.
@@ -16,7 +17,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferry_core::Registry;
 use ferry_proxy::cutover::Mode;
-use ferry_proxy::mesh::{Mesh, ServiceStatus};
+use ferry_proxy::mesh::{Mesh, MeshError, ServiceStatus};
 use serde_json::{json, Value};
 
 use crate::admin_auth::{self, WritePolicy};
@@ -28,8 +29,10 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
-    /// The legacy registries this node syncs with.
-    pub syncs: Vec<ferry_sync::SyncHandle>,
+    /// The legacy registries this node syncs with (with etcd: while it leads job `sync`).
+    pub syncs: crate::sync::Running,
+    /// Who leads each leader-only job this node campaigns for (none in embedded mode).
+    pub leaders: crate::shared::Leaders,
 }
 
 pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
@@ -39,6 +42,7 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/services", get(services))
         .route("/api/sync", get(sync))
+        .route("/api/leaders", get(leaders))
         .route(
             "/api/services/{name}",
             get(service).put(cutover).post(cutover),
@@ -72,10 +76,15 @@ async fn sync(State(admin): State<Admin>) -> Json<Value> {
     Json(Value::Array(
         admin
             .syncs
+            .current()
             .iter()
             .map(|handle| sync_json(&handle.status.snapshot()))
             .collect(),
     ))
+}
+
+async fn leaders(State(admin): State<Admin>) -> Json<Value> {
+    Json(admin.leaders.json())
 }
 
 fn sync_json(source: &ferry_sync::SourceSnapshot) -> Value {
@@ -147,6 +156,13 @@ async fn cutover(
     }
     match admin.mesh.set_mode(&name, mode).await {
         Ok(_) => Json(service_json(&admin.mesh.status(&name))).into_response(),
+        // etcd did not take it: nothing changed anywhere, the client may simply retry.
+        Err(error @ MeshError::Shared(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "2")],
+            format!("{error}\n"),
+        )
+            .into_response(),
         Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
     }
 }

@@ -60,7 +60,7 @@ pub async fn run(
     )
     .await?;
     let registry = opened.registry;
-    let _etcd = opened.etcd;
+    let etcd = opened.etcd;
     let proxy_metrics = Arc::new(ProxyMetrics::new());
     let eureka_fetches = Arc::new(ferry_eureka::FetchCounts::default());
     let metrics = Arc::new(Metrics::new(&proxy_metrics, eureka_fetches.clone()));
@@ -126,7 +126,26 @@ pub async fn run(
         }),
     ));
     let (stop, stopping) = shutdown::channel();
-    let cutover = CutoverTable::load(&cli.data_dir, cli.outbound_ports)?;
+    let mut cutover = CutoverTable::load(&cli.data_dir, cli.outbound_ports)?;
+    // With etcd the modes are the shared table's, read before the mesh opens anything; the
+    // file keeps this node's ports.
+    let shared_cutover = match &etcd {
+        Some(store) => {
+            let shared = ferry_etcd::SharedCutover::new(store);
+            let (table, revision) = shared
+                .load()
+                .await
+                .context("cannot read the cutover table from etcd")?;
+            cutover.replace_modes(&crate::shared::modes(&table))?;
+            tracing::info!(
+                services = table.len(),
+                revision,
+                "cutover table loaded from etcd"
+            );
+            Some((shared, revision))
+        }
+        None => None,
+    };
     let mesh = Mesh::start(
         registry.clone(),
         cutover,
@@ -141,21 +160,61 @@ pub async fn run(
                 ..UpstreamSettings::default()
             },
             services,
+            shared: shared_cutover.as_ref().map(|(shared, _)| {
+                Arc::new(crate::shared::EtcdModes(shared.clone()))
+                    as Arc<dyn ferry_proxy::mesh::SharedModes>
+            }),
         },
         proxy_metrics.clone(),
         stopping.clone(),
     )
     .await?;
+    if let Some((shared, revision)) = &shared_cutover {
+        tokio::spawn(crate::shared::follow_cutovers(
+            mesh.clone(),
+            shared.watch(*revision),
+            stopping.clone(),
+        ));
+    }
     // After the mesh restored its routes, so the first export already shows services in
     // the mesh at the proxy.
-    let syncs = crate::sync::start(&cli, &registry, &kv, &stopping)?;
-    metrics.watch_syncs(&syncs);
+    let sync_plan = crate::sync::plan(&cli)?;
+    let mut leaders = crate::shared::Leaders::default();
+    let syncs = match &etcd {
+        None => {
+            let handles = crate::sync::start_plan(&sync_plan, &registry, &kv, &stopping)?;
+            metrics.watch_syncs(&handles);
+            crate::sync::Running::new(handles)
+        }
+        // Only the node leading job `sync` runs it; a node without sync flags does not run.
+        Some(store) if !sync_plan.is_empty() => {
+            let leader = Arc::new(ferry_etcd::Leader::campaign(
+                store,
+                "sync",
+                ferry_etcd::leader::DEFAULT_TTL,
+            ));
+            let running = crate::sync::Running::default();
+            tokio::spawn(crate::sync::run_while_leading(
+                sync_plan,
+                registry.clone(),
+                kv.clone(),
+                leader.subscribe(),
+                stopping.clone(),
+                running.clone(),
+                metrics.clone(),
+            ));
+            leaders.0.push(leader);
+            running
+        }
+        Some(_) => crate::sync::Running::default(),
+    };
     let admin = Admin {
         mesh: mesh.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
         syncs: syncs.clone(),
+        leaders: leaders.clone(),
     };
     let writes = WritePolicy::new(
         cli.admin_token.as_deref(),
@@ -185,7 +244,9 @@ pub async fn run(
     }
 
     list_config_server(&registry, &cli, &node, &bound)?;
-    crate::sync::wait_first_imports(&syncs).await;
+    // A node that does not lead job `sync` has no import to wait for.
+    wait_for_campaigns(&leaders).await;
+    crate::sync::wait_first_imports(&syncs.current()).await;
 
     let eviction_every = seconds(cli.eureka_eviction_interval, "eureka-eviction-interval")?
         .max(Duration::from_millis(10));
@@ -226,6 +287,8 @@ pub async fn run(
 
     shutdown::signalled().await;
     ready.store(false, Ordering::Release);
+    // First, so the other nodes take this node's jobs over at once.
+    leaders.resign().await;
     let _ = stop.send(true);
     eviction.abort();
     checks.abort();
@@ -272,6 +335,19 @@ fn list_config_server(
             .context("cannot remove the Config Server's listing")?,
     }
     Ok(())
+}
+
+/// Waits (briefly) until each campaign knows who leads and, where this node won, until its
+/// job has started, so a leader's first import is awaited as in embedded mode.
+async fn wait_for_campaigns(leaders: &crate::shared::Leaders) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    for leader in &leaders.0 {
+        while leader.holder().node.is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The sync supervisor starts a term right after the lead is won.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 fn host_name() -> String {

@@ -4,7 +4,8 @@
 //! A route is a publishing rule, not part of any record: the stored instances keep their
 //! real addresses (the data plane reads those through `Registry::endpoints`), and each
 //! read applies the route on the way out. Setting or clearing one re-publishes the app's
-//! instances as MODIFIED so Eureka clients pick it up from their next delta.
+//! instances as MODIFIED so Eureka clients pick it up from their next delta. With a shared
+//! store the route stays this node's alone and nothing is written (see `set_route`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +82,20 @@ impl Registry {
         }
         let instances = state.listings.current_of(app);
         let changed = instances.len();
+        if self.store.feed().is_some() {
+            // A shared store: the route is this node's own (its outbound listener), so no
+            // record is written: every node writing every instance of the app on each
+            // cutover would cost N writes per instance, and each node's copy written back
+            // could overwrite a newer record. Deltas here show the change at once; the
+            // node that made the cutover touches the instances in the store once, which
+            // moves every node's index and wakes its readers.
+            for mut instance in instances {
+                instance.action = Action::Modified;
+                instance.last_updated = now;
+                state.listings.record(now, Arc::new(instance));
+            }
+            return Ok(changed);
+        }
         for mut instance in instances {
             instance.action = Action::Modified;
             instance.last_updated = now;
