@@ -142,7 +142,11 @@ pub async fn run(
                 revision,
                 "cutover table loaded from etcd"
             );
-            Some((shared, revision))
+            Some((
+                Arc::new(crate::shared::EtcdModes::new(shared.clone())),
+                shared,
+                revision,
+            ))
         }
         None => None,
     };
@@ -160,18 +164,19 @@ pub async fn run(
                 ..UpstreamSettings::default()
             },
             services,
-            shared: shared_cutover.as_ref().map(|(shared, _)| {
-                Arc::new(crate::shared::EtcdModes(shared.clone()))
-                    as Arc<dyn ferry_proxy::mesh::SharedModes>
-            }),
+            shared: shared_cutover
+                .as_ref()
+                .map(|(modes, _, _)| modes.clone() as Arc<dyn ferry_proxy::mesh::SharedModes>),
         },
         proxy_metrics.clone(),
         stopping.clone(),
     )
     .await?;
-    if let Some((shared, revision)) = &shared_cutover {
+    if let Some((modes, shared, revision)) = &shared_cutover {
         tokio::spawn(crate::shared::follow_cutovers(
             mesh.clone(),
+            registry.clone(),
+            modes.clone(),
             shared.watch(*revision),
             stopping.clone(),
         ));
@@ -245,7 +250,7 @@ pub async fn run(
 
     list_config_server(&registry, &cli, &node, &bound)?;
     // A node that does not lead job `sync` has no import to wait for.
-    wait_for_campaigns(&leaders).await;
+    wait_for_campaigns(&leaders, &syncs).await;
     crate::sync::wait_first_imports(&syncs.current()).await;
 
     let eviction_every = seconds(cli.eureka_eviction_interval, "eureka-eviction-interval")?
@@ -337,17 +342,19 @@ fn list_config_server(
     Ok(())
 }
 
-/// Waits (briefly) until each campaign knows who leads and, where this node won, until its
-/// job has started, so a leader's first import is awaited as in embedded mode.
-async fn wait_for_campaigns(leaders: &crate::shared::Leaders) {
+/// Waits (at most 3 s) until each campaign knows who leads and, where this node won, until
+/// its syncs have started, so a leader's first import is awaited as in embedded mode and a
+/// node that does not lead has none to wait for. Embedded mode campaigns for nothing.
+async fn wait_for_campaigns(leaders: &crate::shared::Leaders, syncs: &crate::sync::Running) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     for leader in &leaders.0 {
-        while leader.holder().node.is_none() && tokio::time::Instant::now() < deadline {
+        let decided = || {
+            leader.holder().node.is_some() && (!leader.is_leader() || !syncs.current().is_empty())
+        };
+        while !decided() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // The sync supervisor starts a term right after the lead is won.
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 fn host_name() -> String {

@@ -117,6 +117,7 @@ impl Leader {
             stopped,
             shared: shared.clone(),
             lease: 0,
+            confirmed: Instant::now(),
         };
         store.worker().spawn(campaign.run());
         Leader {
@@ -182,6 +183,8 @@ struct Campaign {
     shared: Arc<Shared>,
     /// The lease of this campaign, 0 when none is held.
     lease: i64,
+    /// When etcd last confirmed the lease alive (a renewal, or the key won on it).
+    confirmed: Instant,
 }
 
 /// Why one round of the campaign ended.
@@ -208,6 +211,11 @@ impl Campaign {
                     return;
                 }
                 Round::Failed(reason) => {
+                    // etcd may expire the lease soon and let another node lead: stop first.
+                    if *self.leading.borrow() && self.confirmed.elapsed() >= self.ttl * 2 / 3 {
+                        self.set_leading(false, None);
+                        self.lease = 0;
+                    }
                     tracing::warn!(job = %self.job, %reason, "leader campaign failed; trying again");
                     let _ = tokio::time::timeout(
                         Duration::from_millis(500),
@@ -260,11 +268,17 @@ impl Campaign {
         self.shared.ended.send_replace(true);
     }
 
+    /// This campaign's lease, renewed now (a key won on it then has most of a TTL ahead),
+    /// or a new one if etcd no longer knows it.
     async fn grant(&mut self) -> Result<i64, EtcdError> {
         if self.lease != 0 {
-            return Ok(self.lease);
+            if self.keep_alive().await? {
+                return Ok(self.lease);
+            }
+            self.lease = 0;
         }
         let ttl = self.ttl.as_secs() as i64;
+        let asked = Instant::now();
         let granted = self
             .connection
             .run(true, |mut client| async move {
@@ -272,6 +286,7 @@ impl Campaign {
             })
             .await?;
         self.lease = granted.id();
+        self.confirmed = asked;
         Ok(self.lease)
     }
 
@@ -363,8 +378,6 @@ impl Campaign {
             return self.step_down_unless_renewed().await;
         };
         let renew_every = self.ttl / 3;
-        // etcd confirmed the lease was alive at least this recently.
-        let mut renewed_at = Instant::now();
         let mut ticker = tokio::time::interval(renew_every);
         ticker.tick().await;
         let stopped = stop_requested(self.stopped.clone());
@@ -392,7 +405,7 @@ impl Campaign {
                 },
                 _ = ticker.tick() => {
                     match self.keep_alive().await {
-                        Ok(true) => renewed_at = Instant::now(),
+                        Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!(job = %self.job, "the leader lease expired");
                             self.lease = 0;
@@ -401,10 +414,7 @@ impl Campaign {
                         }
                         Err(error) => {
                             tracing::warn!(job = %self.job, %error, "cannot renew the leader lease");
-                            if renewed_at.elapsed() >= self.ttl * 2 / 3 {
-                                // etcd may expire it soon and let another node lead: stop first.
-                                self.set_leading(false, None);
-                                self.lease = 0;
+                            if self.confirmed.elapsed() >= self.ttl * 2 / 3 {
                                 return Round::Failed("the leader lease could not be renewed".into());
                             }
                         }
@@ -427,9 +437,11 @@ impl Campaign {
     }
 
     /// Whether etcd still knows the lease (false: it expired).
-    async fn keep_alive(&self) -> Result<bool, EtcdError> {
+    async fn keep_alive(&mut self) -> Result<bool, EtcdError> {
         let lease = self.lease;
-        self.connection
+        let asked = Instant::now();
+        let alive = self
+            .connection
             .run(true, |mut client| async move {
                 let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
@@ -438,7 +450,12 @@ impl Campaign {
                     .await?
                     .is_some_and(|answer| answer.ttl() > 0))
             })
-            .await
+            .await?;
+        if alive {
+            // Renewed as of when it was asked, not answered: the safe side.
+            self.confirmed = asked;
+        }
+        Ok(alive)
     }
 
     /// Another node leads: watch the key until it goes, keeping this campaign's lease alive
