@@ -56,6 +56,7 @@ pub async fn run(
         },
         &cli.data_dir,
         &node.name,
+        Duration::from_secs(cli.store_lease_ttl),
         index,
     )
     .await?;

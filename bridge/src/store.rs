@@ -58,6 +58,7 @@ pub async fn open(
     settings: RegistrySettings,
     data_dir: &Path,
     node: &str,
+    lease_ttl: std::time::Duration,
     index: Arc<ChangeIndex>,
 ) -> anyhow::Result<Opened> {
     match choice {
@@ -85,7 +86,9 @@ pub async fn open(
             })
         }
         StoreChoice::Etcd(endpoints) => {
-            let store = EtcdStore::start(EtcdStoreOptions::new(endpoints.clone(), node.to_owned()))
+            let mut options = EtcdStoreOptions::new(endpoints.clone(), node.to_owned());
+            options.lease_ttl = lease_ttl;
+            let store = EtcdStore::start(options)
                 .await
                 .with_context(|| format!("cannot use etcd at {}", endpoints.join(",")))?;
             // The registry's index is etcd's revision, the same on every node; the KV store

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod cutover;
 pub mod layout;
 pub mod leader;
+mod leases;
 mod prefix_watch;
 pub mod registrations;
 mod worker;
