@@ -13,6 +13,7 @@ mod node;
 mod shared;
 mod shutdown;
 mod store;
+mod store_report;
 mod sync;
 mod traffic;
 

@@ -25,6 +25,7 @@ use crate::admin_auth::WritePolicy;
 use crate::cli::{seconds, Cli, Listen};
 use crate::metrics::{self, Metrics};
 use crate::shutdown;
+use crate::store_report::StoreReport;
 use ferry_http::listen::{serve, ConnectionLimits};
 use ferry_proxy::cutover::CutoverTable;
 use ferry_proxy::mesh::{Mesh, MeshSettings};
@@ -62,9 +63,18 @@ pub async fn run(
     .await?;
     let registry = opened.registry;
     let etcd = opened.etcd;
+    let store = Arc::new(StoreReport::new(
+        registry.clone(),
+        etcd.clone(),
+        node.name.clone(),
+    ));
     let proxy_metrics = Arc::new(ProxyMetrics::new());
     let eureka_fetches = Arc::new(ferry_eureka::FetchCounts::default());
-    let metrics = Arc::new(Metrics::new(&proxy_metrics, eureka_fetches.clone()));
+    let metrics = Arc::new(Metrics::new(
+        &proxy_metrics,
+        eureka_fetches.clone(),
+        store.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let limits = ConnectionLimits {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
@@ -221,6 +231,7 @@ pub async fn run(
         ready: ready.clone(),
         syncs: syncs.clone(),
         leaders: leaders.clone(),
+        store,
     };
     let writes = WritePolicy::new(
         cli.admin_token.as_deref(),

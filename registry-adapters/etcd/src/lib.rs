@@ -16,4 +16,4 @@ mod worker;
 pub use connection::{ConnectOptions, Connection, EndpointState, EtcdError};
 pub use cutover::{CutoverEntry, CutoverEvent, CutoverMode, SharedCutover};
 pub use leader::{Holder, Leader};
-pub use registrations::{EtcdStore, EtcdStoreOptions, StoreHealth};
+pub use registrations::{EtcdStore, EtcdStoreOptions, NodeInfo, StoreHealth};
