@@ -105,6 +105,23 @@ async fn a_cutover_on_node_a_reaches_node_b_and_the_sync_runs_on_one_node() {
     )
     .await;
 
+    // ...and B's Eureka clients learn it from their next delta (the writer's touch).
+    let delta: Value = client
+        .get(format!("http://127.0.0.1:{}/eureka/apps/delta", b.eureka))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = delta.to_string();
+    // (ADDED or MODIFIED: a Eureka client replaces the instance either way.)
+    assert!(
+        text.contains("orders-1") && text.contains(&format!("\"$\":{b_port}")),
+        "B's delta shows ORDERS at B's listener: {text}"
+    );
+
     // Exactly one node leads the sync, and only it runs it.
     until(Duration::from_secs(10), "a sync leader", || async {
         leads(&a).await || leads(&b).await
