@@ -16,6 +16,18 @@ async fn get(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
+async fn eureka_json(url: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn node(cluster: &etcd::Cluster, name: &str) -> Ferry {
     let store = format!("etcd://{}", cluster.endpoints().join(","));
     // Nothing listens there: the sync only gives the nodes a leader-only job to share.
@@ -89,15 +101,7 @@ async fn a_cutover_on_node_a_reaches_node_b_and_the_sync_runs_on_one_node() {
         Duration::from_secs(5),
         "node B's route published",
         || async {
-            let app: Value = client
-                .get(&b_eureka)
-                .header("Accept", "application/json")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let app = eureka_json(&b_eureka).await;
             let instances = &app["application"]["instance"];
             let instance = instances.get(0).unwrap_or(instances);
             instance["port"]["$"].as_u64() == Some(b_port)
@@ -106,15 +110,7 @@ async fn a_cutover_on_node_a_reaches_node_b_and_the_sync_runs_on_one_node() {
     .await;
 
     // ...and B's Eureka clients learn it from their next delta (the writer's touch).
-    let delta: Value = client
-        .get(format!("http://127.0.0.1:{}/eureka/apps/delta", b.eureka))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let delta = eureka_json(&format!("http://127.0.0.1:{}/eureka/apps/delta", b.eureka)).await;
     let text = delta.to_string();
     // (ADDED or MODIFIED: a Eureka client replaces the instance either way.)
     assert!(
