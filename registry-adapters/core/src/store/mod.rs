@@ -18,7 +18,7 @@ mod memory;
 pub mod record;
 
 pub use durable::DurableStore;
-pub use feed::{Feed, Replicated};
+pub use feed::{Feed, Replicated, Revised};
 pub use memory::MemoryStore;
 
 use crate::model::Instance;
