@@ -1,0 +1,432 @@
+//! The Consul KV store shared through a real 3-member etcd cluster: two `KvStore`s (two
+//! nodes) on one etcd, as two `ferry` processes on two hosts would be.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{serial, Cluster};
+use etcd_client::Client;
+use ferry_core::change_index::ChangeIndex;
+use ferry_core::kv::{Behavior, KvStore, LockOp, SessionRequest};
+use ferry_core::Clock;
+use ferry_etcd::{EtcdKv, EtcdStore, EtcdStoreOptions};
+
+struct Node {
+    store: Arc<EtcdStore>,
+    kv: Arc<KvStore>,
+    feed: tokio::task::JoinHandle<()>,
+}
+
+async fn node(cluster: &Cluster, name: &str) -> Node {
+    let mut options = EtcdStoreOptions::new(cluster.endpoints(), name.to_owned());
+    options.lease_ttl = Duration::from_secs(4);
+    let store = EtcdStore::start(options)
+        .await
+        .expect("the etcd store starts");
+    let kv = Arc::new(KvStore::shared(
+        Arc::new(EtcdKv::new(store.clone())),
+        Arc::new(ChangeIndex::new(1)),
+        Clock::System,
+        name,
+    ));
+    kv.apply_feed();
+    let feed = tokio::spawn(kv.clone().run_feed());
+    Node { store, kv, feed }
+}
+
+/// KV calls block on etcd (as they do under a view's request): off the test's runtime.
+async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(call)
+        .await
+        .expect("the call does not panic")
+}
+
+fn session(name: &str) -> SessionRequest {
+    SessionRequest {
+        name: name.to_owned(),
+        ttl: None,
+        behavior: Behavior::Release,
+        lock_delay: Duration::ZERO,
+        node_checks: Vec::new(),
+    }
+}
+
+/// Until `check` holds, bounded.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_one_node_wakes_a_blocking_read_on_the_other_with_the_same_index() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("kv-wake").await;
+    let a = node(&cluster, "a").await;
+    let b = node(&cluster, "b").await;
+
+    let mut waiting = b.kv.watch();
+    let before = b.kv.prefix_result_index("config/orders/");
+    let kv = a.kv.clone();
+    let written = blocking(move || {
+        kv.put(
+            "config/orders/data",
+            Bytes::from_static(b"port: 1"),
+            7,
+            None,
+            None,
+        )
+    })
+    .await
+    .expect("etcd takes the put");
+    assert!(written);
+    let on_a = a.kv.get("config/orders/data");
+    let entry = on_a
+        .1
+        .clone()
+        .expect("the writer sees its own write at once");
+    assert_eq!(entry.create_index, entry.modify_index);
+    assert_eq!(entry.flags, 7);
+
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        waiting.wait_for(|index| *index >= entry.modify_index),
+    )
+    .await
+    .expect("the blocking read on b wakes")
+    .expect("the index lives");
+    assert_eq!(
+        b.kv.get("config/orders/data"),
+        on_a,
+        "same entry, same index"
+    );
+    assert!(b.kv.prefix_result_index("config/orders/") > before);
+    assert_eq!(
+        b.kv.list("config/").0,
+        a.kv.list("config/").0,
+        "a prefix read answers the same index on both nodes"
+    );
+
+    // A delete on b moves the prefix's index on a (the tombstone), and both agree.
+    let kv = b.kv.clone();
+    assert!(
+        blocking(move || kv.delete("config/orders/data", false, None))
+            .await
+            .expect("etcd takes the delete")
+    );
+    let deleted_at = b.kv.prefix_result_index("config/orders/");
+    assert!(deleted_at > entry.modify_index);
+    eventually("a applies b's delete", || {
+        a.kv.get("config/orders/data").1.is_none()
+    })
+    .await;
+    assert_eq!(a.kv.prefix_result_index("config/orders/"), deleted_at);
+    assert_eq!(a.kv.get("x").0, b.kv.get("x").0, "same store index");
+    a.feed.abort();
+    b.feed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cas_increments_from_two_nodes_lose_no_update() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("kv-cas").await;
+    let a = node(&cluster, "a").await;
+    let b = node(&cluster, "b").await;
+    let kv = a.kv.clone();
+    assert!(
+        blocking(move || kv.put("counter", Bytes::from_static(b"0"), 0, Some(0), None))
+            .await
+            .unwrap()
+    );
+    let kv = b.kv.clone();
+    assert!(
+        !blocking(move || kv.put("counter", Bytes::from_static(b"9"), 0, Some(0), None))
+            .await
+            .unwrap(),
+        "cas=0 on another node refuses an existing key"
+    );
+
+    let increments = |kv: Arc<KvStore>| {
+        blocking(move || {
+            let mut refused = 0u32;
+            for _ in 0..50 {
+                loop {
+                    let (_, entry) = kv.get("counter");
+                    let entry = entry.expect("the counter exists");
+                    let value: u64 = std::str::from_utf8(&entry.value)
+                        .expect("utf-8")
+                        .parse()
+                        .expect("a number");
+                    let next = Bytes::from((value + 1).to_string());
+                    match kv.put("counter", next, 0, Some(entry.modify_index), None) {
+                        Ok(true) => break,
+                        Ok(false) => refused += 1,
+                        Err(error) => panic!("the store failed: {error}"),
+                    }
+                    assert!(refused < 10_000, "bounded retries");
+                }
+            }
+            refused
+        })
+    };
+    let (on_a, on_b) = tokio::join!(increments(a.kv.clone()), increments(b.kv.clone()));
+    eprintln!("cas refusals: a {on_a}, b {on_b}");
+    eventually("both nodes show 100", || {
+        [&a.kv, &b.kv]
+            .iter()
+            .all(|kv| kv.get("counter").1.is_some_and(|e| e.value == "100"))
+    })
+    .await;
+    assert_eq!(a.kv.get("counter"), b.kv.get("counter"));
+    a.feed.abort();
+    b.feed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_never_hold_one_lock_and_a_destroyed_session_releases_it_everywhere() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("kv-lock").await;
+    let a = node(&cluster, "a").await;
+    let b = node(&cluster, "b").await;
+    let kv = a.kv.clone();
+    let on_a = blocking(move || kv.create_session(session("a")))
+        .await
+        .unwrap();
+    let kv = b.kv.clone();
+    let on_b = blocking(move || kv.create_session(session("b")))
+        .await
+        .unwrap();
+    eventually("both sessions on both nodes", || {
+        a.kv.session(&on_b.id).is_some() && b.kv.session(&on_a.id).is_some()
+    })
+    .await;
+
+    let mut lock_index = 0;
+    for round in 0..20 {
+        let acquire = |kv: Arc<KvStore>, id: String| {
+            blocking(move || {
+                kv.put(
+                    "service/leader",
+                    Bytes::from(id.clone()),
+                    0,
+                    None,
+                    Some(LockOp::Acquire(id)),
+                )
+            })
+        };
+        let (got_a, got_b) = tokio::join!(
+            acquire(a.kv.clone(), on_a.id.clone()),
+            acquire(b.kv.clone(), on_b.id.clone())
+        );
+        let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
+        assert!(
+            got_a != got_b,
+            "round {round}: exactly one holder ({got_a}, {got_b})"
+        );
+        let (winner, id) = if got_a {
+            (a.kv.clone(), on_a.id.clone())
+        } else {
+            (b.kv.clone(), on_b.id.clone())
+        };
+        let held = winner.get("service/leader").1.unwrap();
+        assert_eq!(held.session.as_deref(), Some(id.as_str()));
+        assert!(
+            held.lock_index > lock_index,
+            "LockIndex rises on each acquire"
+        );
+        lock_index = held.lock_index;
+        assert!(blocking(move || winner.put(
+            "service/leader",
+            Bytes::new(),
+            0,
+            None,
+            Some(LockOp::Release(id))
+        ))
+        .await
+        .unwrap());
+    }
+
+    // a holds it, then destroys its session: released on both nodes.
+    let (kv, id) = (a.kv.clone(), on_a.id.clone());
+    assert!(blocking(move || kv.put(
+        "service/leader",
+        Bytes::from_static(b"a"),
+        0,
+        None,
+        Some(LockOp::Acquire(id))
+    ))
+    .await
+    .unwrap());
+    eventually("b sees a's lock", || {
+        b.kv.get("service/leader").1.unwrap().session.as_deref() == Some(on_a.id.as_str())
+    })
+    .await;
+    let (kv, id) = (a.kv.clone(), on_a.id.clone());
+    assert!(blocking(move || kv.destroy_session(&id)).await.unwrap());
+    assert!(a.kv.get("service/leader").1.unwrap().session.is_none());
+    eventually("b sees the lock released", || {
+        b.kv.get("service/leader").1.unwrap().session.is_none() && b.kv.session(&on_a.id).is_none()
+    })
+    .await;
+    a.feed.abort();
+    b.feed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_nodes_sessions_go_and_their_locks_are_released_or_deleted() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("kv-death").await;
+    let a = node(&cluster, "a").await;
+    let b = node(&cluster, "b").await;
+    let kv = a.kv.clone();
+    let released = blocking(move || kv.create_session(session("release")))
+        .await
+        .unwrap();
+    let kv = a.kv.clone();
+    let deleting = blocking(move || {
+        kv.create_session(SessionRequest {
+            behavior: Behavior::Delete,
+            ..session("delete")
+        })
+    })
+    .await
+    .unwrap();
+    for (key, id) in [("locks/r", &released.id), ("locks/d", &deleting.id)] {
+        let (kv, id) = (a.kv.clone(), id.clone());
+        assert!(blocking(move || kv.put(
+            key,
+            Bytes::from_static(b"held"),
+            0,
+            None,
+            Some(LockOp::Acquire(id))
+        ))
+        .await
+        .unwrap());
+    }
+    eventually("b sees both locks", || b.kv.list("locks/").1.len() == 2).await;
+
+    // Node a dies: its feed stops and etcd drops its lease (what its expiry does).
+    a.feed.abort();
+    let client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    client
+        .lease_client()
+        .revoke(a.store.lease_id())
+        .await
+        .expect("revoke a's lease");
+    eventually(
+        "b releases a's release-lock and deletes its delete-lock",
+        || {
+            let (_, held) = b.kv.list("locks/");
+            held.len() == 1 && held[0].key == "locks/r" && held[0].session.is_none()
+        },
+    )
+    .await;
+    assert!(b.kv.sessions().is_empty());
+    // Released in etcd too, not only in b's copy.
+    let stored = client
+        .kv_client()
+        .get("/ferry/v1/kv/locks/d", None)
+        .await
+        .unwrap();
+    assert!(stored.kvs().is_empty());
+    b.feed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_one_member_of_three_loses_no_acknowledged_put() {
+    let _turn = serial().await;
+    let mut cluster = Cluster::start("kv-member").await;
+    let a = node(&cluster, "a").await;
+    let b = node(&cluster, "b").await;
+    let kv = a.kv.clone();
+    let writer = blocking(move || {
+        let mut acknowledged = Vec::new();
+        let mut failed = 0;
+        for n in 0..200 {
+            let key = format!("load/{n:03}");
+            match kv.put(&key, Bytes::from(n.to_string()), 0, None, None) {
+                Ok(true) => acknowledged.push(key),
+                Ok(false) => panic!("a plain put is never refused"),
+                Err(_) => failed += 1,
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (acknowledged, failed)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pinned = a
+        .store
+        .connection()
+        .endpoints()
+        .iter()
+        .position(|endpoint| endpoint.pinned)
+        .expect("an endpoint is pinned");
+    cluster.kill(pinned);
+    let (acknowledged, failed) = writer.await;
+    let client = Client::connect(
+        (0..3)
+            .filter(|&i| i != pinned)
+            .map(|i| cluster.endpoint(i))
+            .collect::<Vec<_>>(),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut lost = 0;
+    for key in &acknowledged {
+        let stored = client
+            .kv_client()
+            .get(format!("/ferry/v1/kv/{key}"), None)
+            .await
+            .unwrap();
+        if stored.kvs().is_empty() {
+            lost += 1;
+        }
+    }
+    eprintln!(
+        "member killed: {} puts acknowledged, {failed} failed (503), {lost} lost",
+        acknowledged.len()
+    );
+    assert_eq!(lost, 0);
+    assert!(acknowledged.len() >= 150, "writes go on after the kill");
+    eventually("b holds every acknowledged put", || {
+        acknowledged.iter().all(|key| b.kv.get(key).1.is_some())
+    })
+    .await;
+    a.feed.abort();
+    b.feed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_under_the_kv_prefix_is_counted_and_skipped() {
+    let _turn = serial().await;
+    let cluster = Cluster::start("kv-garbage").await;
+    let client = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let mut raw = client.kv_client();
+    raw.put("/ferry/v1/kv/early", b"\xffnot ferry's".to_vec(), None)
+        .await
+        .unwrap();
+    let a = node(&cluster, "a").await;
+    assert_eq!(a.store.decode_errors(), 1, "the first full read skips it");
+    raw.put("/ferry/v1/kv/late", Vec::new(), None)
+        .await
+        .unwrap();
+    raw.put("/ferry/v1/sessions/bogus", "{]", None)
+        .await
+        .unwrap();
+    let kv = a.kv.clone();
+    assert!(
+        blocking(move || kv.put("good", Bytes::from_static(b"1"), 0, None, None))
+            .await
+            .unwrap()
+    );
+    eventually("the watch skipped both", || a.store.decode_errors() == 3).await;
+    assert_eq!(a.kv.list("").1.len(), 1, "only the good key");
+    assert!(a.kv.sessions().is_empty());
+    a.feed.abort();
+}
