@@ -180,41 +180,35 @@ fn session_key(id: &str) -> String {
 pub(crate) fn deliver(store: &EtcdStore, event: &Event, kv: &KeyValue) -> bool {
     let key = String::from_utf8_lossy(kv.key());
     let revision = kv.mod_revision() as u64;
-    if let Some(name) = key.strip_prefix(&layout::kv_prefix()) {
-        let change = match event.event_type() {
-            EventType::Put => match decode_entry(name, kv) {
-                Ok(entry) => KvChange::Put(entry),
-                Err(error) => {
-                    store.bad_value(kv, "a KV entry", &error);
-                    return true;
-                }
-            },
-            EventType::Delete => KvChange::Remove {
+    let put = event.event_type() == EventType::Put;
+    let change = if let Some(name) = key.strip_prefix(&layout::kv_prefix()) {
+        match put {
+            true => decode_entry(name, kv)
+                .map(KvChange::Put)
+                .map_err(|error| ("a KV entry", error)),
+            false => Ok(KvChange::Remove {
                 key: name.to_owned(),
                 revision,
-            },
-        };
-        store.kv_feed().push(change);
-        return true;
-    }
-    if let Some(id) = key.strip_prefix(&layout::sessions_prefix()) {
-        let change = match event.event_type() {
-            EventType::Put => match decode_session(id, kv) {
-                Ok(session) => KvChange::SessionPut { session, revision },
-                Err(error) => {
-                    store.bad_value(kv, "a session", &error);
-                    return true;
-                }
-            },
-            EventType::Delete => KvChange::SessionRemove {
+            }),
+        }
+    } else if let Some(id) = key.strip_prefix(&layout::sessions_prefix()) {
+        match put {
+            true => decode_session(id, kv)
+                .map(|session| KvChange::SessionPut { session, revision })
+                .map_err(|error| ("a session", error)),
+            false => Ok(KvChange::SessionRemove {
                 id: id.to_owned(),
                 revision,
-            },
-        };
-        store.kv_feed().push(change);
-        return true;
+            }),
+        }
+    } else {
+        return false;
+    };
+    match change {
+        Ok(change) => store.kv_feed().push(change),
+        Err((what, error)) => store.bad_value(kv, what, &error),
     }
-    false
+    true
 }
 
 /// Everything under `kv/` and `sessions/` at `revision`, as one change.
@@ -224,34 +218,43 @@ pub(crate) fn resync(
     sessions: &[KeyValue],
     revision: u64,
 ) -> KvChange {
-    let name = |kv: &KeyValue, prefix: &str| {
-        String::from_utf8_lossy(kv.key())
-            .strip_prefix(prefix)
-            .map(str::to_owned)
-    };
-    let kv_prefix = layout::kv_prefix();
-    let sessions_prefix = layout::sessions_prefix();
     KvChange::Resync {
-        entries: entries
-            .iter()
-            .filter_map(|kv| {
-                let key = name(kv, &kv_prefix)?;
-                decode_entry(&key, kv)
-                    .map_err(|error| store.bad_value(kv, "a KV entry", &error))
-                    .ok()
-            })
-            .collect(),
-        sessions: sessions
-            .iter()
-            .filter_map(|kv| {
-                let id = name(kv, &sessions_prefix)?;
-                decode_session(&id, kv)
-                    .map_err(|error| store.bad_value(kv, "a session", &error))
-                    .ok()
-            })
-            .collect(),
+        entries: decoded(
+            store,
+            entries,
+            &layout::kv_prefix(),
+            "a KV entry",
+            decode_entry,
+        ),
+        sessions: decoded(
+            store,
+            sessions,
+            &layout::sessions_prefix(),
+            "a session",
+            decode_session,
+        ),
         revision,
     }
+}
+
+/// What `decode` makes of each value under `prefix` (given the key past it); the rest
+/// counted and skipped.
+fn decoded<T>(
+    store: &EtcdStore,
+    kvs: &[KeyValue],
+    prefix: &str,
+    what: &str,
+    decode: impl Fn(&str, &KeyValue) -> Result<T, DecodeError>,
+) -> Vec<T> {
+    kvs.iter()
+        .filter_map(|kv| {
+            let key = String::from_utf8_lossy(kv.key());
+            let name = key.strip_prefix(prefix)?;
+            decode(name, kv)
+                .map_err(|error| store.bad_value(kv, what, &error))
+                .ok()
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]

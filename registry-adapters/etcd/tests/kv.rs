@@ -10,14 +10,22 @@ use bytes::Bytes;
 use common::{serial, Cluster};
 use etcd_client::Client;
 use ferry_core::change_index::ChangeIndex;
-use ferry_core::kv::{Behavior, KvStore, LockOp, SessionRequest};
+use ferry_core::kv::{Behavior, KvStore, LockOp, Session, SessionRequest};
 use ferry_core::Clock;
 use ferry_etcd::{EtcdKv, EtcdStore, EtcdStoreOptions};
+use tokio::sync::MutexGuard;
 
 struct Node {
     store: Arc<EtcdStore>,
     kv: Arc<KvStore>,
     feed: tokio::task::JoinHandle<()>,
+}
+
+/// A node's feed task ends with it, as its process would.
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.feed.abort();
+    }
 }
 
 async fn node(cluster: &Cluster, name: &str) -> Node {
@@ -35,6 +43,30 @@ async fn node(cluster: &Cluster, name: &str) -> Node {
     kv.apply_feed();
     let feed = tokio::spawn(kv.clone().run_feed());
     Node { store, kv, feed }
+}
+
+/// A cluster and two nodes on it, for one test at a time.
+async fn two_nodes(test: &str) -> (MutexGuard<'static, ()>, Cluster, Node, Node) {
+    let turn = serial().await;
+    let cluster = Cluster::start(test).await;
+    let a = node(&cluster, "a").await;
+    let b = node(&cluster, "b").await;
+    (turn, cluster, a, b)
+}
+
+async fn open_session(kv: &Arc<KvStore>, request: SessionRequest) -> Session {
+    let kv = kv.clone();
+    blocking(move || kv.create_session(request))
+        .await
+        .expect("etcd takes the session")
+}
+
+/// A put with a lock operation, as `?acquire=` and `?release=` make.
+async fn lock(kv: &Arc<KvStore>, key: &'static str, value: &str, op: LockOp) -> bool {
+    let (kv, value) = (kv.clone(), Bytes::from(value.to_owned()));
+    blocking(move || kv.put(key, value, 0, None, Some(op)))
+        .await
+        .expect("etcd takes the lock operation")
 }
 
 /// KV calls block on etcd (as they do under a view's request): off the test's runtime.
@@ -65,10 +97,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_on_one_node_wakes_a_blocking_read_on_the_other_with_the_same_index() {
-    let _turn = serial().await;
-    let cluster = Cluster::start("kv-wake").await;
-    let a = node(&cluster, "a").await;
-    let b = node(&cluster, "b").await;
+    let (_turn, _cluster, a, b) = two_nodes("kv-wake").await;
 
     let mut waiting = b.kv.watch();
     let before = b.kv.prefix_result_index("config/orders/");
@@ -127,16 +156,11 @@ async fn a_write_on_one_node_wakes_a_blocking_read_on_the_other_with_the_same_in
     .await;
     assert_eq!(a.kv.prefix_result_index("config/orders/"), deleted_at);
     assert_eq!(a.kv.get("x").0, b.kv.get("x").0, "same store index");
-    a.feed.abort();
-    b.feed.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cas_increments_from_two_nodes_lose_no_update() {
-    let _turn = serial().await;
-    let cluster = Cluster::start("kv-cas").await;
-    let a = node(&cluster, "a").await;
-    let b = node(&cluster, "b").await;
+    let (_turn, _cluster, a, b) = two_nodes("kv-cas").await;
     let kv = a.kv.clone();
     assert!(
         blocking(move || kv.put("counter", Bytes::from_static(b"0"), 0, Some(0), None))
@@ -183,24 +207,13 @@ async fn cas_increments_from_two_nodes_lose_no_update() {
     })
     .await;
     assert_eq!(a.kv.get("counter"), b.kv.get("counter"));
-    a.feed.abort();
-    b.feed.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_never_hold_one_lock_and_a_destroyed_session_releases_it_everywhere() {
-    let _turn = serial().await;
-    let cluster = Cluster::start("kv-lock").await;
-    let a = node(&cluster, "a").await;
-    let b = node(&cluster, "b").await;
-    let kv = a.kv.clone();
-    let on_a = blocking(move || kv.create_session(session("a")))
-        .await
-        .unwrap();
-    let kv = b.kv.clone();
-    let on_b = blocking(move || kv.create_session(session("b")))
-        .await
-        .unwrap();
+    let (_turn, _cluster, a, b) = two_nodes("kv-lock").await;
+    let on_a = open_session(&a.kv, session("a")).await;
+    let on_b = open_session(&b.kv, session("b")).await;
     eventually("both sessions on both nodes", || {
         a.kv.session(&on_b.id).is_some() && b.kv.session(&on_a.id).is_some()
     })
@@ -208,22 +221,20 @@ async fn two_nodes_never_hold_one_lock_and_a_destroyed_session_releases_it_every
 
     let mut lock_index = 0;
     for round in 0..20 {
-        let acquire = |kv: Arc<KvStore>, id: String| {
-            blocking(move || {
-                kv.put(
-                    "service/leader",
-                    Bytes::from(id.clone()),
-                    0,
-                    None,
-                    Some(LockOp::Acquire(id)),
-                )
-            })
-        };
         let (got_a, got_b) = tokio::join!(
-            acquire(a.kv.clone(), on_a.id.clone()),
-            acquire(b.kv.clone(), on_b.id.clone())
+            lock(
+                &a.kv,
+                "service/leader",
+                &on_a.id,
+                LockOp::Acquire(on_a.id.clone())
+            ),
+            lock(
+                &b.kv,
+                "service/leader",
+                &on_b.id,
+                LockOp::Acquire(on_b.id.clone())
+            )
         );
-        let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
         assert!(
             got_a != got_b,
             "round {round}: exactly one holder ({got_a}, {got_b})"
@@ -240,28 +251,19 @@ async fn two_nodes_never_hold_one_lock_and_a_destroyed_session_releases_it_every
             "LockIndex rises on each acquire"
         );
         lock_index = held.lock_index;
-        assert!(blocking(move || winner.put(
-            "service/leader",
-            Bytes::new(),
-            0,
-            None,
-            Some(LockOp::Release(id))
-        ))
-        .await
-        .unwrap());
+        assert!(lock(&winner, "service/leader", "", LockOp::Release(id)).await);
     }
 
     // a holds it, then destroys its session: released on both nodes.
-    let (kv, id) = (a.kv.clone(), on_a.id.clone());
-    assert!(blocking(move || kv.put(
-        "service/leader",
-        Bytes::from_static(b"a"),
-        0,
-        None,
-        Some(LockOp::Acquire(id))
-    ))
-    .await
-    .unwrap());
+    assert!(
+        lock(
+            &a.kv,
+            "service/leader",
+            "a",
+            LockOp::Acquire(on_a.id.clone())
+        )
+        .await
+    );
     eventually("b sees a's lock", || {
         b.kv.get("service/leader").1.unwrap().session.as_deref() == Some(on_a.id.as_str())
     })
@@ -273,40 +275,22 @@ async fn two_nodes_never_hold_one_lock_and_a_destroyed_session_releases_it_every
         b.kv.get("service/leader").1.unwrap().session.is_none() && b.kv.session(&on_a.id).is_none()
     })
     .await;
-    a.feed.abort();
-    b.feed.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_nodes_sessions_go_and_their_locks_are_released_or_deleted() {
-    let _turn = serial().await;
-    let cluster = Cluster::start("kv-death").await;
-    let a = node(&cluster, "a").await;
-    let b = node(&cluster, "b").await;
-    let kv = a.kv.clone();
-    let released = blocking(move || kv.create_session(session("release")))
-        .await
-        .unwrap();
-    let kv = a.kv.clone();
-    let deleting = blocking(move || {
-        kv.create_session(SessionRequest {
+    let (_turn, cluster, a, b) = two_nodes("kv-death").await;
+    let released = open_session(&a.kv, session("release")).await;
+    let deleting = open_session(
+        &a.kv,
+        SessionRequest {
             behavior: Behavior::Delete,
             ..session("delete")
-        })
-    })
-    .await
-    .unwrap();
+        },
+    )
+    .await;
     for (key, id) in [("locks/r", &released.id), ("locks/d", &deleting.id)] {
-        let (kv, id) = (a.kv.clone(), id.clone());
-        assert!(blocking(move || kv.put(
-            key,
-            Bytes::from_static(b"held"),
-            0,
-            None,
-            Some(LockOp::Acquire(id))
-        ))
-        .await
-        .unwrap());
+        assert!(lock(&a.kv, key, "held", LockOp::Acquire(id.clone())).await);
     }
     eventually("b sees both locks", || b.kv.list("locks/").1.len() == 2).await;
 
@@ -334,15 +318,11 @@ async fn a_dead_nodes_sessions_go_and_their_locks_are_released_or_deleted() {
         .await
         .unwrap();
     assert!(stored.kvs().is_empty());
-    b.feed.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_one_member_of_three_loses_no_acknowledged_put() {
-    let _turn = serial().await;
-    let mut cluster = Cluster::start("kv-member").await;
-    let a = node(&cluster, "a").await;
-    let b = node(&cluster, "b").await;
+    let (_turn, mut cluster, a, b) = two_nodes("kv-member").await;
     let kv = a.kv.clone();
     let writer = blocking(move || {
         let mut acknowledged = Vec::new();
@@ -398,8 +378,6 @@ async fn killing_one_member_of_three_loses_no_acknowledged_put() {
         acknowledged.iter().all(|key| b.kv.get(key).1.is_some())
     })
     .await;
-    a.feed.abort();
-    b.feed.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -428,5 +406,4 @@ async fn garbage_under_the_kv_prefix_is_counted_and_skipped() {
     eventually("the watch skipped both", || a.store.decode_errors() == 3).await;
     assert_eq!(a.kv.list("").1.len(), 1, "only the good key");
     assert!(a.kv.sessions().is_empty());
-    a.feed.abort();
 }
