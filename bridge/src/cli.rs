@@ -158,6 +158,12 @@ pub struct Cli {
     #[arg(long, env = "FERRY_STORE", default_value = "memory")]
     pub store: crate::store::StoreChoice,
 
+    /// With an etcd store: seconds the lease this node keeps its instances on outlives the
+    /// node (Eureka's 90 s lease expiry); a node that dies takes its instances with it
+    /// after this long. At least 2.
+    #[arg(long, env = "FERRY_STORE_LEASE_TTL", default_value_t = 90, value_parser = clap::value_parser!(u64).range(2..))]
+    pub store_lease_ttl: u64,
+
     /// Folder for Ferry's durable state. Created if missing; one process at a time may use it.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: PathBuf,

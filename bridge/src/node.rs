@@ -51,6 +51,7 @@ pub async fn run(
         },
         &cli.data_dir,
         &node.name,
+        Duration::from_secs(cli.store_lease_ttl),
     )
     .await?;
     let registry = opened.registry;

@@ -63,6 +63,7 @@ pub async fn open(
     settings: RegistrySettings,
     data_dir: &Path,
     node: &str,
+    lease_ttl: std::time::Duration,
 ) -> anyhow::Result<Opened> {
     match choice {
         StoreChoice::Embedded => {
@@ -93,7 +94,9 @@ pub async fn open(
             })
         }
         StoreChoice::Etcd(endpoints) => {
-            let store = EtcdStore::start(EtcdStoreOptions::new(endpoints.clone(), node.to_owned()))
+            let mut options = EtcdStoreOptions::new(endpoints.clone(), node.to_owned());
+            options.lease_ttl = lease_ttl;
+            let store = EtcdStore::start(options)
                 .await
                 .with_context(|| format!("cannot use etcd at {}", endpoints.join(",")))?;
             // One index for both, etcd's revision, the same on every node: a blocking read

@@ -1,6 +1,11 @@
-//! Load shapes wrk cannot make, for `bench/consul.sh`:
+//! Load shapes wrk cannot make, for `bench/consul.sh` and others:
 //! - `watchers ADDR PREFIX COUNT ROUNDS`: COUNT blocking KV reads held on PREFIX, then one
 //!   write; prints when each watcher got its answer, relative to the write being sent.
+//! - `visibility WRITE_EUREKA READ_CONSUL READ_EUREKA APP COUNT`: registration to
+//!   visibility, one registration at a time (for `bench/etcd.sh`: written on one node, read
+//!   on another); see the function.
+//! - `service-watchers WATCH_CONSUL WRITE_EUREKA APP COUNT ROUNDS`: `watchers` for Consul
+//!   health blocking queries, woken by a Eureka registration (possibly on another node).
 //! - `kv-writes ADDR COUNT CONCURRENCY`: COUNT durable KV writes; prints writes per second.
 //! - `rate ADDR PATH RATE SECONDS CONNECTIONS`: GETs at a fixed RATE per second, open loop;
 //!   a request delayed by a slow earlier answer counts from when it was due (coordinated
@@ -35,6 +40,14 @@ struct Response {
 }
 
 async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Response, Error> {
+    Ok(exchange_body(stream, request).await?.0)
+}
+
+/// `exchange`, with the response's body.
+async fn exchange_body(
+    stream: &mut TcpStream,
+    request: &[u8],
+) -> Result<(Response, Vec<u8>), Error> {
     stream.write_all(request).await?;
     let mut buffer = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
@@ -65,11 +78,16 @@ async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Response, Er
                 }
                 buffer.extend_from_slice(&chunk[..read]);
             }
-            return Ok(Response {
-                status,
-                index,
-                close,
-            });
+            buffer.truncate(end + 4 + length);
+            let body = buffer.split_off(end + 4);
+            return Ok((
+                Response {
+                    status,
+                    index,
+                    close,
+                },
+                body,
+            ));
         }
     }
 }
@@ -110,21 +128,45 @@ async fn watchers(
         &get_request(&format!("/v1/kv/{prefix}?recurse")),
     )
     .await?;
+    hold_watchers(
+        &address,
+        &format!("/v1/kv/{prefix}?recurse"),
+        start.index,
+        count,
+        rounds,
+        &mut writer,
+        |round| put_request(&format!("/v1/kv/{prefix}key"), &format!("{}", round + 1)),
+    )
+    .await
+}
+
+/// COUNT connections to ADDRESS, each holding the blocking query `QUERY` (with `index` and
+/// `wait=60s` added) from index START, then one request `trigger(round)` on WRITER that
+/// must wake them all; ROUNDS times, each from the index the last answer gave. Prints how
+/// long after the trigger was sent the answers arrived.
+async fn hold_watchers(
+    address: &str,
+    query: &str,
+    start: u64,
+    count: usize,
+    rounds: usize,
+    writer: &mut TcpStream,
+    trigger: impl Fn(usize) -> Vec<u8>,
+) -> Result<(), Error> {
+    let separator = if query.contains('?') { '&' } else { '?' };
     let ready = Arc::new(Barrier::new(count + 1));
     let answered = Arc::new(Barrier::new(count + 1));
     let arrivals: Arc<Mutex<Vec<Instant>>> =
         Arc::new(Mutex::new(Vec::with_capacity(count * rounds)));
     let mut tasks = Vec::new();
     for _ in 0..count {
-        let (address, prefix) = (address.clone(), prefix.clone());
+        let (address, query) = (address.to_owned(), query.to_owned());
         let (ready, answered, arrivals) = (ready.clone(), answered.clone(), arrivals.clone());
-        let mut index = start.index;
+        let mut index = start;
         tasks.push(tokio::spawn(async move {
-            let mut stream = TcpStream::connect(&address).await?;
-            stream.set_nodelay(true)?;
+            let mut stream = connect(&address).await?;
             for _ in 0..rounds {
-                let request =
-                    get_request(&format!("/v1/kv/{prefix}?recurse&index={index}&wait=60s"));
+                let request = get_request(&format!("{query}{separator}index={index}&wait=60s"));
                 stream.write_all(&request).await?;
                 ready.wait().await;
                 let response = exchange(&mut stream, b"").await?;
@@ -150,11 +192,14 @@ async fn watchers(
         // Every request is written; give the server a moment to park them all.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let sent = Instant::now();
-        exchange(
-            &mut writer,
-            &put_request(&format!("/v1/kv/{prefix}key"), &format!("{}", round + 1)),
-        )
-        .await?;
+        let response = exchange(writer, &trigger(round)).await?;
+        if !(200..300).contains(&response.status) {
+            return Err(format!(
+                "the write that wakes the watchers answered {}",
+                response.status
+            )
+            .into());
+        }
         answered.wait().await;
         let mut arrived = arrivals.lock().await;
         latencies.extend(arrived.drain(..).map(|at| at.duration_since(sent)));
@@ -162,20 +207,174 @@ async fn watchers(
     for task in tasks {
         task.await??;
     }
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
     println!(
-        "watchers={count} rounds={rounds} samples={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        "watchers={count} rounds={rounds} samples={} {}",
         latencies.len(),
-        percentile(0.50).as_secs_f64() * 1000.0,
-        percentile(0.99).as_secs_f64() * 1000.0,
-        latencies
-            .last()
-            .map_or(0.0, |max| max.as_secs_f64() * 1000.0),
+        millis_summary("", &mut latencies)
     );
     Ok(())
+}
+
+/// A Eureka registration of instance `id` of `app`, as bench/register.py sends one, with a
+/// lease of an hour: nothing renews these instances while a run lasts.
+fn register_request(app: &str, id: &str) -> Vec<u8> {
+    let body = format!(
+        r#"{{"instance":{{"instanceId":"{id}","hostName":"127.0.0.1","app":"{app}","ipAddr":"127.0.0.1","status":"UP","port":{{"$":8080,"@enabled":"true"}},"dataCenterInfo":{{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}},"leaseInfo":{{"renewalIntervalInSecs":30,"durationInSecs":3600}}}}}}"#
+    );
+    format!(
+        "POST /eureka/apps/{app} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn connect(address: &str) -> Result<TcpStream, Error> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn register(stream: &mut TcpStream, app: &str, id: &str) -> Result<(), Error> {
+    let response = exchange(stream, &register_request(app, id)).await?;
+    if response.status != 204 {
+        return Err(format!("registering {id} answered {}", response.status).into());
+    }
+    Ok(())
+}
+
+/// `p50_ms=... p99_ms=... max_ms=...` of `samples`, prefixed by `label` (`reg_` ...).
+fn millis_summary(label: &str, samples: &mut [Duration]) -> String {
+    samples.sort();
+    if samples.is_empty() {
+        return format!("{label}samples=0");
+    }
+    let at = |p: f64| {
+        samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1]
+            .as_secs_f64()
+            * 1000.0
+    };
+    format!(
+        "{label}p50_ms={:.2} {label}p99_ms={:.2} {label}max_ms={:.2}",
+        at(0.50),
+        at(0.99),
+        samples.last().map_or(0.0, |max| max.as_secs_f64() * 1000.0)
+    )
+}
+
+/// `visibility WRITE_EUREKA READ_CONSUL READ_EUREKA APP COUNT`: COUNT registrations of APP,
+/// one at a time, through the Eureka API at WRITE_EUREKA; each timed from its POST being
+/// sent until a Consul health blocking query on READ_CONSUL (sent before the POST) answers
+/// with the instance in it, and until the Eureka API at READ_EUREKA answers 200 for
+/// `/eureka/apps/APP/ID` (polled once the blocking query answered). Also the POST's own
+/// round trip (the registration acknowledged).
+async fn visibility(
+    write_eureka: String,
+    read_consul: String,
+    read_eureka: String,
+    app: String,
+    count: usize,
+) -> Result<(), Error> {
+    let service = app.to_ascii_lowercase();
+    let (mut writer, mut consul, mut eureka) = (
+        connect(&write_eureka).await?,
+        connect(&read_consul).await?,
+        connect(&read_eureka).await?,
+    );
+    let (mut acknowledged, mut in_consul, mut in_eureka) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..count {
+        let id = format!("{service}-{n}");
+        let mut index = exchange(
+            &mut consul,
+            &get_request(&format!("/v1/health/service/{service}")),
+        )
+        .await?
+        .index;
+        let blocking = |index: u64| {
+            get_request(&format!(
+                "/v1/health/service/{service}?index={index}&wait=60s"
+            ))
+        };
+        consul.write_all(&blocking(index)).await?;
+        let sent = Instant::now();
+        register(&mut writer, &app, &id).await?;
+        acknowledged.push(sent.elapsed());
+        loop {
+            let (response, body) = exchange_body(&mut consul, b"").await?;
+            if response.status != 200 {
+                return Err(format!("health blocking query answered {}", response.status).into());
+            }
+            if find(&body, format!("\"{id}\"").as_bytes()).is_some() {
+                in_consul.push(sent.elapsed());
+                break;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                return Err(format!("{id} not listed by {read_consul} after 30 s").into());
+            }
+            index = response.index;
+            consul.write_all(&blocking(index)).await?;
+        }
+        let path = format!("/eureka/apps/{app}/{id}");
+        loop {
+            if exchange(&mut eureka, &get_request(&path)).await?.status == 200 {
+                in_eureka.push(sent.elapsed());
+                break;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                return Err(format!("{path} not found on {read_eureka} after 30 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    println!(
+        "registrations={count} {} {} {}",
+        millis_summary("ack_", &mut acknowledged),
+        millis_summary("consul_", &mut in_consul),
+        millis_summary("eureka_", &mut in_eureka),
+    );
+    Ok(())
+}
+
+/// `service-watchers WATCH_CONSUL WRITE_EUREKA APP COUNT ROUNDS`: COUNT blocking health
+/// queries for APP's service held on WATCH_CONSUL, then one registration of a new instance
+/// of APP through the Eureka API at WRITE_EUREKA; prints when each watcher got its answer,
+/// relative to the registration being sent (as `watchers` does for KV).
+async fn service_watchers(
+    watch_consul: String,
+    write_eureka: String,
+    app: String,
+    count: usize,
+    rounds: usize,
+) -> Result<(), Error> {
+    let service = app.to_ascii_lowercase();
+    let mut writer = connect(&write_eureka).await?;
+    register(&mut writer, &app, &format!("{service}-first")).await?;
+    // The watchers start from an index at which the watched node lists that first instance.
+    let mut reader = connect(&watch_consul).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let start = loop {
+        let (response, body) = exchange_body(
+            &mut reader,
+            &get_request(&format!("/v1/health/service/{service}")),
+        )
+        .await?;
+        if find(&body, format!("\"{service}-first\"").as_bytes()).is_some() {
+            break response.index;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{watch_consul} never listed {service}-first").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    hold_watchers(
+        &watch_consul,
+        &format!("/v1/health/service/{service}"),
+        start,
+        count,
+        rounds,
+        &mut writer,
+        |round| register_request(&app, &format!("{service}-{round}")),
+    )
+    .await
 }
 
 async fn kv_writes(address: String, count: usize, concurrency: usize) -> Result<(), Error> {
@@ -389,6 +588,8 @@ async fn main() -> Result<(), Error> {
     };
     match args.first().map(String::as_str) {
         Some("watchers") => watchers(args[1].clone(), args[2].clone(), number(3)?, number(4)?).await,
+        Some("visibility") => visibility(args[1].clone(), args[2].clone(), args[3].clone(), args[4].clone(), number(5)?).await,
+        Some("service-watchers") => service_watchers(args[1].clone(), args[2].clone(), args[3].clone(), number(4)?, number(5)?).await,
         Some("kv-writes") => kv_writes(args[1].clone(), number(2)?, number(3)?).await,
         Some("rate") => fixed_rate(args[1].clone(), vec![get_request(&args[2])], number(3)? as f64, number(4)?, number(5)?).await,
         Some("renew") => {
@@ -404,6 +605,6 @@ async fn main() -> Result<(), Error> {
             fixed_rate(args[1].clone(), paths, rate, number(4)?, number(5)?).await
         }
         Some("idle") => idle(args[1].clone(), args[2].clone(), number(3)?, u32::try_from(number(4)?)?).await,
-        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY | rate ADDR PATH RATE SECONDS CONNECTIONS | renew ADDR PATHS_FILE INTERVAL SECONDS CONNECTIONS | idle ADDR PATH COUNT PID".into()),
+        _ => Err("usage: ferry-bench-loadgen watchers ADDR PREFIX COUNT ROUNDS | visibility WRITE_EUREKA READ_CONSUL READ_EUREKA APP COUNT | service-watchers WATCH_CONSUL WRITE_EUREKA APP COUNT ROUNDS | kv-writes ADDR COUNT CONCURRENCY | rate ADDR PATH RATE SECONDS CONNECTIONS | renew ADDR PATHS_FILE INTERVAL SECONDS CONNECTIONS | idle ADDR PATH COUNT PID".into()),
     }
 }

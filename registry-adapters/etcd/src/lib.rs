@@ -6,6 +6,7 @@
 pub mod connection;
 pub mod kv;
 pub mod layout;
+mod leases;
 pub mod registrations;
 mod worker;
 

@@ -21,7 +21,7 @@
 //!   skipped; they never stop the watch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 
 use crate::connection::{ConnectOptions, Connection, EtcdError};
 use crate::layout;
+use crate::leases::LeasePool;
 use crate::worker::Worker;
 
 /// How many keys one read of a full listing asks for.
@@ -107,13 +108,23 @@ pub struct EtcdStore {
     owners: Mutex<HashMap<String, String>>,
     /// The values of the keys this node keeps, to write back after a lost lease.
     kept: Mutex<HashMap<String, Vec<u8>>>,
-    lease: AtomicI64,
+    /// Registrations accepted while etcd was out of reach, to write once it is back; the
+    /// number orders a later write of the same key after an earlier one.
+    pending: Mutex<HashMap<String, (u64, Op)>>,
+    pending_seq: AtomicU64,
+    /// etcd deleted a key this node keeps (its lease ran out while the node was cut off):
+    /// the lease must be granted again and the kept keys written back.
+    lease_suspect: std::sync::atomic::AtomicBool,
+    leases: Mutex<LeasePool>,
     decode_errors: AtomicU64,
     last_contact: Mutex<Instant>,
     /// Asks the watch for a progress answer now (a delete that found nothing to delete
     /// produces no event to wait for).
     progress_now: Notify,
     started_ms: u64,
+    /// The store itself, for calls that run on the worker.
+    this: Mutex<Weak<EtcdStore>>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -148,17 +159,23 @@ impl EtcdStore {
             kv_feed: Feed::default(),
             owners: Mutex::new(HashMap::new()),
             kept: Mutex::new(HashMap::new()),
-            lease: AtomicI64::new(0),
+            pending: Mutex::new(HashMap::new()),
+            pending_seq: AtomicU64::new(0),
+            lease_suspect: std::sync::atomic::AtomicBool::new(false),
+            leases: Mutex::new(LeasePool::default()),
             decode_errors: AtomicU64::new(0),
             last_contact: Mutex::new(Instant::now()),
             progress_now: Notify::new(),
             started_ms: now_ms(),
+            this: Mutex::new(Weak::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         });
+        *store.this.lock() = Arc::downgrade(&store);
         let starting = store.clone();
         worker
             .run(async move {
                 let lease = starting.grant().await?;
-                starting.lease.store(lease, Ordering::Release);
+                *starting.leases.lock() = LeasePool::new(lease);
                 let revision = starting.resync().await?;
                 starting.refresh_node().await?;
                 let weak = Arc::downgrade(&starting);
@@ -175,6 +192,13 @@ impl EtcdStore {
         &self.node
     }
 
+    /// Stops keeping the lease and the node's key alive, as a node that goes away does:
+    /// its instances stay in etcd until the lease runs out, so clients that fail over to
+    /// another node meanwhile are adopted there without a gap.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.connection
     }
@@ -187,7 +211,7 @@ impl EtcdStore {
             delivered_revision: self.feed.delivered_revision(),
             endpoint: self.connection.pinned().0,
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
-            lease: self.lease.load(Ordering::Acquire),
+            lease: self.leases.lock().first(),
         }
     }
 
@@ -288,9 +312,17 @@ impl EtcdStore {
             .await?;
         let mut instances = Vec::new();
         let mut owners = HashMap::new();
+        let ours = self.leases.lock().ids();
+        let mut orphans = Vec::new();
         for kv in &kvs {
             if let Some(envelope) = self.decode(kv) {
-                owners.insert(kv.key_str().unwrap_or_default().to_owned(), envelope.owner);
+                let key = kv.key_str().unwrap_or_default().to_owned();
+                // This node's, on a lease it does not hold: written by this node before
+                // a restart, on the lease the old process held until it ran out.
+                if envelope.owner == self.node && kv.lease() != 0 && !ours.contains(&kv.lease()) {
+                    orphans.push((key.clone(), kv.value().to_vec()));
+                }
+                owners.insert(key, envelope.owner);
                 instances.push((
                     envelope.instance,
                     kv.create_revision() as u64,
@@ -318,6 +350,17 @@ impl EtcdStore {
         self.kv_feed
             .push(crate::kv::resync(self, &entries, &sessions, revision));
         *self.last_contact.lock() = Instant::now();
+        if !orphans.is_empty() {
+            tracing::info!(
+                instances = orphans.len(),
+                "keeping this node's instances from before its restart, on its new lease"
+            );
+        }
+        for (key, value) in orphans {
+            self.kept.lock().insert(key.clone(), value.clone());
+            let lease = self.lease_for(&key).await?;
+            self.put_on_lease(key, value, lease).await?;
+        }
         Ok(revision)
     }
 
@@ -337,9 +380,10 @@ impl EtcdStore {
         self.kv_feed.delivered(revision);
     }
 
-    /// The lease this node's instances and the sessions created here are kept on.
+    /// The lease the sessions created on this node are kept on: its first, the one its own
+    /// key is on, so its sessions go when the node does.
     pub fn lease_id(&self) -> i64 {
-        self.lease.load(Ordering::Acquire)
+        self.leases.lock().first()
     }
 
     /// Values under Ferry's prefix skipped as unreadable (registrations, KV entries and
@@ -391,6 +435,7 @@ impl EtcdStore {
                     };
                     if envelope.owner != self.node {
                         self.kept.lock().remove(&key);
+                        self.leases.lock().release(&key);
                     }
                     self.owners.lock().insert(key, envelope.owner);
                     self.feed.push(Replicated::Put {
@@ -400,8 +445,16 @@ impl EtcdStore {
                     });
                 }
                 EventType::Delete => {
+                    if self.kept.lock().contains_key(&key) {
+                        // Not this node's delete (it forgets a key before deleting it): its
+                        // lease ran out while it was cut off. Its clients still renew here,
+                        // so the instance stays, and goes back into etcd on a new lease.
+                        tracing::warn!(%key, "etcd dropped an instance this node keeps; writing it back");
+                        self.lease_suspect.store(true, Ordering::Release);
+                        continue;
+                    }
                     self.owners.lock().remove(&key);
-                    self.kept.lock().remove(&key);
+                    self.leases.lock().release(&key);
                     self.feed.push(Replicated::Remove { app, id, revision });
                 }
             }
@@ -410,7 +463,7 @@ impl EtcdStore {
 
     /// Writes this node's key: who it is and how far it has applied.
     async fn refresh_node(&self) -> Result<(), EtcdError> {
-        let lease = self.lease.load(Ordering::Acquire);
+        let lease = self.leases.lock().first();
         let value = json!({
             "node": self.node,
             "started_ms": self.started_ms,
@@ -439,37 +492,65 @@ impl EtcdStore {
             .map(drop)
     }
 
-    /// Keeps the lease alive; a lease etcd no longer knows is granted again and every
-    /// instance this node keeps is written back on it.
-    async fn keep_lease(&self) -> Result<(), EtcdError> {
-        let lease = self.lease.load(Ordering::Acquire);
-        let ttl = self
+    /// Keeps every lease alive; a lease etcd no longer knows is granted again and the
+    /// instances that were on it are written back on the new one.
+    async fn keep_leases(&self) -> Result<(), EtcdError> {
+        let ids = self.leases.lock().ids();
+        for lease in ids {
+            self.keep_lease(lease).await?;
+        }
+        Ok(())
+    }
+
+    async fn keep_lease(&self, lease: i64) -> Result<(), EtcdError> {
+        let ttl = match self
             .connection
             .run(true, |mut client| async move {
                 let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
                 Ok(answers.message().await?.map_or(0, |answer| answer.ttl()))
             })
-            .await?;
+            .await
+        {
+            Ok(ttl) => ttl,
+            // etcd says so with a TTL of 0 or with this error, depending on the path.
+            Err(EtcdError::Rejected(error)) if lease_not_found(&error) => 0,
+            Err(error) => return Err(error),
+        };
         if ttl > 0 {
             return Ok(());
         }
         tracing::warn!(
             lease,
-            "this node's etcd lease expired; taking a new one and writing back its instances"
+            "an etcd lease of this node expired; taking a new one and writing back its instances"
         );
-        let lease = self.grant().await?;
-        self.lease.store(lease, Ordering::Release);
-        let kept: Vec<(String, Vec<u8>)> = self
-            .kept
-            .lock()
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
+        let renewed = self.grant().await?;
+        let moved = self.leases.lock().replace(lease, renewed);
+        let kept: Vec<(String, Vec<u8>)> = {
+            let kept = self.kept.lock();
+            moved
+                .into_iter()
+                .filter_map(|key| kept.get(&key).map(|value| (key, value.clone())))
+                .collect()
+        };
         for (key, value) in kept {
-            self.put_on_lease(key, value, lease).await?;
+            self.put_on_lease(key, value, renewed).await?;
+        }
+        if self.leases.lock().first() == renewed {
+            self.refresh_node().await?;
         }
         Ok(())
+    }
+
+    /// The lease a key this node keeps goes on, taking a new one when all are full.
+    async fn lease_for(&self, key: &str) -> Result<i64, EtcdError> {
+        loop {
+            if let Some(lease) = self.leases.lock().place(key) {
+                return Ok(lease);
+            }
+            let lease = self.grant().await?;
+            self.leases.lock().add(lease);
+        }
     }
 
     pub(crate) fn unavailable(
@@ -489,69 +570,166 @@ impl EtcdStore {
             _ => self.node.clone(),
         };
         let value = layout::encode(&keeper, instance);
-        let options = if instance.registration == Registration::Imported {
-            PutOptions::new()
+        let lease = if instance.registration == Registration::Imported {
+            LeaseUse::None
         } else if keeper == self.node {
-            PutOptions::new().with_lease(self.lease.load(Ordering::Acquire))
+            LeaseUse::Own
         } else {
-            // Another node keeps it: its lease stays on the key.
-            PutOptions::new().with_ignore_lease()
+            LeaseUse::Keep
         };
-        let connection = self.connection.clone();
-        let (call_key, call_value) = (key.clone(), value.clone());
-        let answer = self
-            .worker
-            .call(self.call_timeout(), async move {
-                connection
-                    .run(true, |mut client| {
-                        let (key, value) = (call_key.clone(), call_value.clone());
-                        let options = options.clone();
-                        async move { client.put(key, value, Some(options)).await }
-                    })
-                    .await
-            })
-            .map_err(|_| self.unavailable("etcd did not answer in time"))?
-            .map_err(|error| self.unavailable(error))?;
-        let revision = answer.header().map_or(0, |header| header.revision()) as u64;
-        if keeper == self.node && instance.registration != Registration::Imported {
-            self.kept.lock().insert(key.clone(), value);
+        if lease == LeaseUse::Own {
+            self.kept.lock().insert(key.clone(), value.clone());
         } else {
             self.kept.lock().remove(&key);
+            self.leases.lock().release(&key);
         }
-        self.owners.lock().insert(key, keeper);
-        Ok(Written::At(revision))
+        self.owners.lock().insert(key.clone(), keeper);
+        self.send(key, Op::Put { value, lease })
     }
 
     fn delete(&self, app: &str, id: &str) -> Result<Written, StoreError> {
         let key = layout::instance_key(app, id);
-        let connection = self.connection.clone();
-        let call_key = key.clone();
-        let answer = self
-            .worker
-            .call(self.call_timeout(), async move {
-                connection
-                    .run(true, |mut client| {
-                        let key = call_key.clone();
-                        async move { client.delete(key, None).await }
-                    })
-                    .await
-            })
-            .map_err(|_| self.unavailable("etcd did not answer in time"))?
-            .map_err(|error| self.unavailable(error))?;
+        // Forgotten first: the watch may bring the delete back before etcd's answer does,
+        // and a delete of a kept key means a lost lease.
         self.kept.lock().remove(&key);
         self.owners.lock().remove(&key);
-        if answer.deleted() == 0 {
-            // Nothing to delete makes no event: ask the watch to confirm it is current.
-            self.progress_now.notify_one();
-        }
-        Ok(Written::At(
-            answer.header().map_or(0, |header| header.revision()) as u64,
-        ))
+        self.leases.lock().release(&key);
+        self.send(key, Op::Delete)
     }
 
-    /// A call may be retried once on each endpoint.
+    /// Sends one registration change to etcd. While etcd is out of reach the change is
+    /// accepted here and kept for `replay` (a Eureka server accepts registrations while
+    /// its peers are away, too): `Written::Local`.
+    fn send(&self, key: String, op: Op) -> Result<Written, StoreError> {
+        let reachable =
+            self.connection.healthy() || self.last_contact.lock().elapsed() < STALE_AFTER;
+        let outcome = if reachable {
+            let store = self.self_ref();
+            let (call_key, call_op) = (key.clone(), op.clone());
+            self.worker
+                .call(self.call_timeout(), async move {
+                    match store {
+                        Some(store) => store.apply(&call_key, &call_op).await,
+                        None => Err(gone()),
+                    }
+                })
+                .unwrap_or_else(|_| Err(gone()))
+        } else {
+            Err(gone())
+        };
+        match outcome {
+            Ok(answer) => {
+                self.pending.lock().remove(&key);
+                if answer.events == 0 {
+                    // Nothing changed makes no event: ask the watch to confirm it is current.
+                    self.progress_now.notify_one();
+                }
+                Ok(Written::At(answer.revision))
+            }
+            Err(EtcdError::Rejected(error)) => Err(self.unavailable(error)),
+            Err(error) => {
+                tracing::warn!(%key, %error, "etcd is out of reach; keeping the registration change to write later");
+                let seq = self.pending_seq.fetch_add(1, Ordering::Relaxed);
+                self.pending.lock().insert(key, (seq, op));
+                Ok(Written::Local)
+            }
+        }
+    }
+
+    /// One change, on the worker.
+    async fn apply(&self, key: &str, op: &Op) -> Result<Applied, EtcdError> {
+        match op {
+            Op::Put { value, lease } => {
+                let options = match lease {
+                    LeaseUse::None => PutOptions::new(),
+                    LeaseUse::Own => PutOptions::new().with_lease(self.lease_for(key).await?),
+                    // Another node keeps it: its lease stays on the key.
+                    LeaseUse::Keep => PutOptions::new().with_ignore_lease(),
+                };
+                let answer = self
+                    .connection
+                    .run(true, |mut client| {
+                        let (key, value, options) =
+                            (key.to_owned(), value.clone(), options.clone());
+                        async move { client.put(key, value, Some(options)).await }
+                    })
+                    .await?;
+                Ok(Applied {
+                    revision: header_revision(answer.header()),
+                    events: 1,
+                })
+            }
+            Op::Delete => {
+                let answer = self
+                    .connection
+                    .run(true, |mut client| {
+                        let key = key.to_owned();
+                        async move { client.delete(key, None).await }
+                    })
+                    .await?;
+                Ok(Applied {
+                    revision: header_revision(answer.header()),
+                    events: answer.deleted().max(0) as u64,
+                })
+            }
+        }
+    }
+
+    /// Writes the changes accepted while etcd was out of reach, oldest first; each leaves
+    /// the queue unless a newer change of its key came meanwhile.
+    async fn replay(&self) {
+        let mut waiting: Vec<(String, u64, Op)> = self
+            .pending
+            .lock()
+            .iter()
+            .map(|(key, (seq, op))| (key.clone(), *seq, op.clone()))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        waiting.sort_by_key(|(_, seq, _)| *seq);
+        let mut written = 0;
+        for (key, seq, op) in waiting {
+            match self.apply(&key, &op).await {
+                Ok(_) => {
+                    let mut pending = self.pending.lock();
+                    if pending
+                        .get(&key)
+                        .is_some_and(|(current, _)| *current == seq)
+                    {
+                        pending.remove(&key);
+                    }
+                    written += 1;
+                }
+                Err(EtcdError::Rejected(error)) => {
+                    tracing::warn!(%key, %error, "etcd refused a kept registration change; dropping it");
+                    self.pending.lock().remove(&key);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "etcd still out of reach; replaying later");
+                    return;
+                }
+            }
+        }
+        tracing::info!(
+            written,
+            "wrote the registration changes accepted while etcd was out of reach"
+        );
+    }
+
+    /// How many registration changes wait for etcd.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// One try and one retry on another endpoint; beyond that the change waits for
+    /// `replay`.
     pub(crate) fn call_timeout(&self) -> Duration {
-        self.options.connect.request_timeout * (self.options.endpoints.len() as u32 + 1)
+        self.options.connect.request_timeout * 2 + Duration::from_millis(500)
+    }
+
+    fn self_ref(&self) -> Option<Arc<EtcdStore>> {
+        self.this.lock().upgrade()
     }
 }
 
@@ -585,10 +763,43 @@ impl Store for EtcdStore {
     }
 }
 
+/// A registration change as sent to etcd, or kept until etcd is back.
+#[derive(Clone, Debug)]
+enum Op {
+    Put { value: Vec<u8>, lease: LeaseUse },
+    Delete,
+}
+
+/// Which lease a put carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseUse {
+    /// This node's: it keeps the instance.
+    Own,
+    /// Whatever the key has: another node keeps it.
+    Keep,
+    /// None: an imported copy, kept by whichever node runs the sync.
+    None,
+}
+
+struct Applied {
+    revision: u64,
+    /// How many keys changed (a delete of nothing changes none).
+    events: u64,
+}
+
+fn lease_not_found(error: &etcd_client::Error) -> bool {
+    error.to_string().contains("lease not found")
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> u64 {
+    header.map_or(0, |header| header.revision()).max(0) as u64
+}
+
 /// The watch, for as long as the store lives: moves to another endpoint when it fails,
 /// resumes after the last revision it delivered, reads everything again after a
 /// compaction.
 async fn watch(store: Weak<EtcdStore>, mut from: u64) {
+    let mut failures = 0u32;
     loop {
         let Some(current) = store.upgrade() else {
             return;
@@ -596,7 +807,10 @@ async fn watch(store: Weak<EtcdStore>, mut from: u64) {
         match watch_once(&current, from).await {
             Ok(next) => from = next,
             Err(WatchEnd::Compacted) => match current.resync().await {
-                Ok(revision) => from = revision + 1,
+                Ok(revision) => {
+                    from = revision + 1;
+                    failures = 0;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the registrations again after a compaction");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -606,12 +820,21 @@ async fn watch(store: Weak<EtcdStore>, mut from: u64) {
                 endpoint,
                 reason,
                 next,
+                delivered,
             }) => {
-                tracing::warn!(%endpoint, %reason, "the etcd watch failed; moving it");
+                failures = if delivered { 1 } else { failures + 1 };
+                // Once per outage at warning level; then quietly, backing off to 2 s.
+                if failures == 1 {
+                    tracing::warn!(%endpoint, %reason, "the etcd watch failed; moving it");
+                } else {
+                    tracing::debug!(%endpoint, %reason, failures, "the etcd watch failed again");
+                }
                 current.connection.repin(&endpoint);
                 from = next;
                 drop(current);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                let pause =
+                    Duration::from_millis(100 << failures.min(5)).min(Duration::from_secs(2));
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -623,15 +846,19 @@ enum WatchEnd {
         endpoint: String,
         reason: String,
         next: u64,
+        /// The watch had delivered something before it failed: a new outage, not the same.
+        delivered: bool,
     },
 }
 
 async fn watch_once(store: &EtcdStore, mut from: u64) -> Result<u64, WatchEnd> {
     let (endpoint, mut client) = store.connection.pinned();
+    let start = from;
     let failed = |reason: String, next: u64| WatchEnd::Failed {
         endpoint: endpoint.clone(),
         reason,
         next,
+        delivered: next > start,
     };
     let options = WatchOptions::new()
         .with_prefix()
@@ -713,19 +940,30 @@ async fn watch_once(store: &EtcdStore, mut from: u64) -> Result<u64, WatchEnd> {
 async fn keep_alive(store: Weak<EtcdStore>) {
     let mut last_keep = Instant::now();
     loop {
-        tokio::time::sleep(NODE_REFRESH).await;
+        let Some(keep_every) = store.upgrade().map(|current| current.options.lease_ttl / 3) else {
+            return;
+        };
+        tokio::time::sleep(NODE_REFRESH.min(keep_every)).await;
         let Some(current) = store.upgrade() else {
             return;
         };
-        let keep_every = current.options.lease_ttl / 3;
-        if last_keep.elapsed() >= keep_every {
-            match current.keep_lease().await {
+        if current.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let suspect = current.lease_suspect.swap(false, Ordering::AcqRel);
+        if suspect || last_keep.elapsed() >= keep_every {
+            match current.keep_leases().await {
                 Ok(()) => last_keep = Instant::now(),
                 Err(error) => tracing::warn!(%error, "cannot keep this node's etcd lease alive"),
             }
         }
         if let Err(error) = current.refresh_node().await {
             tracing::debug!(%error, "cannot refresh this node's key in etcd");
+            if matches!(&error, EtcdError::Rejected(error) if lease_not_found(error)) {
+                current.lease_suspect.store(true, Ordering::Release);
+            }
+        } else {
+            current.replay().await;
         }
     }
 }

@@ -1,14 +1,14 @@
 //! The connection's failover against a real 3-member etcd cluster on loopback: member killed,
 //! member hung (SIGSTOP, as in a partition), quorum lost and regained.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{serial, Cluster};
 use etcd_client::{Client, GetOptions};
 use ferry_etcd::{ConnectOptions, Connection, EtcdError};
+
+mod common;
+use common::{serial, Cluster};
 
 async fn put(connection: &Connection, key: String) -> Result<(), EtcdError> {
     connection

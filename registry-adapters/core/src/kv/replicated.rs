@@ -19,6 +19,9 @@ use crate::store::Feed;
 /// applying it anyway; reached only when the watch is broken.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often letting go of an ended session's locks is tried again while some remain.
+const ORPHAN_RETRY: Duration = Duration::from_secs(1);
+
 impl KvStore {
     pub(super) fn feed(&self) -> Option<&Feed<KvChange>> {
         self.backend.as_ref().and_then(|backend| backend.feed())
@@ -43,16 +46,25 @@ impl KvStore {
     }
 
     /// Applies the feed's changes as they arrive, and lets go of the locks of sessions
-    /// that ended elsewhere, for as long as the store lives.
+    /// that ended elsewhere, for as long as the store lives. Letting go is tried again
+    /// every `ORPHAN_RETRY` while some remain (etcd out of reach, a compare lost to a write
+    /// this copy had not seen yet).
     pub async fn run_feed(self: Arc<KvStore>) {
-        if self.feed().is_none() {
+        let Some(feed) = self.feed() else {
             return;
-        }
+        };
+        let mut orphans = false;
         loop {
-            if let Some(feed) = self.feed() {
+            if orphans {
+                tokio::select! {
+                    _ = feed.ready() => {}
+                    _ = tokio::time::sleep(ORPHAN_RETRY) => {}
+                }
+            } else {
                 feed.ready().await;
             }
-            if self.apply_feed() {
+            orphans |= self.apply_feed();
+            if orphans {
                 // Blocking etcd calls: off the server's threads.
                 let store = self.clone();
                 match tokio::task::spawn_blocking(move || store.release_orphaned_locks()).await {
@@ -62,8 +74,14 @@ impl KvStore {
                     }
                     Err(error) => tracing::warn!(%error, "releasing orphaned locks failed"),
                 }
+                orphans = self.holds_orphans();
             }
         }
+    }
+
+    /// Whether a key is still locked by a session this copy no longer holds.
+    fn holds_orphans(&self) -> bool {
+        orphaned(&self.state.read())
     }
 
     /// Brings the copy up to just below `revision` (a write's own), so that write is
@@ -172,18 +190,22 @@ impl KvStore {
                 }
                 // Locks whose session this copy never saw (it ended while this node was
                 // away) are orphans too.
-                orphans |= state.entries.values().any(|entry| {
-                    entry
-                        .session
-                        .as_deref()
-                        .is_some_and(|holder| state.sessions.get(holder).is_none())
-                });
+                orphans |= orphaned(state);
                 revision
             }
         };
         self.index.advance(revision);
         orphans
     }
+}
+
+fn orphaned(state: &KvState) -> bool {
+    state.entries.values().any(|entry| {
+        entry
+            .session
+            .as_deref()
+            .is_some_and(|holder| state.sessions.get(holder).is_none())
+    })
 }
 
 fn holds_locks(state: &KvState, id: &str) -> bool {

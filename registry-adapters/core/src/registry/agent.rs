@@ -250,12 +250,15 @@ impl Registry {
     }
 
     /// Instances registered through the agent, in app and id order.
+    /// The agent registrations this node keeps: with a shared store, a Consul agent lists
+    /// the services registered through it, not every node's.
     pub fn agent_instances(&self) -> Vec<RegisteredInstance> {
         let state = self.state.read();
         state
             .listings
             .entries()
             .filter(|entry| entry.instance.registration == Registration::Agent)
+            .filter(|entry| self.owned_here(&entry.instance))
             .map(|entry| entry.registered(&state.routes))
             .collect()
     }

@@ -249,14 +249,23 @@ impl Registry {
         } else {
             Change::Put(&instance)
         };
-        if let Written::At(revision) = self.store.write(&change)? {
-            self.catch_up(state, revision, now);
-            previous = state
-                .listings
-                .lookup(&instance.app, &instance.id)
-                .map(|entry| entry.instance.clone());
-            index = revision;
-            stamp(&mut instance, previous.as_deref(), index);
+        match self.store.write(&change)? {
+            Written::At(revision) => {
+                self.catch_up(state, revision, now);
+                previous = state
+                    .listings
+                    .lookup(&instance.app, &instance.id)
+                    .map(|entry| entry.instance.clone());
+                index = revision;
+                stamp(&mut instance, previous.as_deref(), index);
+            }
+            // Accepted here while the shared store is out of reach: it has no revision yet,
+            // so it takes the last one applied (and its own when the store has it).
+            Written::Local if shared => {
+                index = self.index.published();
+                stamp(&mut instance, previous.as_deref(), index);
+            }
+            Written::Local => {}
         }
         let catalog_changed = rerouted
             || previous
@@ -285,9 +294,13 @@ impl Registry {
         }
         let shared = self.store.feed().is_some();
         let mut index = if shared { 0 } else { self.index.allocate()? };
-        if let Written::At(revision) = self.store.write(&Change::Remove { app, id })? {
-            self.catch_up(state, revision, now);
-            index = revision;
+        match self.store.write(&Change::Remove { app, id })? {
+            Written::At(revision) => {
+                self.catch_up(state, revision, now);
+                index = revision;
+            }
+            Written::Local if shared => index = self.index.published(),
+            Written::Local => {}
         }
         // Another node's removal may have been applied while catching up.
         if let Some(entry) = state.listings.take(app, id, index) {

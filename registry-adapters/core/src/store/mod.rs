@@ -38,7 +38,8 @@ pub enum Change<'a> {
 /// Where a recorded change stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {
-    /// Recorded by this node alone; the registry stamps it with its own index.
+    /// Recorded by this node alone; the registry stamps it with its own index. From a
+    /// shared store: accepted here while the store is out of reach, written to it later.
     Local,
     /// Recorded by a shared store at this revision, which stamps it on every node.
     At(u64),

@@ -1,7 +1,7 @@
-//! A real 3-member etcd cluster on loopback for the integration tests, one test's cluster
-//! at a time; every member is killed and reaped when the cluster is dropped.
-// Each test binary uses a different part of the helper.
-#![allow(dead_code)]
+//! A real 3-member etcd 3.4 cluster on loopback for the integration tests: free ports, a
+//! temp dir, every member killed and reaped on drop. etcd missing fails the test (never a
+//! skip): `scripts/test.sh` installs it.
+#![allow(dead_code)] // each test file uses a part
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 /// Three etcd members per test on a 2-core machine: tests running side by side starve each
 /// other's raft heartbeats into spurious elections, so they take turns.
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+pub static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 pub async fn serial() -> MutexGuard<'static, ()> {
     ONE_CLUSTER_AT_A_TIME.lock().await
