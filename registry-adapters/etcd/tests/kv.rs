@@ -10,7 +10,8 @@ use bytes::Bytes;
 use common::{serial, Cluster};
 use etcd_client::Client;
 use ferry_core::change_index::ChangeIndex;
-use ferry_core::kv::{Behavior, KvStore, LockOp, Session, SessionRequest};
+use ferry_core::kv::{Behavior, KvError, KvStore, LockOp, Session, SessionRequest};
+use ferry_core::store::StoreError;
 use ferry_core::Clock;
 use ferry_etcd::{EtcdKv, EtcdStore, EtcdStoreOptions};
 use tokio::sync::MutexGuard;
@@ -406,4 +407,85 @@ async fn garbage_under_the_kv_prefix_is_counted_and_skipped() {
     eventually("the watch skipped both", || a.store.decode_errors() == 3).await;
     assert_eq!(a.kv.list("").1.len(), 1, "only the good key");
     assert!(a.kv.sessions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_writes_are_unavailable_and_reads_answer_from_memory() {
+    let (_turn, mut cluster, a, _b) = two_nodes("kv-quorum").await;
+    let kv = a.kv.clone();
+    assert!(
+        blocking(move || kv.put("kept", Bytes::from_static(b"1"), 0, None, None))
+            .await
+            .unwrap()
+    );
+    cluster.kill(1);
+    cluster.kill(2);
+    let kv = a.kv.clone();
+    let refused = blocking(move || kv.put("lost", Bytes::from_static(b"2"), 0, None, None)).await;
+    assert!(
+        matches!(refused, Err(KvError::Store(StoreError::Unavailable { .. }))),
+        "a write without quorum is unavailable (503): {refused:?}"
+    );
+    assert_eq!(
+        a.kv.get("kept").1.map(|entry| entry.value),
+        Some(Bytes::from_static(b"1")),
+        "reads keep answering from memory"
+    );
+    cluster.spawn(1);
+    cluster.spawn(2);
+    cluster.wait_for_leader(&[0, 1, 2]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let kv = a.kv.clone();
+        let put = blocking(move || kv.put("back", Bytes::from_static(b"3"), 0, None, None)).await;
+        if put.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes come back with quorum");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_expires_on_its_own_node_and_renewals_elsewhere_keep_it() {
+    let (_turn, _cluster, a, b) = two_nodes("kv-ttl").await;
+    let request = SessionRequest {
+        ttl: Some(Duration::from_millis(500)),
+        ..session("ttl")
+    };
+    let created = open_session(&a.kv, request).await;
+    assert!(lock(&a.kv, "ttl/lock", "a", LockOp::Acquire(created.id.clone())).await);
+    eventually("b sees the lock", || {
+        b.kv.get("ttl/lock")
+            .1
+            .is_some_and(|entry| entry.session.is_some())
+    })
+    .await;
+    // Renewed on b only, for longer than the TTL: a, which expires it, hears of it.
+    for _ in 0..8 {
+        let (kv, id) = (b.kv.clone(), created.id.clone());
+        assert!(blocking(move || kv.renew_session(&id)).await.is_some());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (kv_a, kv_b) = (a.kv.clone(), b.kv.clone());
+        let ended = blocking(move || (kv_a.expire_sessions(), kv_b.expire_sessions())).await;
+        assert_eq!(
+            (ended.0.unwrap(), ended.1.unwrap()),
+            (0, 0),
+            "renewed in time"
+        );
+    }
+    // No renewals: b never expires a's session, a does.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let kv = b.kv.clone();
+    assert_eq!(blocking(move || kv.expire_sessions()).await.unwrap(), 0);
+    let kv = a.kv.clone();
+    assert_eq!(blocking(move || kv.expire_sessions()).await.unwrap(), 1);
+    eventually("b sees the session gone and the lock released", || {
+        b.kv.session(&created.id).is_none()
+            && b.kv
+                .get("ttl/lock")
+                .1
+                .is_some_and(|entry| entry.session.is_none())
+    })
+    .await;
 }
