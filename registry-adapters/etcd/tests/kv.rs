@@ -10,7 +10,9 @@ use bytes::Bytes;
 use common::{serial, Cluster};
 use etcd_client::Client;
 use ferry_core::change_index::ChangeIndex;
-use ferry_core::kv::{Behavior, KvError, KvStore, LockOp, Session, SessionRequest};
+use ferry_core::kv::{
+    Behavior, KvError, KvStore, LockOp, Session, SessionRequest, MAX_VALUE_BYTES,
+};
 use ferry_core::store::StoreError;
 use ferry_core::Clock;
 use ferry_etcd::{EtcdKv, EtcdStore, EtcdStoreOptions};
@@ -157,6 +159,17 @@ async fn a_write_on_one_node_wakes_a_blocking_read_on_the_other_with_the_same_in
     .await;
     assert_eq!(a.kv.prefix_result_index("config/orders/"), deleted_at);
     assert_eq!(a.kv.get("x").0, b.kv.get("x").0, "same store index");
+
+    // Consul's largest value fits in one etcd request with room to spare.
+    let big = Bytes::from(vec![b'x'; MAX_VALUE_BYTES]);
+    let (kv, value) = (a.kv.clone(), big.clone());
+    assert!(blocking(move || kv.put("big", value, 0, None, None))
+        .await
+        .expect("etcd takes a 512 KiB value"));
+    eventually("b holds the 512 KiB value", || {
+        b.kv.get("big").1.is_some_and(|entry| entry.value == big)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
