@@ -750,4 +750,6 @@ fn prefix_index(state: &KvState, prefix: &str) -> u64 {
 }
 
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;
