@@ -1,9 +1,11 @@
 //! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
-//! the state of each sync with a legacy registry (`/api/sync`).
+//! the state of each sync with a legacy registry (`/api/sync`), the store (`/api/store`) and
+//! the nodes sharing it (`/api/nodes`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
-//! load balancer stops sending traffic before connections are drained. Writes pass
-//! `admin_auth` first.
+//! load balancer stops sending traffic before connections are drained; it stays true while
+//! the shared store is out of reach (reads are still served) and says so in its body.
+//! Writes pass `admin_auth` first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,11 +18,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferry_core::Registry;
 use ferry_proxy::cutover::Mode;
-use ferry_proxy::mesh::{Mesh, ServiceStatus};
+use ferry_proxy::mesh::{Mesh, MeshError, ServiceStatus};
 use serde_json::{json, Value};
 
 use crate::admin_auth::{self, WritePolicy};
 use crate::metrics::Metrics;
+use crate::store_report::StoreReport;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -30,6 +33,7 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     /// The legacy registries this node syncs with.
     pub syncs: Vec<ferry_sync::SyncHandle>,
+    pub store: Arc<StoreReport>,
 }
 
 pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
@@ -39,6 +43,8 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/services", get(services))
         .route("/api/sync", get(sync))
+        .route("/api/store", get(store))
+        .route("/api/nodes", get(nodes))
         .route(
             "/api/services/{name}",
             get(service).put(cutover).post(cutover),
@@ -52,10 +58,43 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
 
 async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
     if admin.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+        (
+            StatusCode::OK,
+            format!("ready ({})\n", admin.store.ready_detail()),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     }
+}
+
+async fn store(State(admin): State<Admin>) -> Json<Value> {
+    Json(admin.store.store_json())
+}
+
+async fn nodes(State(admin): State<Admin>) -> Response {
+    match admin.store.nodes_json().await {
+        Ok(nodes) => Json(nodes).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the nodes");
+            unavailable(format!(
+                "the etcd store is unavailable, cannot list the nodes: {error}"
+            ))
+        }
+    }
+}
+
+/// 503 for what needs the shared store while it is out of reach: one line naming it, and
+/// when to try again.
+fn unavailable(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(
+            header::RETRY_AFTER,
+            ferry_core::store::RETRY_AFTER.as_secs().to_string(),
+        )],
+        format!("{}\n", reason.replace('\n', " ")),
+    )
+        .into_response()
 }
 
 async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
@@ -147,6 +186,116 @@ async fn cutover(
     }
     match admin.mesh.set_mode(&name, mode).await {
         Ok(_) => Json(service_json(&admin.mesh.status(&name))).into_response(),
+        Err(MeshError::Store { source, .. }) => {
+            unavailable(format!("{source}; the cutover was not made, retry later"))
+        }
         Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::Method;
+    use ferry_core::store::testing::UnreachableStore;
+    use ferry_core::{Clock, Instance, RegistrySettings};
+    use ferry_http::listen::ConnectionLimits;
+    use ferry_http::test_client::call;
+    use ferry_proxy::cutover::CutoverTable;
+    use ferry_proxy::mesh::MeshSettings;
+    use ferry_proxy::metrics::ProxyMetrics;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cutover_the_store_refuses_is_503_with_retry_after_and_changes_nothing() {
+        let store = Arc::new(UnreachableStore::default());
+        let registry = Arc::new(Registry::new(
+            RegistrySettings::default(),
+            Clock::System,
+            store.clone(),
+        ));
+        registry
+            .register(
+                Instance::new("orders", "o1", "127.0.0.1", "127.0.0.1", 8080),
+                false,
+            )
+            .unwrap();
+        let data = std::env::temp_dir().join(format!(
+            "ferry-admin-test-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&data).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (_stop, stopping) = crate::shutdown::channel();
+        let proxy_metrics = Arc::new(ProxyMetrics::new());
+        let mesh = Mesh::start(
+            registry.clone(),
+            CutoverTable::load(&data, (port, port)).unwrap(),
+            MeshSettings {
+                bind: [127, 0, 0, 1].into(),
+                advertise_host: "127.0.0.1".into(),
+                limits: ConnectionLimits {
+                    idle_timeout: Duration::from_secs(5),
+                    max_connections: 10,
+                    max_header_bytes: 16 << 10,
+                    drain_timeout: Duration::from_secs(1),
+                },
+                upstream: Default::default(),
+                services: Default::default(),
+            },
+            proxy_metrics.clone(),
+            stopping,
+        )
+        .await
+        .unwrap();
+        let report = Arc::new(StoreReport::new(registry.clone(), None, "n1".into()));
+        let router = routes(
+            Admin {
+                mesh,
+                registry: registry.clone(),
+                metrics: Arc::new(Metrics::new(&proxy_metrics, Arc::default(), report.clone())),
+                ready: Arc::new(AtomicBool::new(true)),
+                syncs: Vec::new(),
+                store: report,
+            },
+            WritePolicy::new(None, true),
+        );
+        let cut_over = || {
+            call(
+                &router,
+                Method::PUT,
+                "/api/services/ORDERS",
+                &[("content-type", "application/json")],
+                r#"{"mode":"mesh"}"#,
+            )
+        };
+
+        store.set_reachable(false);
+        let refused = cut_over().await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers["retry-after"], "5");
+        let body = String::from_utf8_lossy(&refused.body);
+        assert!(body.contains("etcd store is unavailable"), "{body}");
+        assert_eq!(body.lines().count(), 1, "{body:?}");
+        let shown = call(&router, Method::GET, "/api/services/ORDERS", &[], "").await;
+        assert_eq!(
+            shown.json()["mode"],
+            "legacy",
+            "the refused cutover changed nothing"
+        );
+        assert!(registry.route("ORDERS").is_none());
+
+        store.set_reachable(true);
+        let done = cut_over().await;
+        assert_eq!(done.status, StatusCode::OK);
+        assert_eq!(done.json()["mode"], "mesh");
+        let _ = std::fs::remove_dir_all(&data);
     }
 }

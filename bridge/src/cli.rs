@@ -276,6 +276,10 @@ pub enum CtlAction {
     /// Show each legacy registry Ferry syncs with: reachable or not, last successful
     /// exchange, instances imported and exported, errors.
     Sync,
+    /// Show the nodes sharing the registry: each one's etcd endpoint, the revision it has
+    /// applied, the instances it keeps and when its key was last refreshed (`*`: the node
+    /// answering). With the embedded store, this node alone.
+    Nodes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

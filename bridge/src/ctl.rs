@@ -1,6 +1,6 @@
 //! `ferry ctl --admin HOST:PORT ...`: the command line over the admin API, for operators
 //! and scripts. `cutover SERVICE mesh|legacy` is the form scripts rely on; `sync` shows
-//! the legacy registries Ferry syncs with.
+//! the legacy registries Ferry syncs with; `nodes` the nodes sharing the registry.
 
 use std::process::ExitCode;
 
@@ -65,6 +65,13 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
             let sources: Value = get_json(&client, format!("{base}/api/sync")).await?;
             Ok(sync_table(
                 sources.as_array().map(Vec::as_slice).unwrap_or_default(),
+                now_millis(),
+            ))
+        }
+        CtlAction::Nodes => {
+            let nodes: Value = get_json(&client, format!("{base}/api/nodes")).await?;
+            Ok(nodes_table(
+                nodes.as_array().map(Vec::as_slice).unwrap_or_default(),
                 now_millis(),
             ))
         }
@@ -152,6 +159,51 @@ fn sync_table(sources: &[Value], now: i64) -> String {
     lines.join("\n")
 }
 
+/// One line per node, `*` before the node that answered; `now` dates starts and refreshes.
+fn nodes_table(nodes: &[Value], now: i64) -> String {
+    let mut lines = vec![format!(
+        "  {:<20} {:<10} {:<24} {:>10} {:>9} {:>9}",
+        "NODE", "STARTED", "ENDPOINT", "APPLIED", "INSTANCES", "REFRESHED"
+    )];
+    for node in nodes {
+        let ago = |key: &str| {
+            node[key]
+                .as_i64()
+                .map(|at| format!("{} ago", elapsed((now - at).max(0) / 1000)))
+                .unwrap_or_else(|| "-".to_owned())
+        };
+        let refreshed = node["refreshed_seconds_ago"]
+            .as_u64()
+            .map(|seconds| format!("{seconds}s ago"))
+            .unwrap_or_else(|| "-".to_owned());
+        lines.push(format!(
+            "{} {:<20} {:<10} {:<24} {:>10} {:>9} {:>9}",
+            if node["self"].as_bool() == Some(true) {
+                "*"
+            } else {
+                " "
+            },
+            node["node"].as_str().unwrap_or(""),
+            ago("started_ms"),
+            node["endpoint"].as_str().unwrap_or("-"),
+            node["applied_revision"].as_u64().unwrap_or(0),
+            node["instances_kept"].as_u64().unwrap_or(0),
+            refreshed,
+        ));
+    }
+    lines.join("\n")
+}
+
+/// `42s`, `17m`, `5h`, `3d`: enough to tell a node that restarted from one that did not.
+fn elapsed(seconds: i64) -> String {
+    match seconds {
+        ..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -193,4 +245,38 @@ fn table(services: &[Value]) -> String {
         ));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_node_answering_is_starred_and_ages_are_relative() {
+        let now = 10_000_000;
+        let table = nodes_table(
+            &[
+                json!({"node": "ferry-a", "self": true, "started_ms": now - 3_700_000,
+                       "endpoint": "127.0.0.1:23791", "applied_revision": 812,
+                       "instances_kept": 40, "refreshed_seconds_ago": 2}),
+                json!({"node": "ferry-b", "self": false, "started_ms": now - 90_000,
+                       "endpoint": "127.0.0.1:23792", "applied_revision": 811,
+                       "instances_kept": 12, "refreshed_seconds_ago": 4}),
+            ],
+            now,
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[1].starts_with("* ferry-a"), "{table}");
+        assert!(
+            lines[1].contains("1h ago") && lines[1].contains("812"),
+            "{table}"
+        );
+        assert!(lines[2].starts_with("  ferry-b"), "{table}");
+        assert!(
+            lines[2].contains("1m ago") && lines[2].contains("4s ago"),
+            "{table}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ mod metrics;
 mod node;
 mod shutdown;
 mod store;
+mod store_report;
 mod sync;
 mod traffic;
 

@@ -2,7 +2,8 @@
 //! registry figures read at scrape time (so they cost nothing between scrapes). The Eureka
 //! view's fetch counts are its own atomics (it knows no metrics library); a collector
 //! exports them as `ferry_eureka_fetches_total{kind="full"|"delta"}`. Each sync with a
-//! legacy registry is read the same way, from its status, as `ferry_sync_*{source}`.
+//! legacy registry is read the same way, from its status, as `ferry_sync_*{source}`, and
+//! the store this node stands on, from its report, as `ferry_store_*`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,8 @@ use axum::response::Response;
 use ferry_core::Registry;
 use ferry_eureka::FetchCounts;
 use ferry_sync::{SourceSnapshot, SourceStatus, SyncHandle};
+
+use crate::store_report::StoreReport;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -50,9 +53,11 @@ impl Metrics {
     pub fn new(
         proxy: &ferry_proxy::metrics::ProxyMetrics,
         eureka_fetches: Arc<FetchCounts>,
+        store: Arc<StoreReport>,
     ) -> Metrics {
         let mut registry = prometheus_client::registry::Registry::with_prefix("ferry");
         proxy.register(&mut registry);
+        registry.register_collector(Box::new(StoreFigures(store)));
         registry.register_collector(Box::new(EurekaFetches(eureka_fetches)));
         let syncs = Arc::new(std::sync::Mutex::new(Vec::new()));
         registry.register_collector(Box::new(Syncs(syncs.clone())));
@@ -224,6 +229,73 @@ impl Collector for Syncs {
                 };
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+/// `ferry_store_*`: whether this node's copy of the registry is current and how far it has
+/// applied the store's changes, read at scrape time. The embedded store is always current
+/// and has no endpoints.
+struct StoreFigures(Arc<StoreReport>);
+
+impl std::fmt::Debug for StoreFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreFigures")
+    }
+}
+
+impl Collector for StoreFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = self.0.status();
+        let current = encoder.encode_descriptor(
+            "store_current",
+            "Whether this node's copy of the registry is current (1) or stale: the shared store has not answered for 10 s (0).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(status.current)).encode(current)?;
+        let last_contact = encoder.encode_descriptor(
+            "store_last_contact_seconds",
+            "Since the shared store last answered this node's watch (0 for the embedded store).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(status.last_contact.unwrap_or_default().as_secs_f64())
+            .encode(last_contact)?;
+        let applied = encoder.encode_descriptor(
+            "store_applied_revision",
+            "The last store revision this node's registry applied (the embedded store: its change index).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(status.applied_revision as i64).encode(applied)?;
+        let decode_errors = encoder.encode_descriptor(
+            "store_decode_errors",
+            "Values under Ferry's etcd prefix that were not registrations, skipped.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(status.decode_errors).encode(decode_errors)?;
+        if status.endpoints.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "store_endpoint_healthy",
+            "Whether each etcd endpoint answered its last probe with a leader (1) or not (0).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for endpoint in &status.endpoints {
+            let labels = EndpointLabels {
+                endpoint: endpoint.endpoint.clone(),
+            };
+            ConstGauge::new(i64::from(endpoint.healthy)).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

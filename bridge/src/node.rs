@@ -24,6 +24,7 @@ use crate::admin_auth::WritePolicy;
 use crate::cli::{seconds, Cli, Listen};
 use crate::metrics::{self, Metrics};
 use crate::shutdown;
+use crate::store_report::StoreReport;
 use ferry_http::listen::{serve, ConnectionLimits};
 use ferry_proxy::cutover::CutoverTable;
 use ferry_proxy::mesh::{Mesh, MeshSettings};
@@ -56,10 +57,18 @@ pub async fn run(
     .await?;
     let registry = opened.registry;
     let kv = opened.kv;
-    let _etcd = opened.etcd;
+    let store = Arc::new(StoreReport::new(
+        registry.clone(),
+        opened.etcd,
+        node.name.clone(),
+    ));
     let proxy_metrics = Arc::new(ProxyMetrics::new());
     let eureka_fetches = Arc::new(ferry_eureka::FetchCounts::default());
-    let metrics = Arc::new(Metrics::new(&proxy_metrics, eureka_fetches.clone()));
+    let metrics = Arc::new(Metrics::new(
+        &proxy_metrics,
+        eureka_fetches.clone(),
+        store.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let limits = ConnectionLimits {
         idle_timeout: seconds(cli.idle_timeout, "idle-timeout")?,
@@ -152,6 +161,7 @@ pub async fn run(
         metrics: metrics.clone(),
         ready: ready.clone(),
         syncs: syncs.clone(),
+        store,
     };
     let writes = WritePolicy::new(
         cli.admin_token.as_deref(),

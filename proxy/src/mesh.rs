@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use ferry_core::registry::{Endpoint, Route};
+use ferry_core::registry::{Endpoint, RegistryError, Route};
 use ferry_core::Registry;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -35,6 +35,13 @@ pub enum MeshError {
     },
     #[error("the registry refused the route for {service}: {reason}")]
     Registry { service: String, reason: String },
+    /// The store the route is written to is out of reach; nothing changed.
+    #[error("cannot publish the route for {service}: {source}")]
+    Store {
+        service: String,
+        #[source]
+        source: ferry_core::store::StoreError,
+    },
 }
 
 /// Where outbound listeners bind and what address the registry hands out for them.
@@ -168,7 +175,12 @@ impl Mesh {
                 return Err(error);
             }
         }
-        self.publish(&service, (mode == Mode::Mesh).then_some(policy.port))?;
+        if let Err(error) = self.publish(&service, (mode == Mode::Mesh).then_some(policy.port)) {
+            // Unpublished, the cutover did not happen: the saved mode goes back too.
+            let restore = previous.map_or(Mode::Legacy, |previous| previous.mode);
+            let _ = self.table.lock().set(&service, restore);
+            return Err(error);
+        }
         tracing::info!(%service, mode = mode.as_str(), port = policy.port, "cutover");
         Ok(policy)
     }
@@ -284,9 +296,15 @@ impl Mesh {
         self.registry
             .set_route(service, route)
             .map(|_| ())
-            .map_err(|error| MeshError::Registry {
-                service: service.to_owned(),
-                reason: error.to_string(),
+            .map_err(|error| match error {
+                RegistryError::Store(source) => MeshError::Store {
+                    service: service.to_owned(),
+                    source,
+                },
+                error => MeshError::Registry {
+                    service: service.to_owned(),
+                    reason: error.to_string(),
+                },
             })
     }
 }

@@ -19,6 +19,8 @@ pub struct Ferry {
     child: Child,
     pub eureka: u16,
     pub admin: u16,
+    /// The Consul API's port, when started with it (`start_ferry_with_consul`).
+    pub consul: Option<u16>,
     _data: TempDir,
 }
 
@@ -51,16 +53,27 @@ pub async fn start_ferry() -> Ferry {
 /// by another test before ferry binds it; ferry then exits at once, and is started again on
 /// other ports.
 pub async fn start_ferry_with(extra: &[&str]) -> Ferry {
+    start(extra, false).await
+}
+
+/// `start_ferry_with`, the Consul API listening too.
+pub async fn start_ferry_with_consul(extra: &[&str]) -> Ferry {
+    start(extra, true).await
+}
+
+async fn start(extra: &[&str], consul: bool) -> Ferry {
     for _ in 0..5 {
-        if let Some(ferry) = try_start(extra).await {
+        if let Some(ferry) = try_start(extra, consul).await {
             return ferry;
         }
     }
     panic!("ferry did not start on five sets of free ports");
 }
 
-async fn try_start(extra: &[&str]) -> Option<Ferry> {
+async fn try_start(extra: &[&str], consul: bool) -> Option<Ferry> {
     let (eureka, admin) = (free_port(), free_port());
+    let consul = consul.then(free_port);
+    let consul_listen = consul.map_or_else(|| "off".to_owned(), |port| format!("127.0.0.1:{port}"));
     let first_outbound = free_port();
     // Named by a counter, never by a port, for the same reason.
     static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -74,7 +87,7 @@ async fn try_start(extra: &[&str]) -> Option<Ferry> {
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .args([
             "--consul-listen",
-            "off",
+            &consul_listen,
             "--config-listen",
             "off",
             "--log",
@@ -93,6 +106,7 @@ async fn try_start(extra: &[&str]) -> Option<Ferry> {
         child,
         eureka,
         admin,
+        consul,
         _data: TempDir(data),
     };
     let client = reqwest::Client::new();

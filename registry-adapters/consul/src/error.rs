@@ -26,7 +26,9 @@ pub enum ConsulError {
     BodyTimeout,
     #[error("{0}")]
     Internal(String),
-    #[error("the store is unavailable")]
+    /// The store a write needs did not take it (etcd out of reach or without quorum); the
+    /// body names the store and the client is told when to try again.
+    #[error("{0}; the write was not made, retry later")]
     Unavailable(#[source] StoreError),
 }
 
@@ -54,6 +56,12 @@ impl IntoResponse for ConsulError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if matches!(self, ConsulError::Unavailable(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ferry_core::store::RETRY_AFTER.as_secs()),
+            );
+        }
         if matches!(self, ConsulError::TooLarge(_) | ConsulError::BodyTimeout) {
             response
                 .headers_mut()

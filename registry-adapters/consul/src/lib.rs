@@ -105,7 +105,11 @@ pub fn routes(registry: Arc<Registry>, kv: Arc<KvStore>, settings: ConsulSetting
         .merge(kv::routes())
         .merge(session::routes())
         .merge(status::routes())
-        .with_state(view)
+        .with_state(view.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            view.registry.clone(),
+            freshness_headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(settings, guard));
     match prefix {
         // The API stays at the root as well: clients pointed at Ferry directly keep working.
@@ -229,6 +233,32 @@ fn indexed(status: StatusCode, index: u64, body: Option<&Value>) -> Response {
         None => status.into_response(),
     };
     add_index_headers(response.headers_mut(), index);
+    response
+}
+
+/// Says on every indexed answer whether this node's copy is current, as a Consul server
+/// cut off from its leader does: reads keep being served, from a copy that may miss other
+/// nodes' changes (`X-Consul-KnownLeader: false`, and how long since the store answered).
+/// Done once here, when the answer leaves (a blocking read may have waited minutes), so
+/// handlers only write the index.
+async fn freshness_headers(
+    State(registry): State<Arc<Registry>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if headers.contains_key("x-consul-index") {
+        let freshness = registry.freshness();
+        if !freshness.is_current() {
+            let millis = freshness.last_contact().unwrap_or_default().as_millis();
+            headers.insert("x-consul-knownleader", HeaderValue::from_static("false"));
+            headers.insert(
+                "x-consul-lastcontact",
+                HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+            );
+        }
+    }
     response
 }
 

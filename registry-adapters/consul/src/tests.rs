@@ -17,6 +17,7 @@ use ferry_core::store::MemoryStore;
 use ferry_core::RegistrySettings;
 
 mod acl;
+mod store_unavailable;
 
 struct Fixture {
     router: Router,

@@ -12,4 +12,4 @@ mod worker;
 
 pub use connection::{ConnectOptions, Connection, EndpointState, EtcdError};
 pub use kv::EtcdKv;
-pub use registrations::{EtcdStore, EtcdStoreOptions, StoreHealth};
+pub use registrations::{EtcdStore, EtcdStoreOptions, NodeInfo, StoreHealth};

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use etcd_client::{EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
 use ferry_core::kv::KvChange;
 use ferry_core::model::{Instance, Registration};
-use ferry_core::store::{Change, Feed, Replicated, Store, StoreError, Written};
+use ferry_core::store::{Change, Feed, Freshness, Replicated, Store, StoreError, Written};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -203,10 +203,21 @@ impl EtcdStore {
         &self.connection
     }
 
-    pub fn health(&self) -> StoreHealth {
+    /// Whether reads are current, and since the last word from etcd. Every Consul read
+    /// asks (through `Store::freshness`), so this copies no endpoint name and takes no
+    /// lease lock.
+    fn contact(&self) -> (bool, Duration) {
         let last_contact = self.last_contact.lock().elapsed();
+        (
+            last_contact < STALE_AFTER && self.connection.healthy(),
+            last_contact,
+        )
+    }
+
+    pub fn health(&self) -> StoreHealth {
+        let (current, last_contact) = self.contact();
         StoreHealth {
-            current: last_contact < STALE_AFTER && self.connection.healthy(),
+            current,
             last_contact,
             delivered_revision: self.feed.delivered_revision(),
             endpoint: self.connection.pinned().0,
@@ -760,6 +771,14 @@ impl Store for EtcdStore {
             .lock()
             .get(&layout::instance_key(app, id))
             .is_none_or(|owner| *owner == self.node)
+    }
+
+    fn freshness(&self) -> Freshness {
+        let (current, last_contact) = self.contact();
+        Freshness::Shared {
+            current,
+            last_contact,
+        }
     }
 }
 

@@ -28,7 +28,9 @@ pub enum EurekaError {
         stored: Box<Instance>,
         format: Format,
     },
-    #[error("the registry store is unavailable")]
+    /// The store a write needs did not take it; the body names the store and the client
+    /// is told when to try again (Eureka clients retry at their next heartbeat anyway).
+    #[error("{0}; the write was not made, retry later")]
     Unavailable(#[source] ferry_core::store::StoreError),
 }
 
@@ -100,6 +102,12 @@ impl IntoResponse for EurekaError {
             tracing::warn!(error = %source, "eureka write refused: store unavailable");
         }
         let mut response = (status, self.to_string()).into_response();
+        if matches!(self, EurekaError::Unavailable(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ferry_core::store::RETRY_AFTER.as_secs()),
+            );
+        }
         if matches!(
             self,
             EurekaError::PayloadTooLarge { .. } | EurekaError::BodyTimeout

@@ -19,6 +19,7 @@ use ferry_core::model::*;
 use ferry_core::registry::{RegisteredInstance, Registry};
 
 mod delta_client;
+mod store_unavailable;
 
 fn app() -> (Router, Arc<Registry>) {
     let (router, registry, _) = counted_app();

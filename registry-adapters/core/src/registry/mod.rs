@@ -54,7 +54,7 @@ use tokio::sync::watch;
 use crate::change_index::ChangeIndex;
 use crate::clock::Clock;
 use crate::model::{Action, Check, Instance, Millis};
-use crate::store::{Change, MemoryStore, Store, StoreError, Written};
+use crate::store::{Change, Freshness, MemoryStore, Store, StoreError, Written};
 use agent::Agents;
 use leases::Leases;
 use listings::Listings;
@@ -199,6 +199,11 @@ impl Registry {
 
     pub fn store_name(&self) -> &'static str {
         self.store.name()
+    }
+
+    /// Whether what this registry answers is current, whichever store it stands on.
+    pub fn freshness(&self) -> Freshness {
+        self.store.freshness()
     }
 
     /// The one way a record enters the registry.

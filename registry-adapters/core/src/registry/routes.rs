@@ -76,6 +76,7 @@ impl Registry {
     pub fn set_route(&self, app: &str, route: Option<Route>) -> Result<usize, RegistryError> {
         let now = self.now();
         let mut state = self.state.write();
+        let previous = state.routes.get(app).cloned();
         if !state.routes.set(app, route) {
             return Ok(0);
         }
@@ -84,7 +85,12 @@ impl Registry {
         for mut instance in instances {
             instance.action = Action::Modified;
             instance.last_updated = now;
-            self.put_published(&mut state, instance, now, true)?;
+            if let Err(error) = self.put_published(&mut state, instance, now, true) {
+                // A cutover the store refused did not happen: the caller is told so and
+                // the route handed out stays the one before.
+                state.routes.set(app, previous);
+                return Err(error);
+            }
         }
         Ok(changed)
     }

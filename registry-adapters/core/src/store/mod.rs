@@ -16,12 +16,50 @@ mod durable;
 pub mod feed;
 mod memory;
 pub mod record;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use durable::DurableStore;
 pub use feed::{Feed, Replicated, Revised};
 pub use memory::MemoryStore;
 
+use std::time::Duration;
+
 use crate::model::Instance;
+
+/// How long a client told that a write needs the store should wait before retrying: a few
+/// seconds covers an etcd leader election or a failover to another endpoint.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether this node's reads are current, as views report it to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// The store is this node's own: what it reads is all there is.
+    Local,
+    /// A copy of a shared store, which last answered `last_contact` ago; `current` is false
+    /// once the copy may miss other nodes' changes.
+    Shared {
+        current: bool,
+        last_contact: Duration,
+    },
+}
+
+impl Freshness {
+    pub fn is_current(&self) -> bool {
+        match self {
+            Freshness::Local => true,
+            Freshness::Shared { current, .. } => *current,
+        }
+    }
+
+    /// Since the shared store last answered; `None` for a local store.
+    pub fn last_contact(&self) -> Option<Duration> {
+        match self {
+            Freshness::Local => None,
+            Freshness::Shared { last_contact, .. } => Some(*last_contact),
+        }
+    }
+}
 
 /// One change as a backend has to record it.
 #[derive(Debug)]
@@ -87,6 +125,12 @@ pub trait Store: Send + Sync + 'static {
     /// node's.
     fn owned_here(&self, _app: &str, _id: &str) -> bool {
         true
+    }
+
+    /// Whether reads from this node's registry are current. A local store always is; a
+    /// shared one is as current as its feed.
+    fn freshness(&self) -> Freshness {
+        Freshness::Local
     }
 }
 
