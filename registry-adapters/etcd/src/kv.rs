@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, Event, EventType, KeyValue, PutOptions, Txn, TxnOp,
+    Compare, CompareOp, DeleteOptions, Event, EventType, GetOptions, KeyValue, PutOptions, Txn,
+    TxnOp,
 };
 use ferry_core::kv::{Behavior, Committed, KvBackend, KvChange, KvEntry, KvWrite, Session};
 use ferry_core::store::{Feed, StoreError, Written};
@@ -160,6 +161,21 @@ impl KvBackend for EtcdKv {
         Ok(Written::At(
             answer.header().map_or(0, |header| header.revision()) as u64,
         ))
+    }
+
+    fn revision(&self) -> Result<u64, StoreError> {
+        let key = layout::kv_prefix();
+        let answer = self.call(move |mut client| {
+            let key = key.clone();
+            async move {
+                client
+                    .get(key, Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })?;
+        // The revision may be of a change outside Ferry's prefix, which no event reports.
+        self.store.request_progress();
+        Ok(answer.header().map_or(0, |header| header.revision()) as u64)
     }
 
     fn feed(&self) -> Option<&Feed<KvChange>> {

@@ -102,6 +102,12 @@ pub trait KvBackend: Send + Sync + 'static {
 
     fn remove_session(&self, id: &str) -> Result<Written, StoreError>;
 
+    /// The store's present revision, read through its leader (a shared store): a write
+    /// about to be refused from this node's copy waits for the copy to reach it first.
+    fn revision(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     /// Forgets reaped tombstones and raises their directories' watermarks.
     fn reap(&self, _keys: &[String], _watermarks: &[(String, u64)]) -> Result<(), StoreError> {
         Ok(())

@@ -289,9 +289,17 @@ impl KvStore {
         if let Some(expected) = cas {
             self.catch_up_to(expected);
         }
+        let mut confirmed = false;
         for _ in 0..MAX_ATTEMPTS {
             let Some((entry, guard)) = self.decide_put(key, &value, flags, cas, lock.as_ref())?
             else {
+                // A copy may lag behind the store (a lock another node just released): a
+                // refusal is decided again once the copy holds what the store holds now.
+                if !confirmed && self.feed().is_some() {
+                    confirmed = true;
+                    self.catch_up_to_store()?;
+                    continue;
+                }
                 return Ok(false);
             };
             if self.commit(vec![Mutation::Put(entry)], guard)? {
@@ -710,6 +718,8 @@ impl KvStore {
             }
             Committed::Refused(revision) => {
                 self.catch_up_through(&mut state, revision, now);
+                drop(state);
+                self.await_refusal(&guard);
                 return Ok(false);
             }
         }

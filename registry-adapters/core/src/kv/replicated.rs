@@ -11,13 +11,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Behavior, KvChange, KvEntry, KvState, KvStore};
+use super::{Behavior, Guard, KvChange, KvEntry, KvState, KvStore};
 use crate::model::Millis;
-use crate::store::Feed;
+use crate::store::{Feed, StoreError};
 
 /// How long a writer waits for the store's watch to bring its own write back before
 /// applying it anyway; reached only when the watch is broken.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a writer whose write was refused looks for the change that refused it.
+const REFUSAL_POLL: Duration = Duration::from_millis(2);
 
 /// How often letting go of an ended session's locks is tried again while some remain.
 const ORPHAN_RETRY: Duration = Duration::from_secs(1);
@@ -128,6 +131,52 @@ impl KvStore {
         for change in feed.take_below(revision.saturating_add(1)) {
             self.apply_change(&mut state, change, now);
         }
+    }
+
+    /// After a shared store refused a write, waits until this copy shows why (a guarded key
+    /// changed, or the session is gone), so the write is decided again on what the store
+    /// holds. Catching up to the refusal's revision is not always enough: etcd may confirm
+    /// its watch is current before it has sent the events (etcd#15220).
+    pub(super) fn await_refusal(&self, guard: &Guard) {
+        let Some(feed) = self.feed() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            {
+                let mut state = self.state.write();
+                let now = self.clock.now();
+                for change in feed.take_all() {
+                    self.apply_change(&mut state, change, now);
+                }
+                let moved = guard.expected.iter().any(|(key, expected)| {
+                    state.entries.get(key).map_or(0, |entry| entry.modify_index) != *expected
+                });
+                let session_gone = guard
+                    .session
+                    .as_deref()
+                    .is_some_and(|session| state.sessions.get(session).is_none());
+                if moved || session_gone {
+                    return;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "the store refused a KV write for a change its watch has not brought"
+                );
+                return;
+            }
+            std::thread::sleep(REFUSAL_POLL);
+        }
+    }
+
+    /// Applies everything up to the store's present revision.
+    pub(super) fn catch_up_to_store(&self) -> Result<(), StoreError> {
+        if let Some(backend) = &self.backend {
+            let revision = backend.revision()?;
+            self.catch_up_to(revision);
+        }
+        Ok(())
     }
 
     fn apply_change(&self, state: &mut KvState, change: KvChange, now: Millis) -> bool {

@@ -102,6 +102,7 @@ impl KvBackend for Copy {
             session: session.clone(),
             revision,
         });
+        hub.delivered(revision);
         Ok(Written::At(revision))
     }
 
