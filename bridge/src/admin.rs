@@ -1,7 +1,7 @@
 //! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
-//! the state of each sync with a legacy registry (`/api/sync`), the store (`/api/store`) and
-//! the nodes sharing it (`/api/nodes`).
+//! the state of each sync with a legacy registry (`/api/sync`), the store (`/api/store`),
+//! the nodes sharing it (`/api/nodes`) and who leads each leader-only job (`/api/leaders`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
 //! load balancer stops sending traffic before connections are drained; it stays true while
 //! the shared store is out of reach (reads are still served) and says so in its body.
@@ -31,8 +31,10 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
-    /// The legacy registries this node syncs with.
-    pub syncs: Vec<ferry_sync::SyncHandle>,
+    /// The legacy registries this node syncs with (with etcd: while it leads job `sync`).
+    pub syncs: crate::sync::Running,
+    /// Who leads each leader-only job this node campaigns for (none in embedded mode).
+    pub leaders: crate::shared::Leaders,
     pub store: Arc<StoreReport>,
 }
 
@@ -45,6 +47,7 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/api/sync", get(sync))
         .route("/api/store", get(store))
         .route("/api/nodes", get(nodes))
+        .route("/api/leaders", get(leaders))
         .route(
             "/api/services/{name}",
             get(service).put(cutover).post(cutover),
@@ -111,10 +114,15 @@ async fn sync(State(admin): State<Admin>) -> Json<Value> {
     Json(Value::Array(
         admin
             .syncs
+            .current()
             .iter()
             .map(|handle| sync_json(&handle.status.snapshot()))
             .collect(),
     ))
+}
+
+async fn leaders(State(admin): State<Admin>) -> Json<Value> {
+    Json(admin.leaders.json())
 }
 
 fn sync_json(source: &ferry_sync::SourceSnapshot) -> Value {
@@ -189,6 +197,10 @@ async fn cutover(
         Err(MeshError::Store { source, .. }) => {
             unavailable(format!("{source}; the cutover was not made, retry later"))
         }
+        // etcd did not take it: nothing changed anywhere, the client may simply retry.
+        Err(error @ MeshError::Shared(_)) => {
+            unavailable(format!("{error}; the cutover was not made, retry later"))
+        }
         Err(error) => (StatusCode::CONFLICT, format!("{error}\n")).into_response(),
     }
 }
@@ -249,6 +261,7 @@ mod tests {
                 },
                 upstream: Default::default(),
                 services: Default::default(),
+                shared: None,
             },
             proxy_metrics.clone(),
             stopping,
@@ -262,7 +275,8 @@ mod tests {
                 registry: registry.clone(),
                 metrics: Arc::new(Metrics::new(&proxy_metrics, Arc::default(), report.clone())),
                 ready: Arc::new(AtomicBool::new(true)),
-                syncs: Vec::new(),
+                syncs: Default::default(),
+                leaders: Default::default(),
                 store: report,
             },
             WritePolicy::new(None, true),

@@ -10,6 +10,7 @@ mod ctl;
 mod data_dir;
 mod metrics;
 mod node;
+mod shared;
 mod shutdown;
 mod store;
 mod store_report;

@@ -111,10 +111,11 @@ impl Metrics {
         }
     }
 
-    /// Exports the figures of these syncs from now on.
+    /// Exports the figures of these syncs from now on, and of no other (with etcd, the
+    /// syncs run only while this node leads them).
     pub fn watch_syncs(&self, handles: &[SyncHandle]) {
         if let Ok(mut syncs) = self.syncs.lock() {
-            syncs.extend(handles.iter().map(|handle| handle.status.clone()));
+            *syncs = handles.iter().map(|handle| handle.status.clone()).collect();
         }
     }
 

@@ -57,9 +57,10 @@ pub async fn run(
     .await?;
     let registry = opened.registry;
     let kv = opened.kv;
+    let etcd = opened.etcd;
     let store = Arc::new(StoreReport::new(
         registry.clone(),
-        opened.etcd,
+        etcd.clone(),
         node.name.clone(),
     ));
     let proxy_metrics = Arc::new(ProxyMetrics::new());
@@ -131,7 +132,30 @@ pub async fn run(
         }),
     ));
     let (stop, stopping) = shutdown::channel();
-    let cutover = CutoverTable::load(&cli.data_dir, cli.outbound_ports)?;
+    let mut cutover = CutoverTable::load(&cli.data_dir, cli.outbound_ports)?;
+    // With etcd the modes are the shared table's, read before the mesh opens anything; the
+    // file keeps this node's ports.
+    let shared_cutover = match &etcd {
+        Some(store) => {
+            let shared = ferry_etcd::SharedCutover::new(store);
+            let (table, revision) = shared
+                .load()
+                .await
+                .context("cannot read the cutover table from etcd")?;
+            cutover.replace_modes(&crate::shared::modes(&table))?;
+            tracing::info!(
+                services = table.len(),
+                revision,
+                "cutover table loaded from etcd"
+            );
+            Some((
+                Arc::new(crate::shared::EtcdModes::new(shared.clone())),
+                shared,
+                revision,
+            ))
+        }
+        None => None,
+    };
     let mesh = Mesh::start(
         registry.clone(),
         cutover,
@@ -146,21 +170,62 @@ pub async fn run(
                 ..UpstreamSettings::default()
             },
             services,
+            shared: shared_cutover
+                .as_ref()
+                .map(|(modes, _, _)| modes.clone() as Arc<dyn ferry_proxy::mesh::SharedModes>),
         },
         proxy_metrics.clone(),
         stopping.clone(),
     )
     .await?;
+    if let Some((modes, shared, revision)) = &shared_cutover {
+        tokio::spawn(crate::shared::follow_cutovers(
+            mesh.clone(),
+            registry.clone(),
+            modes.clone(),
+            shared.watch(*revision),
+            stopping.clone(),
+        ));
+    }
     // After the mesh restored its routes, so the first export already shows services in
     // the mesh at the proxy.
-    let syncs = crate::sync::start(&cli, &registry, &kv, &stopping)?;
-    metrics.watch_syncs(&syncs);
+    let sync_plan = crate::sync::plan(&cli)?;
+    let mut leaders = crate::shared::Leaders::default();
+    let syncs = match &etcd {
+        None => {
+            let handles = crate::sync::start_plan(&sync_plan, &registry, &kv, &stopping)?;
+            metrics.watch_syncs(&handles);
+            crate::sync::Running::new(handles)
+        }
+        // Only the node leading job `sync` runs it; a node without sync flags does not run.
+        Some(store) if !sync_plan.is_empty() => {
+            let leader = Arc::new(ferry_etcd::Leader::campaign(
+                store,
+                "sync",
+                ferry_etcd::leader::DEFAULT_TTL,
+            ));
+            let running = crate::sync::Running::default();
+            tokio::spawn(crate::sync::run_while_leading(
+                sync_plan,
+                registry.clone(),
+                kv.clone(),
+                leader.subscribe(),
+                stopping.clone(),
+                running.clone(),
+                metrics.clone(),
+            ));
+            leaders.0.push(leader);
+            running
+        }
+        Some(_) => crate::sync::Running::default(),
+    };
     let admin = Admin {
         mesh: mesh.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
         syncs: syncs.clone(),
+        leaders: leaders.clone(),
         store,
     };
     let writes = WritePolicy::new(
@@ -191,7 +256,9 @@ pub async fn run(
     }
 
     list_config_server(&registry, &cli, &node, &bound)?;
-    crate::sync::wait_first_imports(&syncs).await;
+    // A node that does not lead job `sync` has no import to wait for.
+    wait_for_campaigns(&leaders, &syncs).await;
+    crate::sync::wait_first_imports(&syncs.current()).await;
 
     let eviction_every = seconds(cli.eureka_eviction_interval, "eureka-eviction-interval")?
         .max(Duration::from_millis(10));
@@ -232,6 +299,8 @@ pub async fn run(
 
     shutdown::signalled().await;
     ready.store(false, Ordering::Release);
+    // First, so the other nodes take this node's jobs over at once.
+    leaders.resign().await;
     let _ = stop.send(true);
     eviction.abort();
     checks.abort();
@@ -278,6 +347,21 @@ fn list_config_server(
             .context("cannot remove the Config Server's listing")?,
     }
     Ok(())
+}
+
+/// Waits (at most 3 s) until each campaign knows who leads and, where this node won, until
+/// its syncs have started, so a leader's first import is awaited as in embedded mode and a
+/// node that does not lead has none to wait for. Embedded mode campaigns for nothing.
+async fn wait_for_campaigns(leaders: &crate::shared::Leaders, syncs: &crate::sync::Running) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    for leader in &leaders.0 {
+        let decided = || {
+            leader.holder().node.is_some() && (!leader.is_leader() || !syncs.current().is_empty())
+        };
+        while !decided() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 fn host_name() -> String {

@@ -2,6 +2,9 @@
 //! uses. Kept in `cutover.json` under the data directory and written atomically (temporary
 //! file, sync, rename, sync of the folder) before a change is acknowledged, so a mode
 //! survives a crash and a service keeps its port across restarts and round trips.
+//!
+//! With a shared store the modes live there (the mesh's `SharedModes`) and a node starts
+//! from them (`replace_modes`); the file then keeps this node's ports, which are its own.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -127,6 +130,34 @@ impl CutoverTable {
         Ok(policy)
     }
 
+    /// Takes every service's mode from `modes` (a shared store's table): a service it does
+    /// not name is in legacy. Ports already handed out are kept; saved before returning.
+    pub fn replace_modes(&mut self, modes: &BTreeMap<String, Mode>) -> Result<(), CutoverError> {
+        let previous = self.services.clone();
+        for policy in self.services.values_mut() {
+            policy.mode = Mode::Legacy;
+        }
+        for (service, mode) in modes {
+            let port = match self.services.get(service) {
+                Some(policy) => policy.port,
+                None => match self.free_port(service) {
+                    Ok(port) => port,
+                    Err(error) => {
+                        self.services = previous;
+                        return Err(error);
+                    }
+                },
+            };
+            self.services
+                .insert(service.clone(), ServicePolicy { mode: *mode, port });
+        }
+        if let Err(error) = self.save() {
+            self.services = previous;
+            return Err(error);
+        }
+        Ok(())
+    }
+
     fn free_port(&self, service: &str) -> Result<u16, CutoverError> {
         let (first, last) = self.ports;
         (first..=last)
@@ -191,6 +222,29 @@ mod tests {
             })
         );
         assert_eq!(reloaded.get("BILLING").unwrap().mode, Mode::Mesh);
+        std::fs::remove_dir_all(folder).unwrap();
+    }
+
+    #[test]
+    fn a_shared_table_replaces_the_modes_and_keeps_the_ports() {
+        let folder =
+            std::env::temp_dir().join(format!("ferry-cutover-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut table = CutoverTable::load(&folder, (15001, 15003)).unwrap();
+        let orders = table.set("ORDERS", Mode::Mesh).unwrap();
+        let shared = BTreeMap::from([("BILLING".to_owned(), Mode::Mesh)]);
+        table.replace_modes(&shared).unwrap();
+        assert_eq!(
+            table.get("ORDERS"),
+            Some(&ServicePolicy {
+                mode: Mode::Legacy,
+                port: orders.port
+            })
+        );
+        assert_eq!(table.get("BILLING").unwrap().mode, Mode::Mesh);
+        assert_ne!(table.get("BILLING").unwrap().port, orders.port);
+        let reloaded = CutoverTable::load(&folder, (15001, 15003)).unwrap();
+        assert_eq!(reloaded.all(), table.all());
         std::fs::remove_dir_all(folder).unwrap();
     }
 }

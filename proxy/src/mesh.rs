@@ -5,6 +5,10 @@
 //! caller is never handed an address that is not listening. Rolling back withdraws the
 //! route but keeps the listener open: callers that still hold the mesh address until their
 //! next registry refresh keep being served, so neither direction fails a request.
+//!
+//! Many nodes sharing one store share the modes through `SharedModes` (the proxy knows no
+//! store): a change made here is saved there first and acknowledged only once it is, and
+//! every node applies the changes it is told of with `apply`, exactly as a local one.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +16,7 @@ use std::sync::Arc;
 
 use ferry_core::registry::{Endpoint, RegistryError, Route};
 use ferry_core::Registry;
+use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -42,6 +47,18 @@ pub enum MeshError {
         #[source]
         source: ferry_core::store::StoreError,
     },
+    /// The shared store did not take the change: nothing changed, try again later.
+    #[error("the shared cutover table is unavailable: {0}")]
+    Shared(String),
+}
+
+/// Where the modes live when many nodes share them (etcd), so a change made on one node
+/// reaches every node.
+pub trait SharedModes: Send + Sync + std::fmt::Debug {
+    /// Saves `mode` for `service` where every node reads it; Ok only once it is there.
+    fn save<'a>(&'a self, service: &'a str, mode: Mode) -> BoxFuture<'a, Result<(), String>>;
+    /// This node's own change was applied here: let every node's registry readers know.
+    fn published<'a>(&'a self, service: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// Where outbound listeners bind and what address the registry hands out for them.
@@ -54,6 +71,8 @@ pub struct MeshSettings {
     pub upstream: UpstreamSettings,
     /// Per-service settings from the configuration file, by upper-case name.
     pub services: std::collections::BTreeMap<String, ServiceOverrides>,
+    /// The shared table, with a shared store; `None`: this node's file alone.
+    pub shared: Option<Arc<dyn SharedModes>>,
 }
 
 /// One service's settings from the configuration file; unset fields keep the defaults.
@@ -162,7 +181,25 @@ impl Mesh {
     }
 
     /// Moves a service into the mesh or back; takes effect at the callers' next refresh.
+    /// With a shared table the change is saved there first (refused if it cannot be), then
+    /// applied here; the other nodes apply it when their watch brings it.
     pub async fn set_mode(&self, service: &str, mode: Mode) -> Result<ServicePolicy, MeshError> {
+        let service = service.to_ascii_uppercase();
+        let Some(shared) = self.settings.shared.clone() else {
+            return self.apply(&service, mode).await;
+        };
+        shared
+            .save(&service, mode)
+            .await
+            .map_err(MeshError::Shared)?;
+        let policy = self.apply(&service, mode).await?;
+        shared.published(&service).await;
+        Ok(policy)
+    }
+
+    /// Applies a mode here only: a local change, or one another node made in the shared
+    /// table. Applying the mode a service already has changes nothing.
+    pub async fn apply(&self, service: &str, mode: Mode) -> Result<ServicePolicy, MeshError> {
         let service = service.to_ascii_uppercase();
         let _one_at_a_time = self.changing.lock().await;
         let previous = self.table.lock().get(&service).cloned();
@@ -183,6 +220,16 @@ impl Mesh {
         }
         tracing::info!(%service, mode = mode.as_str(), port = policy.port, "cutover");
         Ok(policy)
+    }
+
+    /// Every service's mode in the table.
+    pub fn modes(&self) -> std::collections::BTreeMap<String, Mode> {
+        self.table
+            .lock()
+            .all()
+            .iter()
+            .map(|(service, policy)| (service.clone(), policy.mode))
+            .collect()
     }
 
     pub fn status(&self, service: &str) -> ServiceStatus {

@@ -42,8 +42,33 @@ pub fn node_key(node: &str) -> String {
     format!("{PREFIX}nodes/{}", escape(node))
 }
 
-fn escape(part: &str) -> String {
+pub fn cutover_prefix() -> String {
+    format!("{PREFIX}cutover/")
+}
+
+pub fn cutover_key(service: &str) -> String {
+    format!("{PREFIX}cutover/{}", escape(service))
+}
+
+pub fn leader_key(job: &str) -> String {
+    format!("{PREFIX}leader/{}", escape(job))
+}
+
+pub(crate) fn escape(part: &str) -> String {
     part.replace('%', "%25").replace('/', "%2F")
+}
+
+pub(crate) fn unescape(part: &str) -> String {
+    part.replace("%2F", "/").replace("%25", "%")
+}
+
+/// The first key after every key that starts with `prefix`.
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
 }
 
 /// A registration as etcd holds it.

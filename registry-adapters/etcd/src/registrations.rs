@@ -34,7 +34,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::connection::{ConnectOptions, Connection, EtcdError};
-use crate::layout;
+use crate::layout::{self, prefix_end, unescape};
 use crate::leases::LeasePool;
 use crate::worker::Worker;
 
@@ -201,6 +201,10 @@ impl EtcdStore {
 
     pub fn connection(&self) -> &Connection {
         &self.connection
+    }
+
+    pub(crate) fn worker(&self) -> &Worker {
+        &self.worker
     }
 
     /// Whether reads are current, and since the last word from etcd. Every Consul read
@@ -405,10 +409,6 @@ impl EtcdStore {
 
     pub(crate) fn kv_feed(&self) -> &Feed<KvChange> {
         &self.kv_feed
-    }
-
-    pub(crate) fn worker(&self) -> &Worker {
-        &self.worker
     }
 
     /// Asks the watch to confirm it is current: a write that changed nothing (a refused
@@ -1020,26 +1020,13 @@ fn parse_instance_key(key: &str) -> Option<(String, String)> {
     Some((unescape(app), unescape(id)))
 }
 
-fn unescape(part: &str) -> String {
-    part.replace("%2F", "/").replace("%25", "%")
-}
-
-/// The first key after every key that starts with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-fn gone() -> EtcdError {
+pub(crate) fn gone() -> EtcdError {
     EtcdError::Unavailable {
         endpoint: String::new(),
         reason: "the etcd thread is gone".into(),

@@ -48,6 +48,14 @@ impl Worker {
         answered.recv_timeout(timeout).map_err(|_| NoAnswer)
     }
 
+    /// Starts a long-lived task on the worker.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(task);
+    }
+
     /// Runs `call` on the worker from async code, without blocking.
     pub async fn run<T, F>(&self, call: F) -> Result<T, NoAnswer>
     where

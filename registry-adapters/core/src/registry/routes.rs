@@ -4,7 +4,8 @@
 //! A route is a publishing rule, not part of any record: the stored instances keep their
 //! real addresses (the data plane reads those through `Registry::endpoints`), and each
 //! read applies the route on the way out. Setting or clearing one re-publishes the app's
-//! instances as MODIFIED so Eureka clients pick it up from their next delta.
+//! instances as MODIFIED so Eureka clients pick it up from their next delta. With a shared
+//! store the route stays this node's alone and nothing is written (see `set_route`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,6 +83,20 @@ impl Registry {
         }
         let instances = state.listings.current_of(app);
         let changed = instances.len();
+        if self.store.feed().is_some() {
+            // A shared store: the route is this node's own (its outbound listener), so no
+            // record is written: every node writing every instance of the app on each
+            // cutover would cost N writes per instance, and each node's copy written back
+            // could overwrite a newer record. Deltas here show the change at once; the
+            // node that made the cutover touches the instances in the store once, which
+            // moves every node's index and wakes its readers.
+            for mut instance in instances {
+                instance.action = Action::Modified;
+                instance.last_updated = now;
+                state.listings.record(now, Arc::new(instance));
+            }
+            return Ok(changed);
+        }
         for mut instance in instances {
             instance.action = Action::Modified;
             instance.last_updated = now;
@@ -104,6 +119,64 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::registry::RegistrySettings;
+    use crate::store::{Change, Feed, Replicated, Store, StoreError, Written};
+
+    /// A shared store whose only content arrives through its feed; it counts writes.
+    #[derive(Default)]
+    struct SharedStore {
+        feed: Feed,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for SharedStore {
+        fn name(&self) -> &'static str {
+            "shared"
+        }
+        fn write(&self, _change: &Change<'_>) -> Result<Written, StoreError> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Written::At(1_000))
+        }
+        fn load(&self) -> Result<Vec<Instance>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn feed(&self) -> Option<&Feed> {
+            Some(&self.feed)
+        }
+    }
+
+    #[test]
+    fn with_a_shared_store_a_route_is_published_here_and_nothing_is_written() {
+        let store = Arc::new(SharedStore::default());
+        let registry = Registry::new(RegistrySettings::default(), Clock::System, store.clone());
+        store.feed.push(Replicated::Put {
+            instance: Box::new(Instance::new("ORDERS", "o-1", "10.0.0.7", "10.0.0.7", 8080)),
+            created: 7,
+            revision: 7,
+        });
+        registry.apply_feed();
+        let route = Route {
+            host: "127.0.0.1".into(),
+            port: 15001,
+            publish_to_legacy: true,
+        };
+        assert_eq!(registry.set_route("ORDERS", Some(route)).unwrap(), 1);
+        assert_eq!(
+            store.writes.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "no node writes instances for its own route"
+        );
+        let delta = registry.list_recent_changes();
+        let published = &delta.apps[0].1[0].instance;
+        assert_eq!(published.action, Action::Modified);
+        assert_eq!(
+            (published.host_name.as_str(), published.port.number),
+            ("127.0.0.1", 15001)
+        );
+        assert_eq!(registry.index(), 7, "no revision is invented");
+    }
 
     #[test]
     fn setting_what_is_already_set_is_no_change() {
