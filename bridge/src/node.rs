@@ -13,9 +13,8 @@ use axum::Router;
 use ferry_config_server::{ConfigSources, Repository, TextEncryptor};
 use ferry_consul::{ConsulSettings, NodeInfo};
 use ferry_core::health::{self, HealthSettings};
-use ferry_core::kv::KvStore;
 use ferry_core::registry::{eviction, ConfigServerListing};
-use ferry_core::{Clock, Registry, RegistrySettings};
+use ferry_core::{Registry, RegistrySettings};
 use ferry_eureka::EurekaSettings;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -44,10 +43,6 @@ pub async fn run(
         address: advertise_host(&cli),
         datacenter: cli.datacenter.clone(),
     };
-    let kv_path = cli.data_dir.join("kv.redb");
-    let (kv, index) = KvStore::open(&kv_path, Clock::System, &node.name)
-        .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
-    let kv = Arc::new(kv);
     let opened = crate::store::open(
         &cli.store,
         RegistrySettings {
@@ -58,10 +53,10 @@ pub async fn run(
         &cli.data_dir,
         &node.name,
         Duration::from_secs(cli.store_lease_ttl),
-        index,
     )
     .await?;
     let registry = opened.registry;
+    let kv = opened.kv;
     let etcd = opened.etcd;
     let store = Arc::new(StoreReport::new(
         registry.clone(),

@@ -1,6 +1,9 @@
 //! Which store the registry stands on: the embedded default (one node, its agent
 //! registrations and imported copies in `registrations.redb`) or a shared etcd cluster
-//! (`--store etcd://host:port,...`: every node a copy of one registry, fed by etcd's watch).
+//! (`--store etcd://host:port,...`: every node a copy of one registry, fed by etcd's watch),
+//! and the KV store beside it: `kv.redb` with the embedded default, etcd with etcd (Consul
+//! KV, sessions and locks shared by every node, its index etcd's revision as the
+//! registry's is).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -8,9 +11,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ferry_core::change_index::ChangeIndex;
+use ferry_core::kv::KvStore;
 use ferry_core::store::DurableStore;
 use ferry_core::{Clock, Registry, RegistrySettings};
-use ferry_etcd::{EtcdStore, EtcdStoreOptions};
+use ferry_etcd::{EtcdKv, EtcdStore, EtcdStoreOptions};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreChoice {
@@ -46,9 +50,10 @@ impl FromStr for StoreChoice {
     }
 }
 
-/// The registry, on its store, with everything the store kept already in it.
+/// The registry and the KV store, on their store, with everything it kept already in them.
 pub struct Opened {
     pub registry: Arc<Registry>,
+    pub kv: Arc<KvStore>,
     /// The shared store, when there is one (for `/ready`, metrics, `ferry ctl nodes`).
     pub etcd: Option<Arc<EtcdStore>>,
 }
@@ -59,10 +64,12 @@ pub async fn open(
     data_dir: &Path,
     node: &str,
     lease_ttl: std::time::Duration,
-    index: Arc<ChangeIndex>,
 ) -> anyhow::Result<Opened> {
     match choice {
         StoreChoice::Embedded => {
+            let kv_path = data_dir.join("kv.redb");
+            let (kv, index) = KvStore::open(&kv_path, Clock::System, node)
+                .with_context(|| format!("cannot open the KV store {}", kv_path.display()))?;
             // Agent registrations are kept here, as a Consul agent keeps them; Eureka ones
             // are leases in memory that clients re-create.
             let path = data_dir.join("registrations.redb");
@@ -82,6 +89,7 @@ pub async fn open(
             tracing::info!(restored, "agent registrations and imported copies restored");
             Ok(Opened {
                 registry,
+                kv: Arc::new(kv),
                 etcd: None,
             })
         }
@@ -91,24 +99,47 @@ pub async fn open(
             let store = EtcdStore::start(options)
                 .await
                 .with_context(|| format!("cannot use etcd at {}", endpoints.join(",")))?;
-            // The registry's index is etcd's revision, the same on every node; the KV store
-            // keeps its own until it moves to etcd too.
+            // One index for both, etcd's revision, the same on every node: a blocking read
+            // of either wakes on the other's changes too, and re-checks its own index.
+            let index = Arc::new(ChangeIndex::new(1));
             let registry = Arc::new(Registry::with_index(
                 settings,
                 Clock::System,
                 store.clone(),
-                Arc::new(ChangeIndex::new(1)),
+                index.clone(),
             ));
             registry.apply_feed();
             tokio::spawn(registry.clone().run_feed());
+            let kv = Arc::new(KvStore::shared(
+                Arc::new(EtcdKv::new(store.clone())),
+                index,
+                Clock::System,
+                node,
+            ));
+            kv.apply_feed();
+            // Locks whose session ended while no node was looking (its node died with no
+            // other node up): blocking etcd calls, off the runtime's threads.
+            let releasing = kv.clone();
+            match tokio::task::spawn_blocking(move || releasing.release_orphaned_locks()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(released)) => tracing::info!(released, "locks of ended sessions released"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot release the locks of ended sessions yet")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "releasing the locks of ended sessions failed")
+                }
+            }
+            tokio::spawn(kv.clone().run_feed());
             tracing::info!(
                 instances = registry.instance_count(),
                 revision = registry.index(),
                 node,
-                "registry loaded from etcd"
+                "registry and KV store loaded from etcd"
             );
             Ok(Opened {
                 registry,
+                kv,
                 etcd: Some(store),
             })
         }

@@ -24,6 +24,16 @@ pub fn instance_key(app: &str, id: &str) -> String {
     format!("{PREFIX}inst/{}/{}", escape(app), escape(id))
 }
 
+/// Consul KV entries: `kv/<key>`, the key as the client gave it (`crate::kv`).
+pub fn kv_prefix() -> String {
+    format!("{PREFIX}kv/")
+}
+
+/// KV sessions: `sessions/<id>`, on the lease of the node that created them.
+pub fn sessions_prefix() -> String {
+    format!("{PREFIX}sessions/")
+}
+
 pub fn nodes_prefix() -> String {
     format!("{PREFIX}nodes/")
 }

@@ -12,8 +12,9 @@
 //!   embedded store does. A lease lost while etcd was out of reach is granted again and
 //!   every instance this node keeps is written back on it (go-micro's etcd registry does
 //!   the same).
-//! - **Reads** never touch etcd: the watch (`/ferry/v1/inst/`, from the revision of the
-//!   first full read) pushes every change into the registry's feed. A watch that fails moves
+//! - **Reads** never touch etcd: the watch (all of `/ferry/v1/`, from the revision of the
+//!   first full read) pushes every registration change into the registry's feed, and every
+//!   KV entry and session change into the KV store's (`kv`), so both see one order. A watch that fails moves
 //!   to another endpoint and resumes where it stopped; one that fell behind a compaction
 //!   reads everything again and hands the registry a `Resync`.
 //! - **Bad values** under the prefix (another tool's writes) are logged, counted and
@@ -25,6 +26,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
+use ferry_core::kv::KvChange;
 use ferry_core::model::{Instance, Registration};
 use ferry_core::store::{Change, Feed, Freshness, Replicated, Store, StoreError, Written};
 use parking_lot::Mutex;
@@ -99,6 +101,9 @@ pub struct EtcdStore {
     connection: Connection,
     options: EtcdStoreOptions,
     feed: Feed,
+    /// The KV entries' and sessions' changes, for the KV store (`kv`): the same watch feeds
+    /// both, so they come in one order.
+    kv_feed: Feed<KvChange>,
     /// Keeper of every registration key this node has seen.
     owners: Mutex<HashMap<String, String>>,
     /// The values of the keys this node keeps, to write back after a lost lease.
@@ -151,6 +156,7 @@ impl EtcdStore {
             connection,
             options,
             feed: Feed::default(),
+            kv_feed: Feed::default(),
             owners: Mutex::new(HashMap::new()),
             kept: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -264,16 +270,16 @@ impl EtcdStore {
         Ok(granted.id())
     }
 
-    /// Reads every registration at one revision, in pages, and pushes them as a `Resync`.
-    async fn resync(&self) -> Result<u64, EtcdError> {
-        let prefix = layout::instances_prefix();
-        let end = prefix_end(&prefix);
-        let mut revision = 0i64;
-        let mut from = prefix.clone().into_bytes();
-        let mut instances = Vec::new();
-        let mut owners = HashMap::new();
-        let ours = self.leases.lock().ids();
-        let mut orphans = Vec::new();
+    /// Every key under `prefix`, read in pages at one revision (the first page's, or `at`).
+    pub(crate) async fn read_prefix(
+        &self,
+        prefix: &str,
+        at: u64,
+    ) -> Result<(Vec<KeyValue>, u64), EtcdError> {
+        let end = prefix_end(prefix);
+        let mut revision = at as i64;
+        let mut from = prefix.as_bytes().to_vec();
+        let mut all = Vec::new();
         loop {
             let (key, end, at) = (from.clone(), end.clone(), revision);
             let mut page = self
@@ -294,36 +300,57 @@ impl EtcdStore {
             }
             let more = page.more();
             let kvs = page.take_kvs();
-            for kv in &kvs {
-                if let Some(envelope) = self.decode(kv) {
-                    let key = kv.key_str().unwrap_or_default().to_owned();
-                    // This node's, on a lease it does not hold: written by this node before
-                    // a restart, on the lease the old process held until it ran out.
-                    if envelope.owner == self.node && kv.lease() != 0 && !ours.contains(&kv.lease())
-                    {
-                        orphans.push((key.clone(), kv.value().to_vec()));
-                    }
-                    owners.insert(key, envelope.owner);
-                    instances.push((
-                        envelope.instance,
-                        kv.create_revision() as u64,
-                        kv.mod_revision() as u64,
-                    ));
-                }
-            }
-            match kvs.last() {
+            let next = match kvs.last() {
                 Some(last) if more => {
-                    from = last.key().to_vec();
-                    from.push(0);
+                    let mut next = last.key().to_vec();
+                    next.push(0);
+                    Some(next)
                 }
-                _ => break,
+                _ => None,
+            };
+            all.extend(kvs);
+            match next {
+                Some(next) => from = next,
+                None => break,
             }
         }
-        let revision = revision.max(0) as u64;
+        Ok((all, revision.max(0) as u64))
+    }
+
+    /// Reads every registration, KV entry and session at one revision and pushes them as
+    /// a `Resync` to the registry and to the KV store.
+    async fn resync(&self) -> Result<u64, EtcdError> {
+        let (kvs, revision) = self.read_prefix(&layout::instances_prefix(), 0).await?;
+        let (entries, _) = self.read_prefix(&layout::kv_prefix(), revision).await?;
+        let (sessions, _) = self
+            .read_prefix(&layout::sessions_prefix(), revision)
+            .await?;
+        let mut instances = Vec::new();
+        let mut owners = HashMap::new();
+        let ours = self.leases.lock().ids();
+        let mut orphans = Vec::new();
+        for kv in &kvs {
+            if let Some(envelope) = self.decode(kv) {
+                let key = kv.key_str().unwrap_or_default().to_owned();
+                // This node's, on a lease it does not hold: written by this node before
+                // a restart, on the lease the old process held until it ran out.
+                if envelope.owner == self.node && kv.lease() != 0 && !ours.contains(&kv.lease()) {
+                    orphans.push((key.clone(), kv.value().to_vec()));
+                }
+                owners.insert(key, envelope.owner);
+                instances.push((
+                    envelope.instance,
+                    kv.create_revision() as u64,
+                    kv.mod_revision() as u64,
+                ));
+            }
+        }
         tracing::info!(
             instances = instances.len(),
+            kv_entries = entries.len(),
+            sessions = sessions.len(),
             revision,
-            "read every registration from etcd"
+            "read every registration, KV entry and session from etcd"
         );
         {
             let mut known = self.owners.lock();
@@ -335,6 +362,8 @@ impl EtcdStore {
             instances,
             revision,
         });
+        self.kv_feed
+            .push(crate::kv::resync(self, &entries, &sessions, revision));
         *self.last_contact.lock() = Instant::now();
         if !orphans.is_empty() {
             tracing::info!(
@@ -350,16 +379,49 @@ impl EtcdStore {
         Ok(revision)
     }
 
+    /// Counts and logs a value under Ferry's prefix that no reader understands.
+    pub(crate) fn bad_value(&self, kv: &KeyValue, what: &str, error: &dyn std::fmt::Display) {
+        self.decode_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            key = %String::from_utf8_lossy(kv.key()),
+            %error,
+            "skipping a value under Ferry's etcd prefix that is not {what}"
+        );
+    }
+
+    /// Everything up to `revision` has been pushed, to the registry and the KV store.
+    fn delivered(&self, revision: u64) {
+        self.feed.delivered(revision);
+        self.kv_feed.delivered(revision);
+    }
+
+    /// The lease the sessions created on this node are kept on: its first, the one its own
+    /// key is on, so its sessions go when the node does.
+    pub fn lease_id(&self) -> i64 {
+        self.leases.lock().first()
+    }
+
+    /// Values under Ferry's prefix skipped as unreadable (registrations, KV entries and
+    /// sessions): `ferry_store_decode_errors_total`.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn kv_feed(&self) -> &Feed<KvChange> {
+        &self.kv_feed
+    }
+
+    /// Asks the watch to confirm it is current: a write that changed nothing (a refused
+    /// compare, a delete of nothing) makes no event to wait for.
+    pub(crate) fn request_progress(&self) {
+        self.progress_now.notify_one();
+    }
+
     fn decode(&self, kv: &KeyValue) -> Option<layout::Envelope> {
         match layout::decode(kv.value()) {
             Ok(envelope) => Some(envelope),
             Err(error) => {
-                self.decode_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    key = %String::from_utf8_lossy(kv.key()),
-                    %error,
-                    "skipping a value under Ferry's etcd prefix that is not a registration"
-                );
+                self.bad_value(kv, "a registration", &error);
                 None
             }
         }
@@ -369,6 +431,9 @@ impl EtcdStore {
     fn deliver(&self, events: &[etcd_client::Event]) {
         for event in events {
             let Some(kv) = event.kv() else { continue };
+            if crate::kv::deliver(self, event, kv) {
+                continue;
+            }
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let Some((app, id)) = parse_instance_key(&key) else {
                 continue;
@@ -499,7 +564,7 @@ impl EtcdStore {
         }
     }
 
-    fn unavailable(
+    pub(crate) fn unavailable(
         &self,
         reason: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> StoreError {
@@ -670,7 +735,7 @@ impl EtcdStore {
 
     /// One try and one retry on another endpoint; beyond that the change waits for
     /// `replay`.
-    fn call_timeout(&self) -> Duration {
+    pub(crate) fn call_timeout(&self) -> Duration {
         self.options.connect.request_timeout * 2 + Duration::from_millis(500)
     }
 
@@ -820,7 +885,7 @@ async fn watch_once(store: &EtcdStore, mut from: u64) -> Result<u64, WatchEnd> {
         .with_progress_notify();
     let (mut watcher, mut stream) = tokio::time::timeout(
         store.options.connect.request_timeout,
-        client.watch(layout::instances_prefix(), Some(options)),
+        client.watch(layout::PREFIX, Some(options)),
     )
     .await
     .map_err(|_| failed("no answer".into(), from))?
@@ -858,7 +923,7 @@ async fn watch_once(store: &EtcdStore, mut from: u64) -> Result<u64, WatchEnd> {
                     if let Some(header) = response.header() {
                         let revision = header.revision() as u64;
                         if revision >= from {
-                            store.feed.delivered(revision);
+                            store.delivered(revision);
                             from = revision + 1;
                         }
                     }
@@ -870,7 +935,7 @@ async fn watch_once(store: &EtcdStore, mut from: u64) -> Result<u64, WatchEnd> {
                         .map(|kv| kv.mod_revision() as u64)
                         .max()
                         .unwrap_or(from);
-                    store.feed.delivered(last);
+                    store.delivered(last);
                     from = last + 1;
                 }
             }

@@ -10,9 +10,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use std::time::Duration;
 
+use super::backend::{Committed, KvBackend, KvWrite};
 use super::sessions::{Behavior, Session};
 use super::KvEntry;
-use crate::store::StoreError;
+use crate::store::{StoreError, Written};
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones");
@@ -171,6 +172,38 @@ impl Durable {
             meta.insert(RESERVED_INDEX, reserved).map_err(unavailable)?;
         }
         transaction.commit().map_err(unavailable)
+    }
+}
+
+/// The embedded default: everything in the file, checked under the store's writer lock.
+impl KvBackend for Durable {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+
+    fn commit(&self, write: &KvWrite<'_>) -> Result<Committed, StoreError> {
+        let puts: Vec<&KvEntry> = write.puts.iter().collect();
+        let removals: Vec<(&str, u64)> = write
+            .removals
+            .iter()
+            .map(|key| (key.as_str(), write.index))
+            .collect();
+        Durable::commit(self, &puts, &removals)?;
+        Ok(Committed::Local)
+    }
+
+    fn put_session(&self, session: &Session) -> Result<Written, StoreError> {
+        Durable::put_session(self, session)?;
+        Ok(Written::Local)
+    }
+
+    fn remove_session(&self, id: &str) -> Result<Written, StoreError> {
+        Durable::remove_session(self, id)?;
+        Ok(Written::Local)
+    }
+
+    fn reap(&self, keys: &[String], watermarks: &[(String, u64)]) -> Result<(), StoreError> {
+        Durable::reap(self, keys, watermarks)
     }
 }
 

@@ -5,12 +5,20 @@
 //! index, are committed to disk (`durable`), and only then applied to the in-memory copy
 //! that reads and blocking queries use. Deleted keys leave tombstones so a prefix's result
 //! index rises on a delete and never falls; old tombstones are reaped (`tombstones`).
+//!
+//! Where the data is kept is the backend's business (`backend`): the embedded default's
+//! redb file, or a store shared by several nodes (etcd), where every node's `KvStore` is a
+//! copy fed by the store's watch (`replicated`), each write is a compare-and-swap of what
+//! this copy showed when the write was decided, and the index is the store's revision, so
+//! every node answers the same read with the same `X-Consul-Index`.
 
+mod backend;
 mod durable;
+mod replicated;
 pub mod sessions;
 mod tombstones;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,7 +29,8 @@ use tokio::sync::watch;
 use crate::change_index::ChangeIndex;
 use crate::clock::Clock;
 use crate::model::Millis;
-use crate::store::StoreError;
+use crate::store::{StoreError, Written};
+pub use backend::{Committed, KvBackend, KvChange, KvWrite};
 use durable::Durable;
 pub use sessions::{Behavior, Session, SessionRequest};
 use tombstones::{under, Tombstones};
@@ -69,13 +78,17 @@ struct KvState {
     sessions: sessions::Sessions,
     /// Key -> time before which no session may acquire it (Consul's lock-delay).
     lock_delays: BTreeMap<String, Millis>,
+    /// Sessions ended (elsewhere, with a shared backend) whose locks may still be held:
+    /// how to let go of them (`release_orphaned_locks`).
+    ended: HashMap<String, Behavior>,
 }
 
 pub struct KvStore {
     state: RwLock<KvState>,
     /// Serializes writers across the disk commit, so readers never wait for a sync.
     writer: Mutex<()>,
-    durable: Option<Arc<Durable>>,
+    /// Where writes are kept; `None` in memory only.
+    backend: Option<Arc<dyn KvBackend>>,
     index: Arc<ChangeIndex>,
     clock: Clock,
     node: String,
@@ -85,15 +98,33 @@ pub struct KvStore {
 impl std::fmt::Debug for KvStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvStore")
-            .field("durable", &self.durable.is_some())
+            .field(
+                "backend",
+                &self.backend.as_ref().map(|backend| backend.name()),
+            )
             .finish()
     }
 }
+
+/// How many times a write is decided again after a shared store found that another node
+/// wrote first, before the client is told to retry.
+const MAX_ATTEMPTS: usize = 16;
 
 /// One change a write makes.
 enum Mutation {
     Put(KvEntry),
     Remove(String),
+    /// Every key under a prefix (a recursive delete on a shared store).
+    RemovePrefix(String),
+}
+
+/// What must still hold in a shared store for a write to happen.
+#[derive(Default)]
+struct Guard {
+    /// Key -> its modify index when the write was decided (0: absent).
+    expected: Vec<(String, u64)>,
+    /// A session the write acquires a lock for.
+    session: Option<String>,
 }
 
 impl KvStore {
@@ -102,7 +133,7 @@ impl KvStore {
         KvStore {
             state: RwLock::new(KvState::default()),
             writer: Mutex::new(()),
-            durable: None,
+            backend: None,
             index,
             clock,
             node: node.to_owned(),
@@ -127,6 +158,7 @@ impl KvStore {
         let (durable, loaded) = Durable::open(path)?;
         let durable = Arc::new(durable);
         let reserve_into = durable.clone();
+        let durable: Arc<dyn KvBackend> = durable;
         let last = loaded
             .entries
             .iter()
@@ -154,14 +186,46 @@ impl KvStore {
         let store = KvStore {
             state: RwLock::new(state),
             writer: Mutex::new(()),
-            durable: Some(durable),
+            backend: Some(durable),
             index: index.clone(),
             clock,
             node: node.to_owned(),
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL.as_millis() as Millis,
         };
-        store.release_orphaned_locks()?;
+        store
+            .release_orphaned_locks()
+            .map_err(|error| match error {
+                KvError::Store(error) => error,
+                // Releases name no session; kept as a plain refusal rather than a panic.
+                KvError::UnknownSession(_) => StoreError::Conflict { backend: "kv" },
+            })?;
         Ok((store, index))
+    }
+
+    /// A copy of a store shared by several nodes: empty until `apply_feed` loads the
+    /// backend's first full read; `run_feed` then applies every later change.
+    pub fn shared(
+        backend: Arc<dyn KvBackend>,
+        index: Arc<ChangeIndex>,
+        clock: Clock,
+        node: &str,
+    ) -> KvStore {
+        KvStore {
+            state: RwLock::new(KvState::default()),
+            writer: Mutex::new(()),
+            backend: Some(backend),
+            index,
+            clock,
+            node: node.to_owned(),
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL.as_millis() as Millis,
+        }
+    }
+
+    /// The backend's name (`redb`, `etcd`), `memory` without one.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend
+            .as_ref()
+            .map_or("memory", |backend| backend.name())
     }
 
     pub fn watch(&self) -> watch::Receiver<u64> {
@@ -222,41 +286,84 @@ impl KvStore {
         lock: Option<LockOp>,
     ) -> Result<bool, KvError> {
         let _writer = self.writer.lock();
+        if let Some(expected) = cas {
+            self.catch_up_to(expected);
+        }
+        let mut confirmed = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((entry, guard)) = self.decide_put(key, &value, flags, cas, lock.as_ref())?
+            else {
+                // A copy may lag behind the store (a lock another node just released): a
+                // refusal is decided again once the copy holds what the store holds now.
+                if !confirmed && self.feed().is_some() {
+                    confirmed = true;
+                    self.catch_up_to_store()?;
+                    continue;
+                }
+                return Ok(false);
+            };
+            if self.commit(vec![Mutation::Put(entry)], guard)? {
+                return Ok(true);
+            }
+        }
+        Err(too_busy())
+    }
+
+    /// The entry a put writes, and what must still hold for it; `None` when a condition
+    /// is not met.
+    fn decide_put(
+        &self,
+        key: &str,
+        value: &Bytes,
+        flags: u64,
+        cas: Option<u64>,
+        lock: Option<&LockOp>,
+    ) -> Result<Option<(KvEntry, Guard)>, KvError> {
         let now = self.clock.now();
         let (existing, session_ok) = {
             let state = self.state.read();
             let existing = state.entries.get(key).cloned();
-            let session_ok = match &lock {
+            let session_ok = match lock {
                 Some(LockOp::Acquire(session) | LockOp::Release(session)) => {
                     state.sessions.get(session).is_some()
                 }
                 None => true,
             };
-            if let Some(LockOp::Acquire(_)) = &lock {
+            if let Some(LockOp::Acquire(_)) = lock {
                 if state.lock_delays.get(key).is_some_and(|until| *until > now) {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
             (existing, session_ok)
         };
         if !session_ok {
             let session = match lock {
-                Some(LockOp::Acquire(session) | LockOp::Release(session)) => session,
+                Some(LockOp::Acquire(session) | LockOp::Release(session)) => session.clone(),
                 None => String::new(),
             };
             return Err(KvError::UnknownSession(session));
         }
         match cas {
-            Some(0) if existing.is_some() => return Ok(false),
+            Some(0) if existing.is_some() => return Ok(None),
             Some(expected)
                 if expected > 0
                     && existing.as_ref().map(|entry| entry.modify_index) != Some(expected) =>
             {
-                return Ok(false)
+                return Ok(None)
             }
             _ => {}
         }
-        let mut entry = existing.clone().unwrap_or(KvEntry {
+        let guard = Guard {
+            expected: vec![(
+                key.to_owned(),
+                existing.as_ref().map_or(0, |entry| entry.modify_index),
+            )],
+            session: match lock {
+                Some(LockOp::Acquire(session)) => Some(session.clone()),
+                _ => None,
+            },
+        };
+        let mut entry = existing.unwrap_or(KvEntry {
             key: key.to_owned(),
             value: Bytes::new(),
             flags: 0,
@@ -265,9 +372,9 @@ impl KvStore {
             lock_index: 0,
             session: None,
         });
-        match &lock {
+        match lock {
             Some(LockOp::Acquire(session)) => match &entry.session {
-                Some(holder) if holder != session => return Ok(false),
+                Some(holder) if holder != session => return Ok(None),
                 Some(_) => {}
                 None => {
                     entry.session = Some(session.clone());
@@ -276,56 +383,95 @@ impl KvStore {
             },
             Some(LockOp::Release(session)) => {
                 if entry.session.as_deref() != Some(session.as_str()) {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 entry.session = None;
             }
             None => {}
         }
-        entry.value = value;
+        entry.value = value.clone();
         entry.flags = flags;
-        self.commit(vec![Mutation::Put(entry)])?;
-        Ok(true)
+        Ok(Some((entry, guard)))
     }
 
     /// Deletes a key, or every key under a prefix. With `cas`, only a key whose modify
     /// index matches is deleted, and the answer says whether it was.
     pub fn delete(&self, key: &str, recurse: bool, cas: Option<u64>) -> Result<bool, KvError> {
         let _writer = self.writer.lock();
-        let doomed: Vec<String> = {
-            let state = self.state.read();
-            if recurse {
-                under(&state.entries, key)
-                    .map(|(key, _)| key.clone())
-                    .collect()
-            } else {
-                match (state.entries.get(key), cas) {
-                    (_, Some(0)) => return Ok(false),
-                    (Some(entry), Some(expected)) if entry.modify_index != expected => {
-                        return Ok(false)
-                    }
-                    (None, Some(_)) => return Ok(false),
-                    (Some(_), _) => vec![key.to_owned()],
-                    (None, None) => Vec::new(),
-                }
-            }
-        };
-        if !doomed.is_empty() {
-            self.commit(doomed.into_iter().map(Mutation::Remove).collect())?;
+        if let Some(expected) = cas {
+            self.catch_up_to(expected);
         }
-        Ok(true)
+        // A copy of a shared store may not know every key yet: the store decides.
+        let shared = self.feed().is_some();
+        for _ in 0..MAX_ATTEMPTS {
+            let (mutations, guard) = {
+                let state = self.state.read();
+                if recurse && shared {
+                    (
+                        vec![Mutation::RemovePrefix(key.to_owned())],
+                        Guard::default(),
+                    )
+                } else if recurse {
+                    let doomed: Vec<Mutation> = under(&state.entries, key)
+                        .map(|(key, _)| Mutation::Remove(key.clone()))
+                        .collect();
+                    (doomed, Guard::default())
+                } else {
+                    match (state.entries.get(key), cas) {
+                        (_, Some(0)) => return Ok(false),
+                        (Some(entry), Some(expected)) if entry.modify_index != expected => {
+                            return Ok(false)
+                        }
+                        (None, Some(_)) => return Ok(false),
+                        (Some(_), Some(expected)) => (
+                            vec![Mutation::Remove(key.to_owned())],
+                            Guard {
+                                expected: vec![(key.to_owned(), expected)],
+                                session: None,
+                            },
+                        ),
+                        (Some(_), None) => {
+                            (vec![Mutation::Remove(key.to_owned())], Guard::default())
+                        }
+                        (None, None) if shared => {
+                            (vec![Mutation::Remove(key.to_owned())], Guard::default())
+                        }
+                        (None, None) => (Vec::new(), Guard::default()),
+                    }
+                }
+            };
+            if mutations.is_empty() || self.commit(mutations, guard)? {
+                return Ok(true);
+            }
+        }
+        Err(too_busy())
     }
 
     pub fn create_session(&self, request: SessionRequest) -> Result<Session, KvError> {
         let _writer = self.writer.lock();
-        let index = self.index.allocate()?;
+        let index = match self.feed() {
+            Some(_) => 0,
+            None => self.index.allocate()?,
+        };
         let now = self.clock.now();
-        let session = sessions::Sessions::open(request, &self.node, index, now);
-        if let Some(durable) = &self.durable {
-            durable.put_session(&session)?;
-        }
-        self.state.write().sessions.insert(session.clone());
-        self.index.publish(index);
+        let mut session = sessions::Sessions::open(request, &self.node, index, now);
+        let written = match &self.backend {
+            Some(backend) => backend.put_session(&session)?,
+            None => Written::Local,
+        };
+        let mut state = self.state.write();
+        let index = match written {
+            Written::Local => index,
+            Written::At(revision) => {
+                self.catch_up(&mut state, revision, now);
+                session.create_index = revision;
+                session.modify_index = revision;
+                revision
+            }
+        };
+        state.sessions.insert(session.clone());
+        drop(state);
+        self.index.advance(index);
         Ok(session)
     }
 
@@ -337,10 +483,19 @@ impl KvStore {
         self.state.read().sessions.all()
     }
 
-    /// Restarts a session's TTL; `None` when it does not exist.
+    /// Restarts a session's TTL; `None` when it does not exist. With a shared store, a
+    /// session another node created is renewed there too: that node expires it.
     pub fn renew_session(&self, id: &str) -> Option<Session> {
         let now = self.clock.now();
-        self.state.write().sessions.renew(id, now)
+        let renewed = self.state.write().sessions.renew(id, now)?;
+        if renewed.node != self.node && self.feed().is_some() {
+            if let Some(backend) = &self.backend {
+                if let Err(error) = backend.renew_session(&renewed) {
+                    tracing::warn!(%error, session = id, "cannot pass a session renewal to its node");
+                }
+            }
+        }
+        Some(renewed)
     }
 
     /// Ends a session and applies its behaviour to the keys it holds; `false` if unknown.
@@ -349,16 +504,37 @@ impl KvStore {
         self.end_session(id)
     }
 
-    /// Ends every session whose TTL ran out; returns how many.
+    /// Ends every session whose TTL ran out; returns how many. With a shared store, only
+    /// the sessions this node created: their node keeps their TTL. Locks of sessions that
+    /// ended elsewhere and are still held are released too.
     pub fn expire_sessions(&self) -> Result<usize, KvError> {
         let now = self.clock.now();
-        let expired = self.state.read().sessions.expired(now);
-        let _writer = self.writer.lock();
+        let expired: Vec<String> = {
+            let state = self.state.read();
+            state
+                .sessions
+                .expired(now)
+                .into_iter()
+                .filter(|id| {
+                    self.feed().is_none()
+                        || state
+                            .sessions
+                            .get(id)
+                            .is_some_and(|session| session.node == self.node)
+                })
+                .collect()
+        };
         let mut ended = 0;
-        for id in expired {
-            if self.end_session(&id)? {
-                ended += 1;
+        {
+            let _writer = self.writer.lock();
+            for id in expired {
+                if self.end_session(&id)? {
+                    ended += 1;
+                }
             }
+        }
+        if self.feed().is_some() {
+            self.release_orphaned_locks()?;
         }
         Ok(ended)
     }
@@ -368,15 +544,23 @@ impl KvStore {
         if self.state.read().sessions.get(id).is_none() {
             return Ok(false);
         }
-        // Forgotten on disk first: after a crash here its locks are orphans, which the
-        // next start releases, as this end would have.
-        if let Some(durable) = &self.durable {
-            durable.remove_session(id)?;
-        }
-        let (session, held) = {
+        // Forgotten in the store first: after a crash here its locks are orphans, which the
+        // next start (or, shared, every other node) releases, as this end would have.
+        let written = match &self.backend {
+            Some(backend) => backend.remove_session(id)?,
+            None => Written::Local,
+        };
+        let (behavior, held) = {
             let mut state = self.state.write();
-            let Some(session) = state.sessions.remove(id) else {
-                return Ok(false);
+            let mut index = None;
+            if let Written::At(revision) = written {
+                self.catch_up(&mut state, revision, now);
+                index = Some(revision);
+            }
+            // The store's watch may have ended it already while catching up.
+            let behavior = match replicated::session_ended(&mut state, id, now) {
+                Some(behavior) => behavior,
+                None => state.ended.get(id).copied().unwrap_or(Behavior::Release),
             };
             let held: Vec<KvEntry> = state
                 .entries
@@ -384,25 +568,14 @@ impl KvStore {
                 .filter(|entry| entry.session.as_deref() == Some(id))
                 .cloned()
                 .collect();
-            let until = now + session.lock_delay.as_millis() as Millis;
-            for entry in &held {
-                state.lock_delays.insert(entry.key.clone(), until);
+            drop(state);
+            if let Some(index) = index {
+                self.index.advance(index);
             }
-            (session, held)
+            (behavior, held)
         };
-        if !held.is_empty() {
-            let mutations = held
-                .into_iter()
-                .map(|mut entry| match session.behavior {
-                    Behavior::Delete => Mutation::Remove(entry.key),
-                    Behavior::Release => {
-                        entry.session = None;
-                        Mutation::Put(entry)
-                    }
-                })
-                .collect();
-            self.commit(mutations)?;
-        }
+        self.let_go(held, |_| behavior)?;
+        self.state.write().ended.remove(id);
         Ok(true)
     }
 
@@ -414,8 +587,8 @@ impl KvStore {
         let Some(reaping) = self.state.read().tombstones.due(now, self.tombstone_ttl) else {
             return Ok(0);
         };
-        if let Some(durable) = &self.durable {
-            durable.reap(&reaping.keys, &reaping.watermarks)?;
+        if let Some(backend) = &self.backend {
+            backend.reap(&reaping.keys, &reaping.watermarks)?;
         }
         self.state
             .write()
@@ -429,10 +602,14 @@ impl KvStore {
         self.state.read().tombstones.len()
     }
 
-    fn release_orphaned_locks(&self) -> Result<(), StoreError> {
-        let held: Vec<KvEntry> = {
+    /// Releases (or deletes, for a session whose behaviour was `delete`) every lock whose
+    /// session is gone: at start, and with a shared store whenever a session ended
+    /// elsewhere (its node died, another node destroyed or expired it). Returns how many.
+    pub fn release_orphaned_locks(&self) -> Result<usize, KvError> {
+        let _writer = self.writer.lock();
+        let (held, ended): (Vec<KvEntry>, HashMap<String, Behavior>) = {
             let state = self.state.read();
-            state
+            let held = state
                 .entries
                 .values()
                 .filter(|entry| {
@@ -442,31 +619,71 @@ impl KvStore {
                         .is_some_and(|holder| state.sessions.get(holder).is_none())
                 })
                 .cloned()
-                .collect()
+                .collect();
+            (held, state.ended.clone())
         };
+        let count = held.len();
+        self.let_go(held, |entry| {
+            entry
+                .session
+                .as_deref()
+                .and_then(|session| ended.get(session).copied())
+                .unwrap_or(Behavior::Release)
+        })?;
+        let mut state = self.state.write();
+        let still_held: std::collections::HashSet<String> = state
+            .entries
+            .values()
+            .filter_map(|entry| entry.session.clone())
+            .collect();
+        state.ended.retain(|id, _| still_held.contains(id));
+        Ok(count)
+    }
+
+    /// Releases or deletes keys whose session ended. The caller holds `writer`. A local
+    /// store does it in one write; a shared one key by key, each a compare-and-swap of the
+    /// key as this copy shows it, so several nodes doing it at once do it once.
+    fn let_go(
+        &self,
+        held: Vec<KvEntry>,
+        behavior: impl Fn(&KvEntry) -> Behavior,
+    ) -> Result<(), KvError> {
         if held.is_empty() {
             return Ok(());
         }
-        let _writer = self.writer.lock();
-        let mutations = held
-            .into_iter()
-            .map(|mut entry| {
+        let mutation = |mut entry: KvEntry| match behavior(&entry) {
+            Behavior::Delete => Mutation::Remove(entry.key),
+            Behavior::Release => {
                 entry.session = None;
                 Mutation::Put(entry)
-            })
-            .collect();
-        self.commit(mutations).map_err(|error| match error {
-            KvError::Store(error) => error,
-            KvError::UnknownSession(_) => unreachable!("releases name no session"),
-        })
+            }
+        };
+        if self.feed().is_none() {
+            self.commit(held.into_iter().map(mutation).collect(), Guard::default())?;
+            return Ok(());
+        }
+        for entry in held {
+            let guard = Guard {
+                expected: vec![(entry.key.clone(), entry.modify_index)],
+                session: None,
+            };
+            // Refused: another node let go of it first, or it was written since.
+            self.commit(vec![mutation(entry)], guard)?;
+        }
+        Ok(())
     }
 
-    /// Stamps, persists, applies and publishes one write. The caller holds `writer`.
-    fn commit(&self, mutations: Vec<Mutation>) -> Result<(), KvError> {
-        let now = self.clock.now();
-        let index = self.index.allocate()?;
+    /// Records, applies and publishes one write; `false` when a shared store refused it
+    /// because `guard` no longer held (this copy is then caught up, for the caller to
+    /// decide again). The caller holds `writer`.
+    fn commit(&self, mutations: Vec<Mutation>, guard: Guard) -> Result<bool, KvError> {
+        let mut index = match self.feed() {
+            Some(_) => 0,
+            None => self.index.allocate()?,
+        };
         let mut puts = Vec::new();
         let mut removals = Vec::new();
+        let mut remove_prefix = None;
         for mutation in mutations {
             match mutation {
                 Mutation::Put(mut entry) => {
@@ -477,29 +694,58 @@ impl KvStore {
                     puts.push(entry);
                 }
                 Mutation::Remove(key) => removals.push(key),
+                Mutation::RemovePrefix(prefix) => remove_prefix = Some(prefix),
             }
         }
-        if let Some(durable) = &self.durable {
-            let put_refs: Vec<&KvEntry> = puts.iter().collect();
-            let removal_refs: Vec<(&str, u64)> =
-                removals.iter().map(|key| (key.as_str(), index)).collect();
-            durable.commit(&put_refs, &removal_refs)?;
-        }
-        {
-            let mut state = self.state.write();
-            for entry in puts {
-                state.tombstones.revive(&entry.key);
-                state.entries.insert(entry.key.clone(), entry);
+        let answer = match &self.backend {
+            Some(backend) => backend.commit(&KvWrite {
+                puts: &puts,
+                removals: &removals,
+                remove_prefix: remove_prefix.as_deref(),
+                index,
+                expected: &guard.expected,
+                session: guard.session.as_deref(),
+            })?,
+            None => Committed::Local,
+        };
+        let now = self.clock.now();
+        let mut state = self.state.write();
+        match answer {
+            Committed::Local => {}
+            Committed::At(revision) => {
+                self.catch_up(&mut state, revision, now);
+                index = revision;
             }
-            for key in removals {
-                state.entries.remove(&key);
-                state.tombstones.bury(key, index, now);
+            Committed::Refused(revision) => {
+                self.catch_up_through(&mut state, revision, now);
+                drop(state);
+                self.await_refusal(&guard);
+                return Ok(false);
             }
-            state.last_index = index;
         }
-        self.index.publish(index);
-        Ok(())
+        for mut entry in puts {
+            if entry.create_index == 0 {
+                entry.create_index = index;
+            }
+            entry.modify_index = index;
+            replicated::apply_put(&mut state, entry);
+        }
+        if let Some(prefix) = remove_prefix {
+            removals.extend(under(&state.entries, &prefix).map(|(key, _)| key.clone()));
+        }
+        for key in removals {
+            replicated::apply_remove(&mut state, &key, index, now);
+        }
+        state.last_index = state.last_index.max(index);
+        drop(state);
+        self.index.advance(index);
+        Ok(true)
     }
+}
+
+/// A write that kept losing to other nodes' writes to the same key.
+fn too_busy() -> KvError {
+    KvError::Store(StoreError::Conflict { backend: "kv" })
 }
 
 fn prefix_index(state: &KvState, prefix: &str) -> u64 {
@@ -513,5 +759,7 @@ fn prefix_index(state: &KvState, prefix: &str) -> u64 {
     }
 }
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

@@ -104,6 +104,24 @@ impl Sessions {
         Some(session.clone())
     }
 
+    /// Keeps a session a shared store brought (created, or renewed on another node): its
+    /// TTL runs from `now` here, unless this copy already holds the same or a newer one.
+    pub fn arrived(&mut self, mut session: Session, now: Millis) {
+        if self
+            .by_id
+            .get(&session.id)
+            .is_some_and(|held| held.modify_index >= session.modify_index)
+        {
+            return;
+        }
+        session.expires_at = session.ttl.map(|ttl| now + expiry_millis(ttl));
+        self.by_id.insert(session.id.clone(), session);
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.by_id.keys().cloned().collect()
+    }
+
     pub fn remove(&mut self, id: &str) -> Option<Session> {
         self.by_id.remove(id)
     }

@@ -66,6 +66,11 @@ impl Tombstones {
         self.deleted.remove(key);
     }
 
+    /// The index of the key's delete, while its tombstone is kept.
+    pub fn buried_at(&self, key: &str) -> Option<u64> {
+        self.deleted.get(key).copied()
+    }
+
     pub fn len(&self) -> usize {
         self.deleted.len()
     }

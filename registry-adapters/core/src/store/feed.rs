@@ -42,6 +42,17 @@ pub enum Replicated {
     },
 }
 
+/// A change that carries the store revision it was made at; a `Feed` queues them in order.
+pub trait Revised {
+    fn revision(&self) -> u64;
+}
+
+impl Revised for Replicated {
+    fn revision(&self) -> u64 {
+        Replicated::revision(self)
+    }
+}
+
 impl Replicated {
     pub fn revision(&self) -> u64 {
         match self {
@@ -52,25 +63,39 @@ impl Replicated {
     }
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    changes: VecDeque<Replicated>,
+#[derive(Debug)]
+struct Queue<C> {
+    changes: VecDeque<C>,
     /// Every change at or below this revision has been pushed.
     delivered: u64,
 }
 
-/// The queue between the store's watch task and the registry.
-#[derive(Debug, Default)]
-pub struct Feed {
-    queue: Mutex<Queue>,
+/// The queue between the store's watch task and the registry (or, with `KvChange`, the
+/// KV store).
+#[derive(Debug)]
+pub struct Feed<C = Replicated> {
+    queue: Mutex<Queue<C>>,
     arrived: Condvar,
     /// Wakes the registry's apply task.
     ready: tokio::sync::Notify,
 }
 
-impl Feed {
+impl<C> Default for Feed<C> {
+    fn default() -> Self {
+        Feed {
+            queue: Mutex::new(Queue {
+                changes: VecDeque::new(),
+                delivered: 0,
+            }),
+            arrived: Condvar::new(),
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl<C: Revised> Feed<C> {
     /// Queues one change; changes must come in the store's order.
-    pub fn push(&self, change: Replicated) {
+    pub fn push(&self, change: C) {
         let mut queue = self.queue.lock();
         let revision = change.revision();
         queue.changes.push_back(change);
@@ -110,7 +135,7 @@ impl Feed {
 
     /// Takes the queued changes below `revision`; the rest stay queued (the caller's own
     /// change at `revision` among them, which it applies itself and applying again skips).
-    pub fn take_below(&self, revision: u64) -> Vec<Replicated> {
+    pub fn take_below(&self, revision: u64) -> Vec<C> {
         let mut queue = self.queue.lock();
         let mut taken = Vec::new();
         while queue
@@ -124,7 +149,7 @@ impl Feed {
     }
 
     /// Takes every queued change.
-    pub fn take_all(&self) -> Vec<Replicated> {
+    pub fn take_all(&self) -> Vec<C> {
         self.queue.lock().changes.drain(..).collect()
     }
 
@@ -148,7 +173,7 @@ mod tests {
 
     #[test]
     fn a_writer_takes_what_is_older_and_leaves_what_is_newer() {
-        let feed = Feed::default();
+        let feed: Feed = Feed::default();
         for revision in [3, 4, 5, 6] {
             feed.push(remove(revision));
         }
@@ -164,7 +189,7 @@ mod tests {
 
     #[test]
     fn waiting_for_a_revision_ends_when_it_is_delivered_or_times_out() {
-        let feed = std::sync::Arc::new(Feed::default());
+        let feed: std::sync::Arc<Feed> = std::sync::Arc::new(Feed::default());
         assert!(!feed.wait_delivered(2, Duration::from_millis(20)));
         let pusher = feed.clone();
         let thread = std::thread::spawn(move || {

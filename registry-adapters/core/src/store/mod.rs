@@ -20,7 +20,7 @@ pub mod record;
 pub mod testing;
 
 pub use durable::DurableStore;
-pub use feed::{Feed, Replicated};
+pub use feed::{Feed, Replicated, Revised};
 pub use memory::MemoryStore;
 
 use std::time::Duration;
