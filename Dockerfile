@@ -1,6 +1,9 @@
 # The ferry image: built from source with the Rust toolchain, run on a slim Debian.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# etcd-client's build generates its gRPC code with protoc.
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cp "$(scripts/build-release.sh)" /src/ferry
 

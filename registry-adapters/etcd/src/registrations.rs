@@ -626,7 +626,10 @@ impl EtcdStore {
                 })
                 .unwrap_or_else(|_| Err(gone()))
         } else {
-            Err(gone())
+            Err(EtcdError::Unavailable {
+                endpoint: self.connection.pinned().0,
+                reason: "no etcd member has answered for a while".into(),
+            })
         };
         match outcome {
             Ok(answer) => {

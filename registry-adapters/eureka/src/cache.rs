@@ -1,7 +1,9 @@
 //! The response cache for the two big documents, the full registry and the delta.
 //!
-//! A key names the change index it was rendered at, so a change makes every older entry
-//! unreachable at once and a read never serves data older than the last completed write.
+//! A key names the registry's generation it was rendered at (`Registry::generation`, which
+//! moves with every change of the listings, the change index included), so a change makes
+//! every older entry unreachable at once and a read never serves data older than the last
+//! completed write.
 //! Concurrent misses for one key wait for a single render (moka's `get_with`), so a burst
 //! of fetches serializes the registry once. Heartbeats do not change the index, so the
 //! lease timestamps inside a cached document may lag by up to the time-to-live; clients
@@ -23,7 +25,7 @@ pub enum Doc {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DocKey {
-    pub index: u64,
+    pub generation: u64,
     pub doc: Doc,
     pub format: Format,
     pub gzip: bool,
@@ -32,8 +34,8 @@ pub struct DocKey {
 #[derive(Debug)]
 pub struct ResponseCache {
     entries: Cache<DocKey, Bytes>,
-    /// The highest index a read has asked for; older entries are dropped when it moves.
-    newest_index: AtomicU64,
+    /// The highest generation a read has asked for; older entries are dropped when it moves.
+    newest_generation: AtomicU64,
 }
 
 impl ResponseCache {
@@ -44,12 +46,16 @@ impl ResponseCache {
                 .weigher(|_, value: &Bytes| u32::try_from(value.len()).unwrap_or(u32::MAX))
                 .time_to_live(time_to_live)
                 .build(),
-            newest_index: AtomicU64::new(0),
+            newest_generation: AtomicU64::new(0),
         }
     }
 
     pub fn get_or_render(&self, key: DocKey, render: impl FnOnce() -> Bytes) -> Bytes {
-        if self.newest_index.fetch_max(key.index, Ordering::AcqRel) < key.index {
+        if self
+            .newest_generation
+            .fetch_max(key.generation, Ordering::AcqRel)
+            < key.generation
+        {
             self.entries.invalidate_all();
         }
         self.entries.get_with(key, render)

@@ -290,7 +290,7 @@ impl EurekaView {
         let format = Format::from_accept(headers);
         let gzip = accepts_gzip(headers);
         let key = DocKey {
-            index: self.registry.index(),
+            generation: self.registry.generation(),
             doc,
             format,
             gzip,

@@ -99,6 +99,10 @@ pub(super) struct Listings {
     catalog_index: u64,
     /// Index of the last change to any instance or check.
     health_index: u64,
+    /// Moves on every change of the listings, even one no index names yet (a registration
+    /// accepted while a shared store is out of reach), so caches of rendered listings
+    /// never outlive what they show.
+    generation: u64,
 }
 
 impl Listings {
@@ -112,7 +116,12 @@ impl Listings {
             app_index: HashMap::new(),
             catalog_index: start,
             health_index: start,
+            generation: 0,
         }
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Index of the last change to any instance or check.
@@ -157,6 +166,7 @@ impl Listings {
             self.counts.remove(replaced.instance.status);
         }
         self.counts.add(instance.status);
+        self.generation += 1;
         self.app_index.insert(instance.app.clone(), index);
         self.health_index = index;
         if catalog_changed {
@@ -172,6 +182,7 @@ impl Listings {
             self.apps.remove(app);
         }
         self.counts.remove(entry.instance.status);
+        self.generation += 1;
         self.app_index.insert(app.to_owned(), index);
         self.health_index = index;
         self.catalog_index = index;
@@ -352,6 +363,12 @@ impl Registry {
             apps,
             counts,
         }
+    }
+
+    /// Moves on every change of the listings (the change index may not, for a change a
+    /// shared store has not taken yet): what caches of rendered listings are keyed by.
+    pub fn generation(&self) -> u64 {
+        self.state.read().listings.generation()
     }
 
     pub fn instance_count(&self) -> usize {

@@ -121,8 +121,11 @@ impl Registry {
         let catalog_changed = previous
             .as_ref()
             .is_none_or(|stored| !same_catalog_entry(stored, &instance));
-        // An override set on another node holds here too.
-        if instance.overridden_status != Status::Unknown {
+        // An override set or removed on another node holds here too: the keeper applies
+        // it at the next heartbeat.
+        if instance.overridden_status == Status::Unknown {
+            state.leases.forget(&instance.id);
+        } else {
             state
                 .leases
                 .set_override(&instance.id, instance.overridden_status);
