@@ -1,5 +1,6 @@
 //! What operators and clients see of a shared etcd store, on the real `ferry` binary over a
-//! one-member etcd on loopback: while etcd answers, `/ready`, `/api/store`, `/api/nodes`
+//! three-member etcd on loopback (the nodes told of one member only, so losing it cuts them
+//! off): while etcd answers, `/ready`, `/api/store`, `/api/nodes`
 //! (both nodes, `self` on the one answering) and `/metrics` say current; once etcd is gone,
 //! reads keep answering 200 and say they are stale (`/ready`, `X-Consul-KnownLeader`,
 //! `ferry_store_current 0`), what cannot wait for etcd (`/api/nodes`) gets 503 with
@@ -7,107 +8,13 @@
 //! current again and that registration reaches the other node. (A write the store refuses
 //! gets 503 with `Retry-After` in every view: the views' tests show it with a failing store.)
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../../registry-adapters/etcd/tests/common/mod.rs"]
+mod etcd;
 use common::{start_ferry_with, start_ferry_with_consul};
-
-/// One etcd member in a temp dir, killed and reaped on drop.
-struct Etcd {
-    dir: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let bin = std::env::var("FERRY_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned());
-        let listeners: Vec<TcpListener> = (0..2)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
-            .collect();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("local addr").port())
-            .collect();
-        drop(listeners);
-        let dir = std::env::temp_dir().join(format!(
-            "ferry-store-etcd-{}-{}",
-            std::process::id(),
-            ports[0]
-        ));
-        std::fs::create_dir_all(&dir).expect("create etcd's temp dir");
-        let mut etcd = Etcd {
-            dir,
-            client_port: ports[0],
-            peer_port: ports[1],
-            child: None,
-        };
-        etcd.spawn(&bin);
-        etcd
-    }
-
-    /// Starts the member; a restart reuses its data dir.
-    fn spawn(&mut self, bin: &str) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(bin)
-            .args(["--name", "m1"])
-            .arg("--data-dir")
-            .arg(self.dir.join("m1"))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("m1={peer}")])
-            .args(["--logger", "zap", "--log-outputs"])
-            .arg(self.dir.join("m1.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("etcd is required for this test (apt-get install etcd-server, or FERRY_ETCD_BIN): {error}")
-            });
-        self.child = Some(child);
-    }
-
-    /// Waits until the member answers `/health` as healthy (it has elected itself leader).
-    async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/health", self.endpoint());
-        loop {
-            if let Ok(response) = reqwest::get(&url).await {
-                if response.text().await.unwrap_or_default().contains("true") {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 async fn json(url: String) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
@@ -153,9 +60,10 @@ fn registration(id: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_node_cut_off_from_etcd_serves_stale_reads_and_says_so() {
-    let mut etcd = Etcd::start();
-    etcd.wait_healthy().await;
-    let store = format!("etcd://{}", etcd.endpoint());
+    // The nodes know one member only, so losing it cuts them off etcd.
+    let mut cluster = etcd::Cluster::start("store-report").await;
+    let member = cluster.endpoint(0);
+    let store = format!("etcd://{member}");
     let a = start_ferry_with_consul(&["--store", &store, "--node-name", "node-a"]).await;
     let b = start_ferry_with(&["--store", &store, "--node-name", "node-b"]).await;
     let admin = format!("http://127.0.0.1:{}", a.admin);
@@ -176,8 +84,8 @@ async fn a_node_cut_off_from_etcd_serves_stale_reads_and_says_so() {
     assert_eq!(shown["kind"], "etcd");
     assert_eq!(shown["node"], "node-a");
     assert_eq!(shown["current"], true);
-    assert_eq!(shown["pinned_endpoint"], etcd.endpoint());
-    assert_eq!(shown["endpoints"][0]["endpoint"], etcd.endpoint());
+    assert_eq!(shown["pinned_endpoint"], member);
+    assert_eq!(shown["endpoints"][0]["endpoint"], member);
     assert_eq!(shown["endpoints"][0]["pinned"], true);
     let registered = register(&client, &eureka, "orders-1").await;
     assert_eq!(registered.status(), 204);
@@ -196,7 +104,7 @@ async fn a_node_cut_off_from_etcd_serves_stale_reads_and_says_so() {
         })
         .collect();
     assert_eq!(names, [("node-a", true), ("node-b", false)], "{nodes}");
-    assert_eq!(nodes[0]["endpoint"], etcd.endpoint());
+    assert_eq!(nodes[0]["endpoint"], member);
     let ctl = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["ctl", "--admin", &format!("127.0.0.1:{}", b.admin), "nodes"])
         .output()
@@ -206,13 +114,10 @@ async fn a_node_cut_off_from_etcd_serves_stale_reads_and_says_so() {
     assert!(out.lines().any(|l| l.starts_with("  node-a")), "{out}");
     let metrics = text(format!("{admin}/metrics")).await.1;
     assert!(metrics.contains("ferry_store_current 1"), "{metrics}");
-    let healthy = format!(
-        "ferry_store_endpoint_healthy{{endpoint=\"{}\"}} 1",
-        etcd.endpoint()
-    );
+    let healthy = format!("ferry_store_endpoint_healthy{{endpoint=\"{}\"}} 1", member);
     assert!(metrics.contains(&healthy), "{metrics}");
 
-    etcd.kill();
+    cluster.kill(0);
     let stale = wait_ready_says(&admin, "stale, last contact", Duration::from_secs(30)).await;
     assert!(
         stale.starts_with("ready (store etcd: stale, last contact "),
@@ -254,7 +159,8 @@ async fn a_node_cut_off_from_etcd_serves_stale_reads_and_says_so() {
     assert_eq!(nodes.status(), 503);
     assert_eq!(nodes.headers()["retry-after"], "5");
 
-    etcd.spawn(&std::env::var("FERRY_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned()));
+    cluster.spawn(0);
+    cluster.wait_for_leader(&[0]).await;
     wait_ready_says(
         &admin,
         "ready (store etcd: current)",
