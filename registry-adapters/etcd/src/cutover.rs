@@ -146,8 +146,8 @@ impl SharedCutover {
         self.worker
             .run(async move {
                 let (kvs, revision) =
-                    prefix_watch::read_all(&this.connection, &layout::cutover_prefix()).await?;
-                Ok((this.table(&kvs), revision))
+                    prefix_watch::read_all(&this.connection, &layout::cutover_prefix(), 0).await?;
+                Ok((this.table(&kvs), revision as i64))
             })
             .await
             .map_err(|_| gone())?
@@ -186,7 +186,7 @@ impl SharedCutover {
         let prefix = format!("{}{}/", layout::instances_prefix(), layout::escape(app));
         self.worker
             .run(async move {
-                let (kvs, _) = prefix_watch::read_all(&connection, &prefix).await?;
+                let (kvs, _) = prefix_watch::read_all(&connection, &prefix, 0).await?;
                 let mut touched = 0;
                 // One txn per instance keeps each under etcd's limit on operations per txn
                 // and lets one changed meanwhile be skipped alone.

@@ -25,24 +25,55 @@ pub(crate) enum Update {
     Events(Vec<Event>),
 }
 
-/// Reads every key under `prefix` at one revision.
+/// How many keys one read asks for: a whole prefix in one answer could pass etcd-client's
+/// 4 MiB decode limit.
+const PAGE: i64 = 1000;
+
+/// Reads every key under `prefix` at one revision (`at`, or the current one when 0), in
+/// pages; returns them with that revision.
 pub(crate) async fn read_all(
     connection: &Connection,
     prefix: &str,
-) -> Result<(Vec<KeyValue>, i64), EtcdError> {
+    at: u64,
+) -> Result<(Vec<KeyValue>, u64), EtcdError> {
     let end = prefix_end(prefix);
-    let mut answer = connection
-        .run(true, |mut client| {
-            let (key, end) = (prefix.to_owned(), end.clone());
-            async move {
-                client
-                    .get(key, Some(GetOptions::new().with_range(end)))
-                    .await
+    let mut revision = at as i64;
+    let mut from = prefix.as_bytes().to_vec();
+    let mut all = Vec::new();
+    loop {
+        let (key, end, at) = (from.clone(), end.clone(), revision);
+        let mut page = connection
+            .run(true, |mut client| {
+                let (key, end) = (key.clone(), end.clone());
+                async move {
+                    let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
+                    if at > 0 {
+                        options = options.with_revision(at);
+                    }
+                    client.get(key, Some(options)).await
+                }
+            })
+            .await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |header| header.revision());
+        }
+        let more = page.more();
+        let kvs = page.take_kvs();
+        let next = match kvs.last() {
+            Some(last) if more => {
+                let mut next = last.key().to_vec();
+                next.push(0);
+                Some(next)
             }
-        })
-        .await?;
-    let revision = answer.header().map_or(0, |header| header.revision());
-    Ok((answer.take_kvs(), revision))
+            _ => None,
+        };
+        all.extend(kvs);
+        match next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok((all, revision.max(0) as u64))
 }
 
 /// Passes `Update`s to `deliver` from the revision after `from` until `deliver` returns
@@ -56,8 +87,9 @@ pub(crate) async fn watch_prefix(
     loop {
         match watch_once(&connection, &prefix, from, &mut deliver).await {
             End::Consumer => return,
-            End::Compacted => match read_all(&connection, &prefix).await {
+            End::Compacted => match read_all(&connection, &prefix, 0).await {
                 Ok((kvs, revision)) => {
+                    let revision = revision as i64;
                     if !deliver(Update::Reload { kvs, revision }) {
                         return;
                     }

@@ -34,12 +34,11 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::connection::{ConnectOptions, Connection, EtcdError};
-use crate::layout::{self, prefix_end, unescape};
+use crate::layout::{self, unescape};
 use crate::leases::LeasePool;
+use crate::prefix_watch;
 use crate::worker::Worker;
 
-/// How many keys one read of a full listing asks for.
-const PAGE: i64 = 1000;
 /// How often the watch asks etcd to confirm it is current, and how long without any word
 /// from etcd before the node counts its copy as stale and moves its watch elsewhere.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
@@ -270,61 +269,15 @@ impl EtcdStore {
         Ok(granted.id())
     }
 
-    /// Every key under `prefix`, read in pages at one revision (the first page's, or `at`).
-    pub(crate) async fn read_prefix(
-        &self,
-        prefix: &str,
-        at: u64,
-    ) -> Result<(Vec<KeyValue>, u64), EtcdError> {
-        let end = prefix_end(prefix);
-        let mut revision = at as i64;
-        let mut from = prefix.as_bytes().to_vec();
-        let mut all = Vec::new();
-        loop {
-            let (key, end, at) = (from.clone(), end.clone(), revision);
-            let mut page = self
-                .connection
-                .run(true, |mut client| {
-                    let (key, end) = (key.clone(), end.clone());
-                    async move {
-                        let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
-                        if at > 0 {
-                            options = options.with_revision(at);
-                        }
-                        client.get(key, Some(options)).await
-                    }
-                })
-                .await?;
-            if revision == 0 {
-                revision = page.header().map_or(0, |header| header.revision());
-            }
-            let more = page.more();
-            let kvs = page.take_kvs();
-            let next = match kvs.last() {
-                Some(last) if more => {
-                    let mut next = last.key().to_vec();
-                    next.push(0);
-                    Some(next)
-                }
-                _ => None,
-            };
-            all.extend(kvs);
-            match next {
-                Some(next) => from = next,
-                None => break,
-            }
-        }
-        Ok((all, revision.max(0) as u64))
-    }
-
     /// Reads every registration, KV entry and session at one revision and pushes them as
     /// a `Resync` to the registry and to the KV store.
     async fn resync(&self) -> Result<u64, EtcdError> {
-        let (kvs, revision) = self.read_prefix(&layout::instances_prefix(), 0).await?;
-        let (entries, _) = self.read_prefix(&layout::kv_prefix(), revision).await?;
-        let (sessions, _) = self
-            .read_prefix(&layout::sessions_prefix(), revision)
-            .await?;
+        let (kvs, revision) =
+            prefix_watch::read_all(&self.connection, &layout::instances_prefix(), 0).await?;
+        let (entries, _) =
+            prefix_watch::read_all(&self.connection, &layout::kv_prefix(), revision).await?;
+        let (sessions, _) =
+            prefix_watch::read_all(&self.connection, &layout::sessions_prefix(), revision).await?;
         let mut instances = Vec::new();
         let mut owners = HashMap::new();
         let ours = self.leases.lock().ids();
