@@ -7,7 +7,7 @@
 //! counts, the indexes and the log always move together under one write lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::recent::{RecentChange, RecentChanges};
@@ -102,13 +102,19 @@ pub(super) struct Listings {
     /// Moves on every change of the listings, even one no index names yet (a registration
     /// accepted while a shared store is out of reach), so caches of rendered listings
     /// never outlive what they show.
-    generation: u64,
+    /// Shared with `Registry`, which reads it without the lock (a fetch's cache key).
+    generation: Arc<AtomicU64>,
 }
 
 impl Listings {
     /// Empty, with the result indexes at `start` so a restarted registry never reports an
     /// index below one it handed out before.
-    pub(super) fn new(start: u64, retention: Millis, max_recent_changes: usize) -> Listings {
+    pub(super) fn new(
+        start: u64,
+        retention: Millis,
+        max_recent_changes: usize,
+        generation: Arc<AtomicU64>,
+    ) -> Listings {
         Listings {
             apps: BTreeMap::new(),
             counts: StatusCounts::default(),
@@ -116,12 +122,8 @@ impl Listings {
             app_index: HashMap::new(),
             catalog_index: start,
             health_index: start,
-            generation: 0,
+            generation,
         }
-    }
-
-    pub(super) fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Index of the last change to any instance or check.
@@ -166,7 +168,7 @@ impl Listings {
             self.counts.remove(replaced.instance.status);
         }
         self.counts.add(instance.status);
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         self.app_index.insert(instance.app.clone(), index);
         self.health_index = index;
         if catalog_changed {
@@ -182,7 +184,7 @@ impl Listings {
             self.apps.remove(app);
         }
         self.counts.remove(entry.instance.status);
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         self.app_index.insert(app.to_owned(), index);
         self.health_index = index;
         self.catalog_index = index;
@@ -368,7 +370,7 @@ impl Registry {
     /// Moves on every change of the listings (the change index may not, for a change a
     /// shared store has not taken yet): what caches of rendered listings are keyed by.
     pub fn generation(&self) -> u64 {
-        self.state.read().listings.generation()
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn instance_count(&self) -> usize {

@@ -117,6 +117,8 @@ pub struct Registry {
     index: Arc<ChangeIndex>,
     /// Outside the lock: a heartbeat counts itself with one atomic add.
     renewals: RenewalMeter,
+    /// Moves on every change of the listings (see `Registry::generation`).
+    generation: Arc<std::sync::atomic::AtomicU64>,
     clock: Clock,
     store: Arc<dyn Store>,
     settings: RegistrySettings,
@@ -155,16 +157,23 @@ impl Registry {
         index: Arc<ChangeIndex>,
     ) -> Registry {
         let start = index.current();
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let retention = settings.delta_retention.as_millis() as Millis;
         Registry {
             state: RwLock::new(State {
-                listings: Listings::new(start, retention, settings.max_recent_changes),
+                listings: Listings::new(
+                    start,
+                    retention,
+                    settings.max_recent_changes,
+                    generation.clone(),
+                ),
                 leases: Leases::default(),
                 agents: Agents::default(),
                 routes: Routes::default(),
             }),
             index,
             renewals: RenewalMeter::default(),
+            generation,
             clock,
             store,
             settings,
