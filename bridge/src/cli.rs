@@ -164,6 +164,11 @@ pub struct Cli {
     #[arg(long, env = "FERRY_STORE_LEASE_TTL", default_value_t = 90, value_parser = clap::value_parser!(u64).range(2..))]
     pub store_lease_ttl: u64,
 
+    /// With an etcd store: seconds to wait at start for an etcd member that knows a leader
+    /// (etcd started alongside may still be electing one) before giving up.
+    #[arg(long, env = "FERRY_STORE_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_wait: u64,
+
     /// Folder for Ferry's durable state. Created if missing; one process at a time may use it.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: PathBuf,

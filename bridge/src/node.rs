@@ -53,6 +53,7 @@ pub async fn run(
         &cli.data_dir,
         &node.name,
         Duration::from_secs(cli.store_lease_ttl),
+        Duration::from_secs(cli.store_wait),
     )
     .await?;
     let registry = opened.registry;

@@ -64,6 +64,7 @@ pub async fn open(
     data_dir: &Path,
     node: &str,
     lease_ttl: std::time::Duration,
+    startup_wait: std::time::Duration,
 ) -> anyhow::Result<Opened> {
     match choice {
         StoreChoice::Embedded => {
@@ -96,6 +97,7 @@ pub async fn open(
         StoreChoice::Etcd(endpoints) => {
             let mut options = EtcdStoreOptions::new(endpoints.clone(), node.to_owned());
             options.lease_ttl = lease_ttl;
+            options.connect.startup_wait = startup_wait;
             let store = EtcdStore::start(options)
                 .await
                 .with_context(|| format!("cannot use etcd at {}", endpoints.join(",")))?;

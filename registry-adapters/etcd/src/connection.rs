@@ -29,8 +29,11 @@ const CODE_UNAVAILABLE: i32 = 14;
 /// Timeouts and probe period of a [`Connection`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// How long `connect` waits for an endpoint to answer, and the TCP connect timeout.
+    /// The TCP connect timeout of one endpoint.
     pub connect_timeout: Duration,
+    /// How long `connect` keeps probing for an endpoint that answers: etcd started beside
+    /// Ferry (one compose file, one boot) may take seconds to elect its first leader.
+    pub startup_wait: Duration,
     /// How long one call may take on one endpoint before it counts as failed there.
     pub request_timeout: Duration,
     /// How often every endpoint's status is probed.
@@ -41,6 +44,7 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(2),
+            startup_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(2),
             probe_interval: Duration::from_secs(1),
         }
@@ -171,7 +175,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Connection {
     /// Connects to every endpoint ("host:port", no scheme), probes them and pins a healthy one
-    /// (its member knows a leader). Waits up to `connect_timeout` for a healthy endpoint; then
+    /// (its member knows a leader). Waits up to `startup_wait` for a healthy endpoint; then
     /// settles for one that answered without a leader, and fails only if none answered.
     pub async fn connect(
         endpoints: &[String],
@@ -210,7 +214,9 @@ impl Connection {
             probed: Notify::new(),
         });
 
-        let deadline = tokio::time::Instant::now() + inner.options.connect_timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + inner.options.startup_wait;
+        let mut next_report = started + Duration::from_secs(5);
         loop {
             inner.probe_all().await;
             // Starting after the last endpoint makes the first healthy one in the given order win.
@@ -219,7 +225,16 @@ impl Connection {
                 break;
             }
             let pause = inner.options.probe_interval.min(Duration::from_millis(100));
-            if tokio::time::Instant::now() + pause >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= next_report {
+                tracing::info!(
+                    endpoints = %endpoints.join(","),
+                    waited = ?now - started,
+                    "waiting for an etcd endpoint that knows a leader"
+                );
+                next_report = now + Duration::from_secs(5);
+            }
+            if now >= deadline {
                 let answered = inner.members.iter().position(|m| lock(&m.probe).reachable);
                 match answered {
                     Some(index) => {
@@ -231,13 +246,13 @@ impl Connection {
                             endpoint: endpoints.join(","),
                             reason: format!(
                                 "no endpoint answered within {:?}",
-                                inner.options.connect_timeout
+                                inner.options.startup_wait
                             ),
                         })
                     }
                 }
             }
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(pause.min(deadline - now)).await;
         }
 
         tokio::spawn(probe_task(

@@ -248,3 +248,57 @@ async fn losing_quorum_fails_fast_and_regaining_it_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// etcd booting beside Ferry (one compose file, one host boot): `connect` keeps probing
+/// until a member knows a leader, and gives up only after `startup_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_waits_for_a_cluster_still_starting_and_gives_up_after_startup_wait() {
+    let _turn = serial().await;
+    let mut cluster = Cluster::start("startup").await;
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+
+    let short = ConnectOptions {
+        startup_wait: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    };
+    let started = Instant::now();
+    let result = Connection::connect(&cluster.endpoints(), short).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(EtcdError::Unavailable { .. })),
+        "{:?}",
+        result.map(|c| c.pinned().0)
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+
+    let endpoints = cluster.endpoints();
+    let connecting = tokio::spawn(async move {
+        let options = ConnectOptions {
+            startup_wait: Duration::from_secs(20),
+            ..ConnectOptions::default()
+        };
+        let started = Instant::now();
+        let connection = Connection::connect(&endpoints, options).await;
+        (connection, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !connecting.is_finished(),
+        "connect returned with no member up"
+    );
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let (connection, took) = connecting.await.expect("connect task");
+    let connection = connection.expect("connect once the cluster is up");
+    assert!(took >= Duration::from_secs(3), "connected after {took:?}");
+    assert!(connection.healthy(), "pinned {}", connection.pinned().0);
+    put(&connection, "startup/after".to_owned())
+        .await
+        .expect("put once connected");
+}
