@@ -8,11 +8,13 @@
 
 pub mod ca;
 pub mod error;
+pub mod live;
 pub mod node;
 pub mod tls;
 
 pub use ca::{certs_from_pem, fingerprint_sha256, Issuer, PemPair, Root, TrustDomain};
 pub use error::IdentityError;
+pub use live::{Credentials, LiveIdentity};
 pub use node::{random_jitter, renew_at, NodeCert, NodeKey, NodeName, DEFAULT_LIFETIME};
 pub use tls::{client_config, peer_node, server_config, server_name};
 
