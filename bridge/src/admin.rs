@@ -261,6 +261,7 @@ mod tests {
                 },
                 upstream: Default::default(),
                 services: Default::default(),
+                sidecar: None,
                 shared: None,
             },
             proxy_metrics.clone(),

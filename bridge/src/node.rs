@@ -171,6 +171,7 @@ pub async fn run(
                 ..UpstreamSettings::default()
             },
             services,
+            sidecar: None,
             shared: shared_cutover
                 .as_ref()
                 .map(|(modes, _, _)| modes.clone() as Arc<dyn ferry_proxy::mesh::SharedModes>),

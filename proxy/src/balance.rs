@@ -42,6 +42,9 @@ pub struct EndpointState {
     /// path's connection pools), unique among the endpoints listed with it: the request
     /// path finds its entry by indexing, not by hashing a name.
     pub slot: usize,
+    /// In sidecar mode, the node whose inbound listener this endpoint is reached through
+    /// (another node keeps the instance); `None`: called directly.
+    pub via: Option<String>,
 }
 
 impl EndpointState {
@@ -55,6 +58,7 @@ impl EndpointState {
             ewma: Mutex::new((DEFAULT_RTT.as_nanos() as f64, Instant::now())),
             breaker: Breaker::default(),
             slot: 0,
+            via: None,
         }
     }
 

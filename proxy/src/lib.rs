@@ -12,6 +12,10 @@
 //!   `clock` (the time those two read, moved by hand in tests), `hop_by_hop` (what neither
 //!   path forwards), `trace` (B3 and W3C headers), `error` (the answers the proxy gives
 //!   itself), `metrics`.
+//! - `inbound`: sidecar mode's inbound listener: mutual TLS from nodes only, and only to
+//!   instances this node keeps at an address of this host.
+//! - `peer`: sidecar mode's outbound hop: pooled HTTP/2 over mutual TLS to the inbound
+//!   listener of the node that keeps an instance.
 //! - `h1`: the outbound listeners' own HTTP/1.1 path (a head, a pooled endpoint connection,
 //!   bytes relayed) and their accept loop; everything else on those listeners is handed to
 //!   hyper.
@@ -30,8 +34,10 @@ pub mod cutover;
 pub mod error;
 pub mod h1;
 pub mod hop_by_hop;
+pub mod inbound;
 pub mod mesh;
 pub mod metrics;
+pub mod peer;
 pub mod retry;
 pub mod trace;
 pub mod upstream;

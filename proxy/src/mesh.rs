@@ -73,6 +73,9 @@ pub struct MeshSettings {
     pub services: std::collections::BTreeMap<String, ServiceOverrides>,
     /// The shared table, with a shared store; `None`: this node's file alone.
     pub shared: Option<Arc<dyn SharedModes>>,
+    /// Sidecar mode: instances other nodes keep are called through their inbound
+    /// listeners, over mutual TLS.
+    pub sidecar: Option<Arc<crate::peer::Sidecar>>,
 }
 
 /// One service's settings from the configuration file; unset fields keep the defaults.
@@ -286,12 +289,15 @@ impl Mesh {
                 address,
                 source,
             })?;
-        let upstream = Arc::new(Upstream::new(
-            service,
-            self.registry.clone(),
-            self.settings.upstream_for(service),
-            self.metrics.clone(),
-        ));
+        let upstream = Arc::new(
+            Upstream::new(
+                service,
+                self.registry.clone(),
+                self.settings.upstream_for(service),
+                self.metrics.clone(),
+            )
+            .with_sidecar(self.settings.sidecar.clone()),
+        );
         self.upstreams
             .lock()
             .insert(service.to_owned(), upstream.clone());

@@ -33,6 +33,7 @@ use crate::balance::{Balancer, EndpointState, Strategy};
 use crate::error::ProxyError;
 use crate::h1::pool::Pools;
 use crate::metrics::{ProxyMetrics, ResponseLabels, ServiceLabels};
+use crate::peer::Sidecar;
 use crate::retry::RetryBudget;
 use crate::{hop_by_hop, trace, BoxError, RequestBody, ResponseBody};
 
@@ -95,6 +96,9 @@ pub struct Upstream {
     pub(crate) budget: RetryBudget,
     http1: Client<HttpConnector, RequestBody>,
     http2: Client<HttpConnector, RequestBody>,
+    /// Sidecar mode: instances other nodes keep are reached through their inbound
+    /// listeners.
+    sidecar: Option<Arc<Sidecar>>,
     pub(crate) settings: UpstreamSettings,
     pub(crate) metrics: Arc<ProxyMetrics>,
     /// Metric handles bound to this service's labels, so the request path never builds
@@ -120,16 +124,7 @@ impl Upstream {
         settings: UpstreamSettings,
         metrics: Arc<ProxyMetrics>,
     ) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .http2_only(true)
-            .build(connector);
+        let (http1, http2) = app_clients(settings.connect_timeout);
         let labels = ServiceLabels {
             service: service.to_owned(),
         };
@@ -156,9 +151,26 @@ impl Upstream {
             budget: RetryBudget::default(),
             http1,
             http2,
+            sidecar: None,
             settings,
             metrics,
         }
+    }
+
+    /// Routes calls to instances other nodes keep through those nodes' inbound listeners.
+    pub fn with_sidecar(mut self, sidecar: Option<Arc<Sidecar>>) -> Upstream {
+        self.sidecar = sidecar;
+        self
+    }
+
+    /// Whether some current endpoint is reached through a peer node: the HTTP/1.1 path
+    /// hands such requests to the general path, which speaks the hop's HTTP/2.
+    pub fn routes_through_peers(&self) -> bool {
+        self.sidecar.is_some()
+            && self
+                .current_endpoints()
+                .iter()
+                .any(|endpoint| endpoint.via.is_some())
     }
 
     pub fn service(&self) -> &str {
@@ -184,7 +196,13 @@ impl Upstream {
         let (index, listed) = self.registry.endpoints(&self.service);
         let previous = &cached.endpoints;
         let mut fresh: Vec<Arc<EndpointState>> = Vec::new();
-        for Endpoint { id, host, port, .. } in listed
+        for Endpoint {
+            id,
+            host,
+            port,
+            keeper,
+            ..
+        } in listed
             .into_iter()
             .filter(|endpoint| endpoint.status == Status::Up)
         {
@@ -193,16 +211,23 @@ impl Upstream {
             } else {
                 format!("{host}:{port}")
             };
+            let via = keeper.filter(|node| {
+                self.sidecar
+                    .as_ref()
+                    .is_some_and(|sidecar| sidecar.routes_through(node))
+            });
             let known = previous
                 .iter()
-                .find(|known| known.id == id && known.authority == authority)
+                .find(|known| known.id == id && known.authority == authority && known.via == via)
                 .cloned();
             let endpoint = known.unwrap_or_else(|| {
                 // A slot no endpoint of either list holds: those that stay keep theirs.
                 let slot = (0..)
                     .find(|slot| !previous.iter().chain(&fresh).any(|e| e.slot == *slot))
                     .unwrap_or_default();
-                Arc::new(self.endpoint_state(id, authority, slot))
+                let mut state = self.endpoint_state(id, authority, slot);
+                state.via = via;
+                Arc::new(state)
             });
             fresh.push(endpoint);
         }
@@ -342,6 +367,26 @@ impl Upstream {
     }
 }
 
+/// The pooled clients that call apps directly: HTTP/1.1, and h2c for gRPC.
+pub(crate) fn app_clients(
+    connect_timeout: Duration,
+) -> (
+    Client<HttpConnector, RequestBody>,
+    Client<HttpConnector, RequestBody>,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    let http1 = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector.clone());
+    let http2 = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .http2_only(true)
+        .build(connector);
+    (http1, http2)
+}
+
 /// One attempt on the general path: the request rebuilt for the chosen endpoint, sent with
 /// hyper's client.
 struct General<'a> {
@@ -377,6 +422,18 @@ impl Transport for General<'_> {
                 reason: "invalid address".into(),
             }))
         };
+        if let (Some(node), Some(sidecar)) = (&endpoint.via, &self.upstream.sidecar) {
+            return send_through_peer(
+                self.upstream,
+                self.parts,
+                &self.path,
+                sidecar,
+                node,
+                endpoint,
+                body,
+            )
+            .await;
+        }
         let Some(authority) = endpoint.uri_authority.clone() else {
             return unreachable();
         };
@@ -430,6 +487,80 @@ impl Transport for General<'_> {
                 reason: error_chain(&error),
             },
         }
+    }
+}
+
+/// Sends the attempt to the node that keeps the instance, naming it in `ferry-target`;
+/// that node's inbound listener checks and relays it. The hop is HTTP/2 whatever the
+/// caller spoke; the inbound side speaks the app's version again.
+async fn send_through_peer(
+    upstream: &Upstream,
+    parts: &Parts,
+    path: &http::uri::PathAndQuery,
+    sidecar: &Sidecar,
+    node: &str,
+    endpoint: &Arc<EndpointState>,
+    body: RequestBody,
+) -> Outcome<Response<Incoming>> {
+    let failed = |reason: String| Outcome::Failed {
+        sent: false,
+        reason,
+    };
+    let Some(authority) = sidecar.authority_of(node) else {
+        return failed(format!("{node:?} is not a node name"));
+    };
+    let Ok(target) =
+        header::HeaderValue::from_str(&format!("{}/{}", upstream.service, endpoint.id))
+    else {
+        return failed(format!("instance id {:?} cannot be sent", endpoint.id));
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path.clone());
+    let Ok(uri) = http::Uri::from_parts(uri) else {
+        return failed("invalid request path".into());
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_2;
+    let headers = request.headers_mut();
+    *headers = parts.headers.clone();
+    // An HTTP/2 caller's :authority is the name the app is called by; HTTP/1.1 says it
+    // in Host. The hop's :authority names the peer, so the app's goes in Host.
+    if !headers.contains_key(header::HOST) {
+        if let Some(called) = parts.uri.authority() {
+            if let Ok(host) = header::HeaderValue::from_str(called.as_str()) {
+                headers.insert(header::HOST, host);
+            }
+        }
+    }
+    headers.insert(crate::inbound::TARGET_HEADER, target);
+    match sidecar.client.request(request).await {
+        // The peer refused before contacting any app (it no longer keeps the instance,
+        // or never did): nothing was acted on, another endpoint may take it.
+        Ok(response)
+            if response.status() == http::StatusCode::MISDIRECTED_REQUEST
+                && response.headers().contains_key("x-ferry-error") =>
+        {
+            failed(format!(
+                "node {node} refused: {}",
+                response
+                    .headers()
+                    .get("x-ferry-error")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+            ))
+        }
+        Ok(response) => {
+            let status = response.status().as_u16();
+            Outcome::Answered(response, status)
+        }
+        Err(error) => Outcome::Failed {
+            sent: !error.is_connect(),
+            reason: error_chain(&error),
+        },
     }
 }
 

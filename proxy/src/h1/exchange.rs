@@ -125,6 +125,10 @@ pub async fn serve(
         let head = loop {
             match codec::parse_request(&caller.buffer, limits.max_header_bytes, &mut caller.request)
             {
+                // Sidecar mode's hop to another node is HTTP/2: the general path's.
+                RequestVerdict::Forward(_) if upstream.routes_through_peers() => {
+                    return Served::HandOver(caller.stream, caller.buffer);
+                }
                 RequestVerdict::Forward(head) => break head,
                 RequestVerdict::HandOver => {
                     return Served::HandOver(caller.stream, caller.buffer);

@@ -55,6 +55,9 @@ pub struct EtcdStoreOptions {
     /// The TTL of the lease this node keeps its instances on (Eureka's lease expiry).
     pub lease_ttl: Duration,
     pub connect: ConnectOptions,
+    /// Where other nodes reach this node's inbound listener (sidecar mode), published in
+    /// its node key; `None` when it has none.
+    pub inbound: Option<String>,
 }
 
 impl EtcdStoreOptions {
@@ -64,6 +67,7 @@ impl EtcdStoreOptions {
             node,
             lease_ttl: Duration::from_secs(90),
             connect: ConnectOptions::default(),
+            inbound: None,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct NodeInfo {
     pub endpoint: String,
     pub instances_kept: u64,
     pub version: String,
+    /// Its inbound listener's address, in sidecar mode.
+    pub inbound: Option<String>,
 }
 
 pub struct EtcdStore {
@@ -105,6 +111,8 @@ pub struct EtcdStore {
     kv_feed: Feed<KvChange>,
     /// Keeper of every registration key this node has seen.
     owners: Mutex<HashMap<String, String>>,
+    /// Every live node's inbound address, from the node keys the watch delivers.
+    inbounds: Mutex<HashMap<String, String>>,
     /// The values of the keys this node keeps, to write back after a lost lease.
     kept: Mutex<HashMap<String, Vec<u8>>>,
     /// Registrations accepted while etcd was out of reach, to write once it is back; the
@@ -157,6 +165,7 @@ impl EtcdStore {
             feed: Feed::default(),
             kv_feed: Feed::default(),
             owners: Mutex::new(HashMap::new()),
+            inbounds: Mutex::new(HashMap::new()),
             kept: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             pending_seq: AtomicU64::new(0),
@@ -278,6 +287,13 @@ impl EtcdStore {
             prefix_watch::read_all(&self.connection, &layout::kv_prefix(), revision).await?;
         let (sessions, _) =
             prefix_watch::read_all(&self.connection, &layout::sessions_prefix(), revision).await?;
+        let (nodes, _) =
+            prefix_watch::read_all(&self.connection, &layout::nodes_prefix(), revision).await?;
+        *self.inbounds.lock() = nodes
+            .iter()
+            .filter_map(node_info)
+            .filter_map(|info| Some((info.node, info.inbound?)))
+            .collect();
         let mut instances = Vec::new();
         let mut owners = HashMap::new();
         let ours = self.leases.lock().ids();
@@ -380,6 +396,36 @@ impl EtcdStore {
         }
     }
 
+    /// Follows the node keys for their inbound addresses (sidecar mode's routes).
+    fn node_changed(&self, key: &str, event: EventType, kv: &KeyValue) {
+        let Some(node) = key.strip_prefix(&layout::nodes_prefix()) else {
+            return;
+        };
+        let node = layout::unescape(node);
+        let inbound = match event {
+            EventType::Put => node_info(kv).and_then(|info| info.inbound),
+            EventType::Delete => None,
+        };
+        let mut inbounds = self.inbounds.lock();
+        match inbound {
+            Some(inbound) => {
+                if inbounds.get(&node) != Some(&inbound) {
+                    tracing::info!(%node, %inbound, "node's inbound listener");
+                    inbounds.insert(node, inbound);
+                }
+            }
+            None => {
+                inbounds.remove(&node);
+            }
+        }
+    }
+
+    /// Where `node`'s inbound listener is, as its node key says; `None` for a node with no
+    /// inbound listener or no live key.
+    pub fn inbound_of(&self, node: &str) -> Option<String> {
+        self.inbounds.lock().get(node).cloned()
+    }
+
     /// Applies one watch response's events to what this store knows and pushes them.
     fn deliver(&self, events: &[etcd_client::Event]) {
         for event in events {
@@ -388,6 +434,10 @@ impl EtcdStore {
                 continue;
             }
             let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if key.starts_with(&layout::nodes_prefix()) {
+                self.node_changed(&key, event.event_type(), kv);
+                continue;
+            }
             let Some((app, id)) = parse_instance_key(&key) else {
                 continue;
             };
@@ -436,6 +486,7 @@ impl EtcdStore {
             "endpoint": self.connection.pinned().0,
             "instances_kept": self.kept.lock().len(),
             "version": env!("CARGO_PKG_VERSION"),
+            "inbound": self.options.inbound,
         })
         .to_string();
         self.put_on_lease(layout::node_key(&self.node), value.into_bytes(), lease)
@@ -729,6 +780,14 @@ impl Store for EtcdStore {
             .is_none_or(|owner| *owner == self.node)
     }
 
+    fn keeper(&self, app: &str, id: &str) -> Option<String> {
+        self.owners
+            .lock()
+            .get(&layout::instance_key(app, id))
+            .filter(|owner| **owner != self.node)
+            .cloned()
+    }
+
     fn freshness(&self) -> Freshness {
         let (current, last_contact) = self.contact();
         Freshness::Shared {
@@ -966,6 +1025,11 @@ fn node_info(kv: &KeyValue) -> Option<NodeInfo> {
         endpoint: text("endpoint"),
         instances_kept: number("instances_kept"),
         version: text("version"),
+        inbound: value
+            .get("inbound")
+            .and_then(|v| v.as_str())
+            .filter(|inbound| !inbound.is_empty())
+            .map(str::to_owned),
     })
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::recent::{RecentChange, RecentChanges};
 use super::routes::{routed, Routes};
 use super::{not_registered, Registry, RegistryError};
-use crate::model::{Action, Instance, Millis, Status, StatusCounts};
+use crate::model::{Action, Instance, Millis, Registration, Status, StatusCounts};
 
 /// An instance with its live last-renewal time, as views render it.
 #[derive(Clone, Debug)]
@@ -52,6 +52,9 @@ pub struct Endpoint {
     pub host: String,
     pub port: u32,
     pub status: Status,
+    /// The node that keeps the instance, when it is not this one (a shared store): in
+    /// sidecar mode the instance is reached through that node's inbound listener.
+    pub keeper: Option<String>,
 }
 
 #[derive(Debug)]
@@ -293,6 +296,15 @@ impl Registry {
         Some(entry.registered(&state.routes))
     }
 
+    /// The instance if this node keeps it (renews it, runs its checks): the only ones a
+    /// node's inbound listener forwards to.
+    pub fn kept_here(&self, app: &str, id: &str) -> Option<RegisteredInstance> {
+        self.instance(app, id).filter(|found| {
+            self.store
+                .owned_here(&found.instance.app, &found.instance.id)
+        })
+    }
+
     /// Finds an instance by id in any app.
     pub fn instance_anywhere(&self, id: &str) -> Option<RegisteredInstance> {
         let state = self.state.read();
@@ -327,6 +339,10 @@ impl Registry {
                             host: instance.ip_addr.clone(),
                             port,
                             status: instance.status,
+                            // An imported copy lives on the legacy estate, not on a node.
+                            keeper: (instance.registration != Registration::Imported)
+                                .then(|| self.store.keeper(&instance.app, &instance.id))
+                                .flatten(),
                         }
                     })
                     .collect()

@@ -127,6 +127,12 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
+    /// The node that keeps the instance when another one does; `None` when this node does,
+    /// or when no node does (an imported copy), or with a local store.
+    fn keeper(&self, _app: &str, _id: &str) -> Option<String> {
+        None
+    }
+
     /// Whether reads from this node's registry are current. A local store always is; a
     /// shared one is as current as its feed.
     fn freshness(&self) -> Freshness {
