@@ -93,6 +93,14 @@ pub async fn run(
     let mut consul_settings = ConsulSettings::new(node.clone());
     consul_settings.token = cli.consul_token.clone().filter(|token| !token.is_empty());
     consul_settings.path_prefix = cli.consul_path_prefix.clone();
+    consul_settings.anonymous_writes =
+        !matches!(cli.consul_listen, Listen::On(address) if !address.ip().is_loopback());
+    if !consul_settings.anonymous_writes && consul_settings.token.is_none() {
+        tracing::warn!(
+            "the Consul API faces the network and no --consul-token is set: it takes no \
+             registrations or KV writes (set a token, or listen on loopback)"
+        );
+    }
     consul_settings.body_timeout = seconds(cli.body_timeout, "body-timeout")?;
     // KV values keep Consul's own 512 KiB limit; every other body takes the common one.
     consul_settings.max_body_bytes = cli.max_body_bytes;

@@ -14,6 +14,9 @@ pub enum ConsulError {
     BadRequest(String),
     #[error("Permission denied")]
     PermissionDenied,
+    /// A write on a listener other hosts reach, with no token configured to check.
+    #[error("Permission denied: this agent's API is not on loopback and no --consul-token is set, so it takes no writes")]
+    WritesNeedToken,
     /// A token the ACL system does not know (Consul resolves it, finds nothing, and
     /// refuses the request whatever it asks).
     #[error("ACL not found")]
@@ -36,7 +39,9 @@ impl ConsulError {
     pub fn status(&self) -> StatusCode {
         match self {
             ConsulError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ConsulError::PermissionDenied | ConsulError::UnknownToken => StatusCode::FORBIDDEN,
+            ConsulError::PermissionDenied
+            | ConsulError::WritesNeedToken
+            | ConsulError::UnknownToken => StatusCode::FORBIDDEN,
             ConsulError::NotFound(_) => StatusCode::NOT_FOUND,
             ConsulError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ConsulError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,

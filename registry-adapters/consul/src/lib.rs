@@ -54,6 +54,10 @@ pub struct ConsulSettings {
     /// A path the whole API also answers under (`consul` serves `/consul/v1/...`), for
     /// clients whose `spring.cloud.consul.path` names a prefix before `/v1`.
     pub path_prefix: Option<String>,
+    /// Whether writes without a configured token are taken: only on a listener bound to
+    /// loopback, where the caller is a process of this host. A listener other hosts reach
+    /// takes registrations and KV writes only with `token` (every write then needs it).
+    pub anonymous_writes: bool,
 }
 
 impl ConsulSettings {
@@ -65,6 +69,7 @@ impl ConsulSettings {
             body_timeout: Duration::from_secs(10),
             version: "1.18.0".to_owned(),
             path_prefix: None,
+            anonymous_writes: true,
         }
     }
 }
@@ -149,6 +154,9 @@ async fn guard(
         let read = matches!(*request.method(), Method::GET | Method::HEAD);
         if !read && !access.sees_all() {
             return ConsulError::PermissionDenied.into_response();
+        }
+        if !read && settings.token.is_none() && !settings.anonymous_writes {
+            return ConsulError::WritesNeedToken.into_response();
         }
         request.extensions_mut().insert(access);
     }

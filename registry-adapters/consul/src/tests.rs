@@ -776,6 +776,40 @@ async fn the_acl_token_is_taken_from_any_of_its_places() {
 }
 
 #[tokio::test]
+async fn a_listener_facing_the_network_without_a_token_takes_reads_but_no_writes() {
+    let f = fixture_configured(|settings| settings.anonymous_writes = false);
+    let refused = register(
+        &f.router,
+        json!({"Name": "inventory", "ID": "inventory-1", "Port": 8080}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.text().contains("no --consul-token is set"),
+        "{}",
+        refused.text()
+    );
+    let put = call(&f.router, Method::PUT, "/v1/kv/k", "v").await;
+    assert_eq!(put.status, StatusCode::FORBIDDEN);
+    assert!(f.kv.get("k").1.is_none(), "a refused write changed nothing");
+    let services = call(&f.router, Method::GET, "/v1/agent/services", Body::empty()).await;
+    assert_eq!(
+        (services.status, services.text().as_str()),
+        (StatusCode::OK, "{}")
+    );
+    let leader = call(&f.router, Method::GET, "/v1/status/leader", Body::empty()).await;
+    assert_eq!(leader.status, StatusCode::OK);
+
+    // With a token configured, the token decides, as on loopback.
+    let f = fixture_configured(|settings| {
+        settings.anonymous_writes = false;
+        settings.token = Some("s3cret".into());
+    });
+    let put = call(&f.router, Method::PUT, "/v1/kv/k?token=s3cret", "v").await;
+    assert_eq!(put.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn sessions_hold_locks_through_the_api() {
     let f = fixture();
     let session = call(
