@@ -148,22 +148,7 @@ impl Ca {
         if !matches!(x509.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {
             return Err(IdentityError::Certificate("not a CA certificate".into()));
         }
-        let uris = crate::tls::uri_sans(&x509)?;
-        let trust_domain = match uris.as_slice() {
-            [uri] => match uri.strip_prefix("spiffe://") {
-                Some(td) => TrustDomain::new(td)?,
-                None => {
-                    return Err(IdentityError::Certificate(format!(
-                        "the CA's URI SAN {uri:?} is not a SPIFFE trust domain"
-                    )))
-                }
-            },
-            _ => {
-                return Err(IdentityError::Certificate(
-                    "a Ferry CA carries exactly one URI SAN, its trust domain".into(),
-                ))
-            }
-        };
+        let trust_domain = trust_domain_of(&cert_der)?;
         Ok(Self {
             trust_domain,
             cert_pem: cert_pem.to_owned(),
@@ -283,6 +268,25 @@ impl Root {
     /// `--ca-root-sha256` before it trusts a bundle it read from etcd.
     pub fn fingerprint_sha256(&self) -> String {
         fingerprint_sha256(&self.0.cert_der)
+    }
+}
+
+/// The trust domain a Ferry CA certificate (a root from the bundle) belongs to, from its one
+/// URI SAN `spiffe://<td>`: a joining node learns its trust domain from the pinned root.
+pub fn trust_domain_of(cert: &CertificateDer<'_>) -> Result<TrustDomain, IdentityError> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    let uris = crate::tls::uri_sans(&x509)?;
+    match uris.as_slice() {
+        [uri] => match uri.strip_prefix("spiffe://") {
+            Some(td) => TrustDomain::new(td),
+            None => Err(IdentityError::Certificate(format!(
+                "the CA's URI SAN {uri:?} is not a SPIFFE trust domain"
+            ))),
+        },
+        _ => Err(IdentityError::Certificate(
+            "a Ferry CA carries exactly one URI SAN, its trust domain".into(),
+        )),
     }
 }
 

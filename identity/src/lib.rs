@@ -12,11 +12,18 @@ pub mod live;
 pub mod node;
 pub mod tls;
 
-pub use ca::{certs_from_pem, fingerprint_sha256, Issuer, PemPair, Root, TrustDomain};
+pub use ca::{
+    certs_from_pem, fingerprint_sha256, trust_domain_of, Issuer, PemPair, Root, TrustDomain,
+};
 pub use error::IdentityError;
 pub use live::{Credentials, LiveIdentity};
-pub use node::{random_jitter, renew_at, NodeCert, NodeKey, NodeName, DEFAULT_LIFETIME};
-pub use tls::{client_config, peer_node, server_config, server_name};
+pub use node::{
+    csr_public_key_info, random_jitter, renew_at, NodeCert, NodeKey, NodeName, DEFAULT_LIFETIME,
+};
+/// Re-exported so that callers (the etcd CA, the bridge) name certificates without a rustls
+/// dependency of their own.
+pub use rustls::pki_types::CertificateDer;
+pub use tls::{client_config, peer_node, server_config, server_name, verify_node_cert};
 
 /// Checks one DNS label as the certificates will carry it. Lowercase only: SPIFFE IDs and
 /// the names compared by the peer check are matched byte for byte, so `Node-A` and `node-a`

@@ -93,6 +93,13 @@ impl NodeKey {
         Ok(Self(KeyPair::from_pem(pem)?))
     }
 
+    /// The public key as a SubjectPublicKeyInfo (DER): what a certificate or a CSR carries,
+    /// so that "is this certificate for my key" is a byte comparison.
+    pub fn public_key_info(&self) -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        self.0.subject_public_key_info()
+    }
+
     pub(crate) fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.0.serialize_der()))
     }
@@ -128,6 +135,18 @@ impl NodeCert {
         certs_from_pem(&self.chain_pem)
     }
 
+    /// The leaf's public key as a SubjectPublicKeyInfo (DER), to compare with a CSR's or a
+    /// [`NodeKey`]'s.
+    pub fn public_key_info(&self) -> Result<Vec<u8>, IdentityError> {
+        let chain = self.chain_der()?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| IdentityError::Pem("no certificate in the chain".into()))?;
+        let (_, x509) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        Ok(x509.public_key().raw.to_vec())
+    }
+
     /// When to renew, given a jitter drawn with [`random_jitter`].
     pub fn renew_at(&self, jitter: f64) -> OffsetDateTime {
         renew_at(self.not_before, self.not_after, jitter)
@@ -159,6 +178,15 @@ pub fn random_jitter() -> Result<f64, IdentityError> {
         .fill(&mut bytes)
         .map_err(|_| IdentityError::Random)?;
     Ok(0.5 + 0.2 * f64::from(u32::from_be_bytes(bytes)) / f64::from(u32::MAX))
+}
+
+/// The public key (SubjectPublicKeyInfo, DER) a PEM CSR asks a certificate for, once its
+/// signature is checked: a renewal is granted only when this is the key of the node's
+/// current certificate, so the node proves it holds the key it was issued for.
+pub fn csr_public_key_info(csr_pem: &str) -> Result<Vec<u8>, IdentityError> {
+    use rcgen::PublicKeyData;
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+    Ok(csr.public_key.subject_public_key_info())
 }
 
 impl Issuer {

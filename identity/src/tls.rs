@@ -83,6 +83,53 @@ pub fn server_name(
         .map_err(|e| IdentityError::Certificate(format!("invalid server name: {e}")))
 }
 
+/// Checks a node certificate as its peers will, before the node takes it: the chain verifies
+/// against `trust_roots` at `now`, it is valid for the DNS name of `node`, its URI SAN is
+/// `node`'s, and its leaf carries `key`'s public key (a certificate for another key would
+/// be useless, and one for another node would be a signer's bug).
+pub fn verify_node_cert(
+    key: &NodeKey,
+    cert: &NodeCert,
+    node: &NodeName,
+    td: &TrustDomain,
+    trust_roots: &[CertificateDer<'static>],
+    now: std::time::SystemTime,
+) -> Result<(), IdentityError> {
+    use rustls::client::danger::ServerCertVerifier;
+    let chain = cert.chain_der()?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| IdentityError::Pem("no certificate in the chain".into()))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        root_store(trust_roots)?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| IdentityError::Certificate(format!("verifier: {e}")))?;
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| IdentityError::Certificate("the clock is before 1970".into()))?;
+    verifier.verify_server_cert(
+        leaf,
+        intermediates,
+        &server_name(node, td)?,
+        &[],
+        rustls::pki_types::UnixTime::since_unix_epoch(since_epoch),
+    )?;
+    let named = peer_node(&chain, td)?;
+    if &named != node {
+        return Err(IdentityError::Certificate(format!(
+            "the certificate is for node {named}, not {node}"
+        )));
+    }
+    if cert.public_key_info()? != key.public_key_info() {
+        return Err(IdentityError::Certificate(
+            "the certificate is not for this node's key".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Who the peer is, from its leaf's URI SAN. `certs` must come from a connection whose
 /// handshake verified them (rustls' `peer_certificates()`): this reads, it does not verify.
 /// Only `spiffe://<td>/node/<name>` is accepted, and only as the leaf's one URI SAN (as

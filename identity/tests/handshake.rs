@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use ferry_identity::{
-    client_config, peer_node, server_config, server_name, IdentityError, Issuer, NodeCert, NodeKey,
-    NodeName, Root, TrustDomain, DEFAULT_LIFETIME,
+    client_config, peer_node, server_config, server_name, verify_node_cert, IdentityError, Issuer,
+    NodeCert, NodeKey, NodeName, Root, TrustDomain, DEFAULT_LIFETIME,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
@@ -287,4 +287,24 @@ fn an_empty_bundle_is_an_error() {
         client_config(&a.key, &a.cert, &[]),
         Err(IdentityError::EmptyTrustBundle)
     ));
+}
+
+/// What a joining node checks before it takes the certificate the signer put in etcd.
+#[test]
+fn a_node_checks_its_new_certificate_against_bundle_name_and_key() {
+    let (_root, issuer, roots) = domain();
+    let joined = node(&issuer, "node-a");
+    let now = std::time::SystemTime::now();
+    let name = joined.name.clone();
+    verify_node_cert(&joined.key, &joined.cert, &name, &td(), &roots, now).unwrap();
+    // Another node's name, another key, another root, and an expired certificate: refused.
+    let other = NodeName::new("node-b").unwrap();
+    assert!(verify_node_cert(&joined.key, &joined.cert, &other, &td(), &roots, now).is_err());
+    let stranger = NodeKey::generate().unwrap();
+    assert!(verify_node_cert(&stranger, &joined.cert, &name, &td(), &roots, now).is_err());
+    let (_, _, rogue_roots) = domain();
+    assert!(verify_node_cert(&joined.key, &joined.cert, &name, &td(), &rogue_roots, now).is_err());
+    let later = now + std::time::Duration::from_secs(2 * 24 * 3600);
+    assert!(verify_node_cert(&joined.key, &joined.cert, &name, &td(), &roots, later).is_err());
+    assert_eq!(ferry_identity::trust_domain_of(&roots[0]).unwrap(), td());
 }

@@ -54,6 +54,45 @@ pub fn leader_key(job: &str) -> String {
     format!("{PREFIX}leader/{}", escape(job))
 }
 
+/// The certificate authority's keys (`crate::ca`): the trust bundle, join-token hashes,
+/// CSRs, signed chains and refusals, each per node under its own prefix. Private keys
+/// never come here: a node's stays on its disk, the issuer's on the signers'.
+pub fn ca_bundle_key() -> String {
+    format!("{PREFIX}ca/bundle")
+}
+
+pub fn ca_tokens_prefix() -> String {
+    format!("{PREFIX}ca/tokens/")
+}
+
+pub fn ca_token_key(node: &str) -> String {
+    format!("{}{}", ca_tokens_prefix(), escape(node))
+}
+
+pub fn ca_csr_prefix() -> String {
+    format!("{PREFIX}ca/csr/")
+}
+
+pub fn ca_csr_key(node: &str) -> String {
+    format!("{}{}", ca_csr_prefix(), escape(node))
+}
+
+pub fn ca_certs_prefix() -> String {
+    format!("{PREFIX}ca/certs/")
+}
+
+pub fn ca_cert_key(node: &str) -> String {
+    format!("{}{}", ca_certs_prefix(), escape(node))
+}
+
+pub fn ca_refused_prefix() -> String {
+    format!("{PREFIX}ca/refused/")
+}
+
+pub fn ca_refused_key(node: &str) -> String {
+    format!("{}{}", ca_refused_prefix(), escape(node))
+}
+
 pub(crate) fn escape(part: &str) -> String {
     part.replace('%', "%25").replace('/', "%2F")
 }

@@ -3,8 +3,10 @@
 //! `/ferry/v1/` (`layout`), the thread every etcd call runs on (`worker`), and the registry
 //! store every node shares (`registrations`), the Consul KV store's (`kv`), the cutover
 //! table every node follows (`cutover`, through the prefix watcher `prefix_watch`) and
-//! leader-only work (`leader`).
+//! leader-only work (`leader`), and the certificate authority's requests, answers and
+//! elected signer (`ca`).
 
+pub mod ca;
 pub mod connection;
 pub mod cutover;
 pub mod kv;
