@@ -1,7 +1,8 @@
 //! The admin API: liveness, readiness, Prometheus metrics, and the services API that shows
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
 //! the state of each sync with a legacy registry (`/api/sync`), the store (`/api/store`),
-//! the nodes sharing it (`/api/nodes`) and who leads each leader-only job (`/api/leaders`).
+//! the nodes sharing it (`/api/nodes`), who leads each leader-only job (`/api/leaders`) and
+//! this node's certificate for mutual TLS (`/api/identity`, read-only).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
 //! load balancer stops sending traffic before connections are drained; it stays true while
 //! the shared store is out of reach (reads are still served) and says so in its body.
@@ -36,6 +37,8 @@ pub struct Admin {
     /// Who leads each leader-only job this node campaigns for (none in embedded mode).
     pub leaders: crate::shared::Leaders,
     pub store: Arc<StoreReport>,
+    /// This node's certificate, when it has one (`--ca-issuer` or `--join-token`).
+    pub identity: Option<Arc<ferry_identity::LiveIdentity>>,
 }
 
 pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
@@ -48,6 +51,7 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/api/store", get(store))
         .route("/api/nodes", get(nodes))
         .route("/api/leaders", get(leaders))
+        .route("/api/identity", get(identity))
         .route(
             "/api/services/{name}",
             get(service).put(cutover).post(cutover),
@@ -68,6 +72,10 @@ async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     }
+}
+
+async fn identity(State(admin): State<Admin>) -> Json<Value> {
+    Json(crate::identity::json(admin.identity.as_deref()))
 }
 
 async fn store(State(admin): State<Admin>) -> Json<Value> {
@@ -279,6 +287,7 @@ mod tests {
                 syncs: Default::default(),
                 leaders: Default::default(),
                 store: report,
+                identity: None,
             },
             WritePolicy::new(None, true),
         );
@@ -311,6 +320,9 @@ mod tests {
         let done = cut_over().await;
         assert_eq!(done.status, StatusCode::OK);
         assert_eq!(done.json()["mode"], "mesh");
+        // Without identity flags there is no certificate, and the endpoint says so.
+        let identity = call(&router, Method::GET, "/api/identity", &[], "").await;
+        assert_eq!(identity.json(), serde_json::json!({"enabled": false}));
         let _ = std::fs::remove_dir_all(&data);
     }
 }

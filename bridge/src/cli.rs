@@ -169,6 +169,29 @@ pub struct Cli {
     #[arg(long, env = "FERRY_STORE_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub store_wait: u64,
 
+    /// With an etcd store: a folder made by `ferry ca init` holding issuer.pem, issuer.key
+    /// and root.pem. This node then signs its own certificate and is a candidate to sign
+    /// the others' (one signer is elected, leader job `ca-signer`).
+    #[arg(long, env = "FERRY_CA_ISSUER")]
+    pub ca_issuer: Option<PathBuf>,
+
+    /// With an etcd store: the one-time token from `ferry ca token --node NAME` this node
+    /// (named NAME with `--node-name`) joins with. Needs `--ca-root-sha256`. Unused once
+    /// the node holds a valid certificate (kept under the data directory, renewed with its
+    /// key).
+    #[arg(long, env = "FERRY_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+
+    /// The SHA-256 fingerprint of the trust domain's root, as `ferry ca init` printed it:
+    /// the trust bundle read from etcd is refused unless one of its roots has it.
+    #[arg(long, env = "FERRY_CA_ROOT_SHA256")]
+    pub ca_root_sha256: Option<String>,
+
+    /// How long the certificates this node signs (with `--ca-issuer`) are valid: `24h`,
+    /// `90m`, `30s`, or seconds. Nodes renew at 50-70% of it.
+    #[arg(long, env = "FERRY_CERT_LIFETIME", default_value = "24h", value_parser = duration)]
+    pub cert_lifetime: std::time::Duration,
+
     /// Folder for Ferry's durable state. Created if missing; one process at a time may use it.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: PathBuf,
@@ -254,6 +277,34 @@ pub struct Cli {
 pub enum Command {
     /// Talk to a running ferry's admin API.
     Ctl(CtlCommand),
+    /// The certificate authority of a trust domain: make it, hand out join tokens.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Make a trust domain's root (10 years, keep root.key offline) and issuer (1 year) in
+    /// DIR, and print the root's SHA-256 fingerprint for `--ca-root-sha256`. Never
+    /// overwrites a file.
+    Init {
+        /// The trust domain, a lowercase DNS name such as `ferry.local`.
+        #[arg(long)]
+        trust_domain: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Make a one-time join token for node NODE, store its hash in etcd, print the token.
+    Token {
+        /// The node's `--node-name`.
+        #[arg(long)]
+        node: String,
+        /// How long the token may be used: `1h`, `30m`, `90s`, or seconds.
+        #[arg(long, default_value = "1h", value_parser = duration)]
+        ttl: std::time::Duration,
+        #[arg(long, env = "FERRY_STORE")]
+        store: crate::store::StoreChoice,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -351,6 +402,19 @@ impl FromStr for Listen {
             format!("`{text}` is neither HOST:PORT (an IP address and a port) nor `off`")
         })
     }
+}
+
+/// A duration as Go writes them (`24h`, `1h30m`, `90s`: the Consul view's parser) or bare
+/// seconds; at least one second, as certificate lifetimes and token TTLs are whole seconds.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(seconds) => Some(std::time::Duration::from_secs(seconds)),
+        Err(_) => ferry_consul::duration::parse(text),
+    };
+    parsed
+        .filter(|duration| duration.as_secs() >= 1)
+        .ok_or_else(|| format!("`{text}`: use seconds or a duration such as 30s, 90m, 24h"))
 }
 
 pub fn seconds(value: f64, flag: &str) -> anyhow::Result<std::time::Duration> {

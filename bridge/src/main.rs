@@ -4,10 +4,12 @@
 
 mod admin;
 mod admin_auth;
+mod ca;
 mod cli;
 mod config_file;
 mod ctl;
 mod data_dir;
+mod identity;
 mod metrics;
 mod node;
 mod shared;
@@ -33,6 +35,9 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse_from(loaded.arguments);
     if let Some(cli::Command::Ctl(command)) = &cli.command {
         return ctl::run(command);
+    }
+    if let Some(cli::Command::Ca(command)) = &cli.command {
+        return ca::run(command);
     }
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log_format {

@@ -3,7 +3,8 @@
 //! view's fetch counts are its own atomics (it knows no metrics library); a collector
 //! exports them as `ferry_eureka_fetches_total{kind="full"|"delta"}`. Each sync with a
 //! legacy registry is read the same way, from its status, as `ferry_sync_*{source}`, and
-//! the store this node stands on, from its report, as `ferry_store_*`.
+//! the store this node stands on, from its report, as `ferry_store_*`; this node's
+//! certificate and its signer's decisions as `ferry_identity_*` and `ferry_ca_*`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,7 @@ pub struct Metrics {
     renewals_last_minute: Gauge,
     resident_memory: Gauge,
     syncs: Arc<std::sync::Mutex<Vec<Arc<SourceStatus>>>>,
+    identity: Arc<std::sync::Mutex<Option<Arc<crate::identity::Figures>>>>,
 }
 
 impl Metrics {
@@ -61,6 +63,8 @@ impl Metrics {
         registry.register_collector(Box::new(EurekaFetches(eureka_fetches)));
         let syncs = Arc::new(std::sync::Mutex::new(Vec::new()));
         registry.register_collector(Box::new(Syncs(syncs.clone())));
+        let identity = Arc::new(std::sync::Mutex::new(None));
+        registry.register_collector(Box::new(IdentityFigures(identity.clone())));
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
@@ -108,6 +112,14 @@ impl Metrics {
             renewals_last_minute,
             resident_memory,
             syncs,
+            identity,
+        }
+    }
+
+    /// Exports this node's certificate figures (and its signer's) from now on.
+    pub fn watch_identity(&self, figures: Arc<crate::identity::Figures>) {
+        if let Ok(mut identity) = self.identity.lock() {
+            *identity = Some(figures);
         }
     }
 
@@ -154,6 +166,70 @@ impl Collector for EurekaFetches {
         )?;
         for (kind, count) in counts {
             ConstCounter::new(count).encode(family.encode_family(&FetchLabels { kind })?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// `ferry_identity_*` and `ferry_ca_*`: the certificate's expiry, renewals, and what this
+/// node signed or refused while it was the signer; read at scrape time, absent without an
+/// identity.
+#[derive(Debug)]
+struct IdentityFigures(Arc<std::sync::Mutex<Option<Arc<crate::identity::Figures>>>>);
+
+impl Collector for IdentityFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering;
+        let Some(figures) = self.0.lock().ok().and_then(|figures| figures.clone()) else {
+            return Ok(());
+        };
+        let family = encoder.encode_descriptor(
+            "identity_cert_not_after_seconds",
+            "When this node's certificate expires, in Unix seconds.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(figures.not_after.load(Ordering::Relaxed)).encode(family)?;
+        let mut family = encoder.encode_descriptor(
+            "identity_renewals",
+            "Renewals of this node's certificate, by result (ok, error).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, count) in [
+            ("ok", figures.renewals_ok.load(Ordering::Relaxed)),
+            ("error", figures.renewals_error.load(Ordering::Relaxed)),
+        ] {
+            ConstCounter::new(count).encode(family.encode_family(&ResultLabels { result })?)?;
+        }
+        let Some(signer) = &figures.signer else {
+            return Ok(());
+        };
+        let family = encoder.encode_descriptor(
+            "ca_signed",
+            "Node certificates this node signed as the elected signer.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(signer.signed()).encode(family)?;
+        let mut family = encoder.encode_descriptor(
+            "ca_refused",
+            "Certificate requests this node refused as the elected signer, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, count) in signer.refused() {
+            ConstCounter::new(count).encode(family.encode_family(&ReasonLabels { reason })?)?;
         }
         Ok(())
     }

@@ -201,6 +201,19 @@ pub async fn run(
     // the mesh at the proxy.
     let sync_plan = crate::sync::plan(&cli)?;
     let mut leaders = crate::shared::Leaders::default();
+    // This node's certificate (and, with --ca-issuer, its candidacy to sign), before any
+    // listener serves: the inbound listener will need it.
+    let identity = crate::identity::start(
+        crate::identity::Settings::from_cli(&cli),
+        etcd.as_ref(),
+        &node.name,
+        stopping.clone(),
+    )
+    .await?;
+    if let Some(identity) = &identity {
+        metrics.watch_identity(identity.figures.clone());
+        leaders.0.extend(identity.signer_leader());
+    }
     let syncs = match &etcd {
         None => {
             let handles = crate::sync::start_plan(&sync_plan, &registry, &kv, &stopping)?;
@@ -237,6 +250,7 @@ pub async fn run(
         syncs: syncs.clone(),
         leaders: leaders.clone(),
         store,
+        identity: identity.as_ref().map(|identity| identity.live.clone()),
     };
     let writes = WritePolicy::new(
         cli.admin_token.as_deref(),
@@ -364,7 +378,8 @@ fn list_config_server(
 /// node that does not lead has none to wait for. Embedded mode campaigns for nothing.
 async fn wait_for_campaigns(leaders: &crate::shared::Leaders, syncs: &crate::sync::Running) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    for leader in &leaders.0 {
+    // Only `sync` has a first import to wait for; the other jobs (`ca-signer`) do not.
+    for leader in leaders.0.iter().filter(|leader| leader.job() == "sync") {
         let decided = || {
             leader.holder().node.is_some() && (!leader.is_leader() || !syncs.current().is_empty())
         };

@@ -147,9 +147,13 @@ impl NodeCert {
         Ok(x509.public_key().raw.to_vec())
     }
 
-    /// When to renew, given a jitter drawn with [`random_jitter`].
+    /// When to renew, given a jitter drawn with [`random_jitter`]. Counted from when the
+    /// certificate was issued, not from `not_before`: the five minutes it is back-dated by
+    /// allow for clock skew and are no part of its life (with a lifetime of seconds, as in
+    /// tests, counting them would renew at once, again and again).
     pub fn renew_at(&self, jitter: f64) -> OffsetDateTime {
-        renew_at(self.not_before, self.not_after, jitter)
+        let issued = (self.not_before + BACKDATE).min(self.not_after);
+        renew_at(issued, self.not_after, jitter)
     }
 }
 
