@@ -1,8 +1,8 @@
 //! Certificates end to end on the real `ferry` binary over a three-member etcd on loopback:
 //! `ferry ca init`, a signer node (`--ca-issuer`), `ferry ca token`, a node joining with the
 //! token and the pinned root, both showing their identity on `/api/identity`, the joined
-//! node renewing through the signer and restarting on its kept key and certificate, and a
-//! node with a wrong pin refusing to start.
+//! node renewing through the signer, following a bundle with a second root, restarting on
+//! its kept key and certificate, and a node with a wrong pin refusing to start.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -139,6 +139,39 @@ async fn a_signer_and_a_joined_node_get_certificates_and_renew() {
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or_else(|| panic!("no ferry_ca_signed_total: {metrics_a}"));
     assert!(signed >= 2, "the join and a renewal: {signed}");
+
+    // A second root added to etcd's bundle (a rotation's first step) reaches the nodes'
+    // credentials without a restart.
+    let next_dir = dir.join("next-ca");
+    let next = stdout(&ferry(&[
+        "ca",
+        "init",
+        "--trust-domain",
+        "ferry.test",
+        "--dir",
+        next_dir.to_str().unwrap(),
+    ]));
+    let next_fingerprint = next
+        .lines()
+        .find_map(|line| line.strip_prefix("root SHA-256: "))
+        .unwrap()
+        .to_owned();
+    let rotated = format!(
+        "{}{}",
+        std::fs::read_to_string(ca_dir.join("root.pem")).unwrap(),
+        std::fs::read_to_string(next_dir.join("root.pem")).unwrap()
+    );
+    // `--`: a PEM value starts with dashes, which etcdctl would take for a flag.
+    cluster.etcdctl(&["put", "--", "/ferry/v1/ca/bundle", &rotated]);
+    let both = serde_json::json!([fingerprint, next_fingerprint]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while json(format!("{admin_b}/api/identity")).await["roots_sha256"] != both {
+        assert!(
+            Instant::now() < deadline,
+            "node-b never took the new bundle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Restarted with the same (spent) token, node-b keeps its key and its still valid
     // certificate from disk: no token is needed while the certificate lives.

@@ -367,6 +367,19 @@ mod tests {
     }
 
     #[test]
+    fn a_short_lived_certificate_renews_after_its_issue_not_before() {
+        // Back-dated by five minutes, a 10 s certificate would otherwise be "due" at once.
+        let issued = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let cert = NodeCert {
+            chain_pem: String::new(),
+            not_before: issued - BACKDATE,
+            not_after: issued + Duration::seconds(10),
+        };
+        assert_eq!(cert.renew_at(0.5), issued + Duration::seconds(5));
+        assert_eq!(cert.renew_at(0.7), issued + Duration::seconds(7));
+    }
+
+    #[test]
     fn node_key_pem_round_trip() {
         let key = NodeKey::generate().unwrap();
         let back = NodeKey::from_pem(&key.to_pem()).unwrap();

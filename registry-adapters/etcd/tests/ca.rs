@@ -167,6 +167,20 @@ async fn a_token_joins_once_and_wrong_expired_or_unpinned_ones_do_not() {
     assert!(cluster
         .etcdctl(&["get", "--prefix", "/ferry/v1/ca/csr/"])
         .is_empty());
+
+    // A bundle rotated in etcd (a second root added) reaches the nodes that follow it.
+    let (bundle, revision) = ca::read_bundle(connection).await.unwrap().unwrap();
+    let mut bundles = ca::watch_bundle(connection, revision);
+    let next = Root::generate(&td).unwrap();
+    let rotated = format!("{bundle}{}", next.cert_pem());
+    // `--`: a PEM value starts with dashes, which etcdctl would take for a flag.
+    cluster.etcdctl(&["put", "--", "/ferry/v1/ca/bundle", &rotated]);
+    let seen = tokio::time::timeout(WAIT, bundles.recv())
+        .await
+        .expect("the new bundle within 10 s")
+        .expect("the watch is alive");
+    assert_eq!(seen, rotated);
+    assert_eq!(ca::pinned_roots(&seen, &pin).unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
