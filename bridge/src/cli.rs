@@ -165,7 +165,8 @@ pub struct Cli {
     pub store_lease_ttl: u64,
 
     /// With an etcd store: seconds to wait at start for an etcd member that knows a leader
-    /// (etcd started alongside may still be electing one) before giving up.
+    /// (etcd started alongside may still be electing one) before giving up; also how long a
+    /// node waits for the trust bundle and for its certificate (`--join-token`).
     #[arg(long, env = "FERRY_STORE_WAIT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub store_wait: u64,
 
