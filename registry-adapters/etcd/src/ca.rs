@@ -615,9 +615,11 @@ impl SignerTask {
             };
             let response = match message {
                 Ok(Some(response)) if !response.canceled() => response,
-                // Failed, ended or compacted: the next round reads every request again.
+                // Failed, ended or compacted: the next round reads every request again,
+                // after a pause so that a member failing every stream is not hammered.
                 _ => {
                     self.connection.repin(&endpoint);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     return Ok(());
                 }
             };
