@@ -52,6 +52,11 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/api/nodes", get(nodes))
         .route("/api/leaders", get(leaders))
         .route("/api/identity", get(identity))
+        .route("/api/allow", get(crate::allow::list))
+        .route(
+            "/api/allow/{service}",
+            axum::routing::put(crate::allow::set).delete(crate::allow::remove),
+        )
         .route(
             "/api/services/{name}",
             get(service).put(cutover).post(cutover),
@@ -96,7 +101,7 @@ async fn nodes(State(admin): State<Admin>) -> Response {
 
 /// 503 for what needs the shared store while it is out of reach: one line naming it, and
 /// when to try again.
-fn unavailable(reason: String) -> Response {
+pub(crate) fn unavailable(reason: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(

@@ -164,6 +164,17 @@ pub struct Cli {
     #[arg(long, env = "FERRY_STORE_LEASE_TTL", default_value_t = 90, value_parser = clap::value_parser!(u64).range(2..))]
     pub store_lease_ttl: u64,
 
+    /// Sidecar mode (a node with a certificate, `--ca-issuer` or `--join-token`): where the
+    /// inbound listener other nodes deliver calls to listens; mutual TLS only.
+    #[arg(long, env = "FERRY_INBOUND_LISTEN", default_value = "127.0.0.1:15006")]
+    pub inbound_listen: std::net::SocketAddr,
+
+    /// The `HOST:PORT` other nodes dial for the inbound listener, published in this node's
+    /// key in etcd (default: the listen address, or the advertised host when it listens on
+    /// every address).
+    #[arg(long, env = "FERRY_INBOUND_ADVERTISE")]
+    pub inbound_advertise: Option<String>,
+
     /// With an etcd store: seconds to wait at start for an etcd member that knows a leader
     /// (etcd started alongside may still be electing one) before giving up; also how long a
     /// node waits for the trust bundle and for its certificate (`--join-token`).
@@ -337,6 +348,15 @@ pub enum CtlAction {
     /// applied, the instances it keeps and when its key was last refreshed (`*`: the node
     /// answering). With the embedded store, this node alone.
     Nodes,
+    /// Sidecar mode's allow rules: with no argument, list them; `allow SERVICE CALLER...`
+    /// lets only those services (or `node:NAME`) call SERVICE; `allow SERVICE --any` lets
+    /// every node call it again.
+    Allow {
+        service: Option<String>,
+        callers: Vec<String>,
+        #[arg(long, conflicts_with = "callers")]
+        any: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,7 @@
 //! `ferry ctl --admin HOST:PORT ...`: the command line over the admin API, for operators
 //! and scripts. `cutover SERVICE mesh|legacy` is the form scripts rely on; `sync` shows
-//! the legacy registries Ferry syncs with; `nodes` the nodes sharing the registry.
+//! the legacy registries Ferry syncs with; `nodes` the nodes sharing the registry; `allow`
+//! sidecar mode's allow rules.
 
 use std::process::ExitCode;
 
@@ -75,23 +76,61 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
                 now_millis(),
             ))
         }
+        CtlAction::Allow {
+            service: None,
+            callers,
+            any,
+        } => {
+            if !callers.is_empty() || *any {
+                anyhow::bail!("name the service the rule is for: `allow SERVICE CALLER...`");
+            }
+            let rules: Value = get_json(&client, format!("{base}/api/allow")).await?;
+            Ok(allow_table(&rules))
+        }
+        CtlAction::Allow {
+            service: Some(service),
+            callers,
+            any,
+        } => {
+            if callers.is_empty() && !*any {
+                anyhow::bail!(
+                    "name the callers (`allow {service} CHECKOUT node:gateway-1`), or \
+                     `allow {service} --any` to let every node call it"
+                );
+            }
+            let url = format!("{base}/api/allow/{service}");
+            let request = if *any {
+                client.delete(url)
+            } else {
+                client
+                    .put(url)
+                    .json(&serde_json::json!({ "callers": callers }))
+            };
+            let rule = write(request, command.token.as_deref()).await?;
+            Ok(match rule["callers"].as_array() {
+                Some(callers) => format!(
+                    "{} may be called by {}",
+                    rule["service"].as_str().unwrap_or(service),
+                    callers
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!(
+                    "{} may be called by any node",
+                    rule["service"].as_str().unwrap_or(service)
+                ),
+            })
+        }
         CtlAction::Cutover { service, mode } => {
             if !matches!(mode.as_str(), "mesh" | "legacy") {
                 anyhow::bail!("the mode must be `mesh` or `legacy`, not `{mode}`");
             }
-            let mut request = client
+            let request = client
                 .put(format!("{base}/api/services/{service}"))
                 .json(&serde_json::json!({ "mode": mode }));
-            if let Some(token) = &command.token {
-                request = request.bearer_auth(token);
-            }
-            let response = request.send().await?;
-            let status = response.status();
-            let text = response.text().await?;
-            if !status.is_success() {
-                anyhow::bail!("{status}: {}", text.trim());
-            }
-            let service: Value = serde_json::from_str(&text)?;
+            let service = write(request, command.token.as_deref()).await?;
             Ok(format!(
                 "{} is now {} (port {})",
                 service["name"]
@@ -102,6 +141,41 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
             ))
         }
     }
+}
+
+/// The allow rules, one service per line; services without a rule are open to every node.
+fn allow_table(rules: &Value) -> String {
+    let Some(rules) = rules.as_object().filter(|rules| !rules.is_empty()) else {
+        return "no allow rules: any node of the trust domain may call any service".to_owned();
+    };
+    let mut out = format!("{:<24} {}\n", "SERVICE", "MAY BE CALLED BY");
+    for (service, rule) in rules {
+        let callers: Vec<&str> = rule["callers"]
+            .as_array()
+            .map(|callers| callers.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let callers = if callers.is_empty() {
+            "no one".to_owned()
+        } else {
+            callers.join(", ")
+        };
+        out.push_str(&format!("{service:<24} {callers}\n"));
+    }
+    out.trim_end().to_owned()
+}
+
+/// An admin write with the token, if given; its JSON answer, an error status an error.
+async fn write(mut request: reqwest::RequestBuilder, token: Option<&str>) -> anyhow::Result<Value> {
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", text.trim());
+    }
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// A JSON read of the admin API; an error status is an error.

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_auth;
+mod allow;
 mod ca;
 mod cli;
 mod config_file;
@@ -14,6 +15,7 @@ mod metrics;
 mod node;
 mod shared;
 mod shutdown;
+mod sidecar;
 mod store;
 mod store_report;
 mod sync;

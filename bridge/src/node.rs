@@ -43,6 +43,13 @@ pub async fn run(
         address: advertise_host(&cli),
         datacenter: cli.datacenter.clone(),
     };
+    // A node with an identity is a sidecar: it publishes where its inbound listener is.
+    let sidecar_mode = cli.ca_issuer.is_some() || cli.join_token.is_some();
+    let inbound_advertised = crate::sidecar::advertised(
+        cli.inbound_listen,
+        cli.inbound_advertise.as_deref(),
+        &node.address,
+    );
     let opened = crate::store::open(
         &cli.store,
         RegistrySettings {
@@ -54,6 +61,7 @@ pub async fn run(
         &node.name,
         Duration::from_secs(cli.store_lease_ttl),
         Duration::from_secs(cli.store_wait),
+        sidecar_mode.then(|| inbound_advertised.clone()),
     )
     .await?;
     let registry = opened.registry;
@@ -165,6 +173,46 @@ pub async fn run(
         }
         None => None,
     };
+    let mut leaders = crate::shared::Leaders::default();
+    // This node's certificate (and, with --ca-issuer, its candidacy to sign), before any
+    // listener serves: the mesh's hop to other nodes and the inbound listener need it.
+    let identity = crate::identity::start(
+        crate::identity::Settings::from_cli(&cli),
+        etcd.as_ref(),
+        &node.name,
+        stopping.clone(),
+    )
+    .await?;
+    if let Some(identity) = &identity {
+        metrics.watch_identity(identity.figures.clone());
+        leaders.0.extend(identity.signer_leader());
+    }
+    let proxy_connect_timeout = seconds(cli.proxy_connect_timeout, "proxy-connect-timeout")?;
+    let sidecar = match (&identity, &etcd) {
+        (Some(identity), Some(store)) => Some(crate::sidecar::sidecar(
+            identity.live.clone(),
+            store.clone(),
+            proxy_connect_timeout,
+        )),
+        _ => None,
+    };
+    if let (Some(identity), Some(store)) = (&identity, &etcd) {
+        crate::sidecar::open_inbound(
+            cli.inbound_listen,
+            &inbound_advertised,
+            registry.clone(),
+            identity.live.clone(),
+            Arc::new(crate::allow::EtcdAllow::new(
+                store.clone(),
+                registry.clone(),
+            )),
+            proxy_connect_timeout,
+            proxy_metrics.inbound.clone(),
+            limits,
+            stopping.clone(),
+        )
+        .await?;
+    }
     let mesh = Mesh::start(
         registry.clone(),
         cutover,
@@ -174,12 +222,12 @@ pub async fn run(
             limits,
             upstream: UpstreamSettings {
                 request_timeout: seconds(cli.proxy_request_timeout, "proxy-request-timeout")?,
-                connect_timeout: seconds(cli.proxy_connect_timeout, "proxy-connect-timeout")?,
+                connect_timeout: proxy_connect_timeout,
                 strategy: cli.proxy_balancer.into(),
                 ..UpstreamSettings::default()
             },
             services,
-            sidecar: None,
+            sidecar,
             shared: shared_cutover
                 .as_ref()
                 .map(|(modes, _, _)| modes.clone() as Arc<dyn ferry_proxy::mesh::SharedModes>),
@@ -200,20 +248,6 @@ pub async fn run(
     // After the mesh restored its routes, so the first export already shows services in
     // the mesh at the proxy.
     let sync_plan = crate::sync::plan(&cli)?;
-    let mut leaders = crate::shared::Leaders::default();
-    // This node's certificate (and, with --ca-issuer, its candidacy to sign), before any
-    // listener serves: the inbound listener will need it.
-    let identity = crate::identity::start(
-        crate::identity::Settings::from_cli(&cli),
-        etcd.as_ref(),
-        &node.name,
-        stopping.clone(),
-    )
-    .await?;
-    if let Some(identity) = &identity {
-        metrics.watch_identity(identity.figures.clone());
-        leaders.0.extend(identity.signer_leader());
-    }
     let syncs = match &etcd {
         None => {
             let handles = crate::sync::start_plan(&sync_plan, &registry, &kv, &stopping)?;

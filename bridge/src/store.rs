@@ -65,6 +65,7 @@ pub async fn open(
     node: &str,
     lease_ttl: std::time::Duration,
     startup_wait: std::time::Duration,
+    inbound: Option<String>,
 ) -> anyhow::Result<Opened> {
     match choice {
         StoreChoice::Embedded => {
@@ -98,6 +99,7 @@ pub async fn open(
             let mut options = EtcdStoreOptions::new(endpoints.clone(), node.to_owned());
             options.lease_ttl = lease_ttl;
             options.connect.startup_wait = startup_wait;
+            options.inbound = inbound;
             let store = EtcdStore::start(options)
                 .await
                 .with_context(|| format!("cannot use etcd at {}", endpoints.join(",")))?;

@@ -36,6 +36,11 @@ pub struct StoreStatus {
 }
 
 impl StoreReport {
+    /// The etcd store, when the registry is shared.
+    pub fn etcd(&self) -> Option<Arc<EtcdStore>> {
+        self.etcd.clone()
+    }
+
     pub fn new(registry: Arc<Registry>, etcd: Option<Arc<EtcdStore>>, node: String) -> StoreReport {
         StoreReport {
             registry,

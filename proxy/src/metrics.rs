@@ -35,6 +35,8 @@ pub struct ProxyMetrics {
     pub retries: Family<ServiceLabels, Counter>,
     pub ejections: Family<EndpointLabels, Counter>,
     pub open_connections: Family<ServiceLabels, Gauge>,
+    /// Sidecar mode's inbound listener (zero while it is off).
+    pub inbound: std::sync::Arc<crate::inbound::InboundMetrics>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -58,6 +60,7 @@ impl ProxyMetrics {
             retries: Family::default(),
             ejections: Family::default(),
             open_connections: Family::default(),
+            inbound: Default::default(),
         }
     }
 
@@ -92,5 +95,6 @@ impl ProxyMetrics {
             "Client connections open on outbound listeners",
             self.open_connections.clone(),
         );
+        self.inbound.register(registry);
     }
 }

@@ -73,18 +73,24 @@ pub fn decode(bytes: &[u8]) -> Result<CutoverEntry, CutoverValueError> {
         Some("legacy") => CutoverMode::Legacy,
         other => return Err(CutoverValueError::Mode(other.map(str::to_owned))),
     };
-    Ok(CutoverEntry {
-        mode,
-        by: value
+    let (by, at_ms) = stamp(&value);
+    Ok(CutoverEntry { mode, by, at_ms })
+}
+
+/// Who set a shared entry (a node name) and when (ms since the epoch), as the cutover
+/// table and the allow rules record it; missing fields read as empty.
+pub(crate) fn stamp(value: &Value) -> (String, u64) {
+    (
+        value
             .get("by")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
-        at_ms: value
+        value
             .get("at_ms")
             .and_then(Value::as_u64)
             .unwrap_or_default(),
-    })
+    )
 }
 
 /// What a node's watch of the table hands over, in etcd's order.

@@ -50,6 +50,14 @@ pub fn cutover_key(service: &str) -> String {
     format!("{PREFIX}cutover/{}", escape(service))
 }
 
+pub fn allow_prefix() -> String {
+    format!("{PREFIX}allow/")
+}
+
+pub fn allow_key(service: &str) -> String {
+    format!("{PREFIX}allow/{}", escape(service))
+}
+
 pub fn leader_key(job: &str) -> String {
     format!("{PREFIX}leader/{}", escape(job))
 }

@@ -3,9 +3,10 @@
 //! `/ferry/v1/` (`layout`), the thread every etcd call runs on (`worker`), and the registry
 //! store every node shares (`registrations`), the Consul KV store's (`kv`), the cutover
 //! table every node follows (`cutover`, through the prefix watcher `prefix_watch`) and
-//! leader-only work (`leader`), and the certificate authority's requests, answers and
-//! elected signer (`ca`).
+//! leader-only work (`leader`), the certificate authority's requests, answers and
+//! elected signer (`ca`), and sidecar mode's allow rules (`allow`).
 
+pub mod allow;
 pub mod ca;
 pub mod connection;
 pub mod cutover;
@@ -17,6 +18,7 @@ mod prefix_watch;
 pub mod registrations;
 mod worker;
 
+pub use allow::AllowRule;
 pub use connection::{ConnectOptions, Connection, EndpointState, EtcdError};
 pub use cutover::{CutoverEntry, CutoverEvent, CutoverMode, SharedCutover};
 pub use kv::EtcdKv;

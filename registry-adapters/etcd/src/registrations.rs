@@ -113,6 +113,8 @@ pub struct EtcdStore {
     owners: Mutex<HashMap<String, String>>,
     /// Every live node's inbound address, from the node keys the watch delivers.
     inbounds: Mutex<HashMap<String, String>>,
+    /// Sidecar mode's allow rules, by service (`allow`).
+    allow: Mutex<std::collections::BTreeMap<String, crate::allow::AllowRule>>,
     /// The values of the keys this node keeps, to write back after a lost lease.
     kept: Mutex<HashMap<String, Vec<u8>>>,
     /// Registrations accepted while etcd was out of reach, to write once it is back; the
@@ -166,6 +168,7 @@ impl EtcdStore {
             kv_feed: Feed::default(),
             owners: Mutex::new(HashMap::new()),
             inbounds: Mutex::new(HashMap::new()),
+            allow: Mutex::new(std::collections::BTreeMap::new()),
             kept: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             pending_seq: AtomicU64::new(0),
@@ -289,6 +292,9 @@ impl EtcdStore {
             prefix_watch::read_all(&self.connection, &layout::sessions_prefix(), revision).await?;
         let (nodes, _) =
             prefix_watch::read_all(&self.connection, &layout::nodes_prefix(), revision).await?;
+        let (rules, _) =
+            prefix_watch::read_all(&self.connection, &layout::allow_prefix(), revision).await?;
+        *self.allow.lock() = crate::allow::table(self, &rules);
         *self.inbounds.lock() = nodes
             .iter()
             .filter_map(node_info)
@@ -396,6 +402,13 @@ impl EtcdStore {
         }
     }
 
+    pub(crate) fn allow_rules(
+        &self,
+    ) -> parking_lot::MutexGuard<'_, std::collections::BTreeMap<String, crate::allow::AllowRule>>
+    {
+        self.allow.lock()
+    }
+
     /// Follows the node keys for their inbound addresses (sidecar mode's routes).
     fn node_changed(&self, key: &str, event: EventType, kv: &KeyValue) {
         let Some(node) = key.strip_prefix(&layout::nodes_prefix()) else {
@@ -430,7 +443,7 @@ impl EtcdStore {
     fn deliver(&self, events: &[etcd_client::Event]) {
         for event in events {
             let Some(kv) = event.kv() else { continue };
-            if crate::kv::deliver(self, event, kv) {
+            if crate::kv::deliver(self, event, kv) || crate::allow::deliver(self, event, kv) {
                 continue;
             }
             let key = String::from_utf8_lossy(kv.key()).into_owned();

@@ -305,6 +305,25 @@ impl Registry {
         })
     }
 
+    /// The apps with an instance `node` keeps (not imported copies): the services a sidecar
+    /// node speaks for when it calls another node.
+    pub fn apps_kept_by(&self, node: &str) -> BTreeSet<String> {
+        let state = self.state.read();
+        state
+            .listings
+            .apps
+            .iter()
+            .filter(|(_, instances)| {
+                instances.values().any(|entry| {
+                    let instance = &entry.instance;
+                    instance.registration != Registration::Imported
+                        && self.store.keeper(&instance.app, &instance.id).as_deref() == Some(node)
+                })
+            })
+            .map(|(app, _)| app.clone())
+            .collect()
+    }
+
     /// Finds an instance by id in any app.
     pub fn instance_anywhere(&self, id: &str) -> Option<RegisteredInstance> {
         let state = self.state.read();
