@@ -4,29 +4,12 @@
 //! node renewing through the signer, following a bundle with a second root, restarting on
 //! its kept key and certificate, and a node with a wrong pin refusing to start.
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
 #[path = "../../registry-adapters/etcd/tests/common/mod.rs"]
 mod etcd;
-use common::{free_port, start_ferry_with};
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .output()
-        .expect("run ferry")
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "ferry failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::{ferry_cli as ferry, free_port, start_ferry_with, succeeded as stdout};
 
 async fn json(url: String) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()

@@ -4,7 +4,6 @@
 //! `grpc.health.v1` service), hyper's HTTP/2 client and a real WebSocket client and server
 //! (tokio-tungstenite).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,22 +18,12 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 mod common;
-use common::{free_port, mesh, start_ferry, wait_for_port};
+use common::{grpc_health_backend, mesh, start_ferry};
 
 #[tokio::test]
 async fn grpc_unary_and_server_streaming_calls_pass_through_with_trailers() {
     let ferry = start_ferry().await;
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("orders.Orders", tonic_health::ServingStatus::Serving)
-        .await;
-    let backend: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve(backend),
-    );
-    wait_for_port(backend.port()).await;
+    let (reporter, backend) = grpc_health_backend().await;
     let outbound = mesh(&ferry, "GRPC-ORDERS", backend.port()).await;
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{outbound}"))

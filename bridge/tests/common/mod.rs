@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 pub fn free_port() -> u16 {
@@ -19,6 +19,8 @@ pub struct Ferry {
     child: Child,
     pub eureka: u16,
     pub admin: u16,
+    /// Sidecar mode's inbound listener (open only with an identity).
+    pub inbound: u16,
     /// The Consul API's port, when started with it (`start_ferry_with_consul`).
     pub consul: Option<u16>,
     _data: TempDir,
@@ -71,7 +73,7 @@ async fn start(extra: &[&str], consul: bool) -> Ferry {
 }
 
 async fn try_start(extra: &[&str], consul: bool) -> Option<Ferry> {
-    let (eureka, admin) = (free_port(), free_port());
+    let (eureka, admin, inbound) = (free_port(), free_port(), free_port());
     let consul = consul.then(free_port);
     let consul_listen = consul.map_or_else(|| "off".to_owned(), |port| format!("127.0.0.1:{port}"));
     let first_outbound = free_port();
@@ -98,6 +100,7 @@ async fn try_start(extra: &[&str], consul: bool) -> Option<Ferry> {
             &format!("{first_outbound}-{first_outbound}"),
         ])
         .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--inbound-listen", &format!("127.0.0.1:{inbound}")])
         .args(extra)
         .stdout(Stdio::null())
         .spawn()
@@ -106,6 +109,7 @@ async fn try_start(extra: &[&str], consul: bool) -> Option<Ferry> {
         child,
         eureka,
         admin,
+        inbound,
         consul,
         _data: TempDir(data),
     };
@@ -148,20 +152,8 @@ pub async fn wait_for_port(port: u16) {
 /// Registers `port` as the only instance of `app` and cuts `app` over; returns the
 /// outbound port.
 pub async fn mesh(ferry: &Ferry, app: &str, port: u16) -> u16 {
+    register(ferry.eureka, app, &format!("{app}-1"), port).await;
     let client = reqwest::Client::new();
-    let registration = serde_json::json!({"instance": {
-        "instanceId": format!("{app}-1"), "hostName": "127.0.0.1", "app": app, "ipAddr": "127.0.0.1",
-        "port": {"$": port, "@enabled": "true"}, "dataCenterInfo": {"name": "MyOwn"}}});
-    let registered = client
-        .post(format!(
-            "http://127.0.0.1:{}/eureka/apps/{app}",
-            ferry.eureka
-        ))
-        .json(&registration)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 204);
     let service: serde_json::Value = client
         .put(format!(
             "http://127.0.0.1:{}/api/services/{app}",
@@ -176,4 +168,81 @@ pub async fn mesh(ferry: &Ferry, app: &str, port: u16) -> u16 {
         .unwrap();
     assert_eq!(service["mode"], "mesh");
     service["port"].as_u64().unwrap() as u16
+}
+
+/// Runs the built `ferry` with `args` (a subcommand: `ca init`, `ctl ...`) to its end.
+pub fn ferry_cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .output()
+        .expect("run ferry")
+}
+
+/// The standard output of a run that must have succeeded.
+pub fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "ferry failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `ferry ca init` for `trust_domain` into `dir`; the root's fingerprint it prints.
+pub fn ca_init(dir: &std::path::Path, trust_domain: &str) -> String {
+    let printed = succeeded(&ferry_cli(&[
+        "ca",
+        "init",
+        "--trust-domain",
+        trust_domain,
+        "--dir",
+        dir.to_str().unwrap(),
+    ]));
+    printed
+        .lines()
+        .find_map(|line| line.strip_prefix("root SHA-256: "))
+        .expect("init prints the root's fingerprint")
+        .to_owned()
+}
+
+/// A real gRPC server on loopback (tonic, tonic-health's `grpc.health.v1`) with
+/// `orders.Orders` serving; its reporter and address.
+pub async fn grpc_health_backend() -> (tonic_health::server::HealthReporter, std::net::SocketAddr) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("orders.Orders", tonic_health::ServingStatus::Serving)
+        .await;
+    let backend: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve(backend),
+    );
+    wait_for_port(backend.port()).await;
+    (reporter, backend)
+}
+
+/// Registers `port` on loopback as instance `id` of `app` through the Eureka API at
+/// `eureka`.
+pub async fn register(eureka: u16, app: &str, id: &str, port: u16) {
+    let registration = serde_json::json!({"instance": {
+        "instanceId": id, "hostName": "127.0.0.1", "app": app, "ipAddr": "127.0.0.1",
+        "port": {"$": port, "@enabled": "true"}, "dataCenterInfo": {"name": "MyOwn"}}});
+    let registered = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{eureka}/eureka/apps/{app}"))
+        .json(&registration)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 204);
+}
+
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(admin: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

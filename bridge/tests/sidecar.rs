@@ -1,0 +1,265 @@
+//! Sidecar mode end to end on the real `ferry` binary: two nodes on a three-member etcd on
+//! loopback, node-a the signer and node-b joined with a token, an app that only node-b keeps.
+//! A caller of node-a's outbound listener reaches the app only through node-b's inbound
+//! listener (node-a's registry lists the app at an address where nothing listens for it):
+//! HTTP/1.1 with the mesh's own headers never reaching the app, gRPC (tonic's client and
+//! server, tonic-health's service) with its trailers, and an allow rule set and lifted with
+//! `ferry ctl allow`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+mod common;
+#[path = "../../registry-adapters/etcd/tests/common/mod.rs"]
+mod etcd;
+use common::{
+    ca_init, ferry_cli as ferry, free_port, grpc_health_backend, metrics_text, register,
+    start_ferry_with, succeeded as stdout, Ferry,
+};
+
+type AccessLog = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
+
+/// An HTTP/1.1 app on loopback that logs every request it serves.
+async fn app(log: AccessLog) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                    log.lock()
+                        .unwrap()
+                        .push((request.uri().to_string(), request.headers().clone()));
+                    async {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
+                            "orders here",
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Cuts `app` over through `node`'s admin API; every node follows. Its outbound port there.
+async fn cut_over(node: &Ferry, app: &str) -> u16 {
+    let answer = reqwest::Client::new()
+        .put(format!(
+            "http://127.0.0.1:{}/api/services/{app}",
+            node.admin
+        ))
+        .json(&serde_json::json!({"mode": "mesh"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let service: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or_else(|_| panic!("cutover of {app}: {answer}"));
+    assert_eq!(service["mode"], "mesh", "{service}");
+    service["port"].as_u64().unwrap() as u16
+}
+
+/// GETs through an outbound listener until `accept` holds for the answer, bounded: the
+/// registration and the keeper's inbound address reach node-a through etcd's watch.
+async fn get_until(
+    port: u16,
+    path: &str,
+    accept: impl Fn(u16, &str) -> bool,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("host", "orders")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap();
+        if accept(status, &body) {
+            return (status, body, headers);
+        }
+        assert!(Instant::now() < deadline, "last answer {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Two consecutive free ports, for a node that cuts over two services.
+fn free_port_pair() -> u16 {
+    loop {
+        let first = free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", first + 1)).is_ok() {
+            return first;
+        }
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_reaches_an_app_only_through_its_keepers_inbound_listener() {
+    let _turn = etcd::serial().await;
+    let cluster = etcd::Cluster::start("bridge-sidecar").await;
+    let store = format!("etcd://{}", cluster.endpoints().join(","));
+    let dir = std::env::temp_dir().join(format!("ferry-sidecar-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = dir.join("ca");
+    let fingerprint = ca_init(&ca, "mesh.test");
+    let ports = free_port_pair();
+    let ports = format!("{ports}-{}", ports + 1);
+    let node_a = start_ferry_with(&[
+        "--outbound-ports",
+        &ports,
+        "--store",
+        &store,
+        "--node-name",
+        "node-a",
+        "--ca-issuer",
+        ca.to_str().unwrap(),
+    ])
+    .await;
+    let token = stdout(&ferry(&[
+        "ca", "token", "--node", "node-b", "--store", &store,
+    ]))
+    .trim()
+    .to_owned();
+    let node_b = start_ferry_with(&[
+        "--store",
+        &store,
+        "--node-name",
+        "node-b",
+        "--join-token",
+        &token,
+        "--ca-root-sha256",
+        &fingerprint,
+    ])
+    .await;
+
+    // The apps listen on loopback and register with node-b, which keeps them.
+    let log: AccessLog = Arc::default();
+    let orders = app(log.clone()).await;
+    register(node_b.eureka, "ORDERS", "orders-b", orders).await;
+    let (_reporter, grpc) = grpc_health_backend().await;
+    register(node_b.eureka, "GRPC-ORDERS", "grpc-orders-b", grpc.port()).await;
+
+    let outbound = cut_over(&node_a, "ORDERS").await;
+    let (status, body, _) = get_until(outbound, "/orders/7", |status, _| status == 200).await;
+    assert_eq!((status, body.as_str()), (200, "orders here"));
+    {
+        let log = log.lock().unwrap();
+        let (path, headers) = log.last().unwrap();
+        assert_eq!(path, "/orders/7");
+        assert_eq!(headers["host"], "orders");
+        assert!(
+            !headers
+                .keys()
+                .any(|name| name.as_str().starts_with("ferry-")),
+            "{headers:?}"
+        );
+    }
+    let metrics = metrics_text(node_b.admin).await;
+    assert!(
+        metric(&metrics, "ferry_inbound_tls_handshakes_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "ferry_inbound_requests_total") >= 1.0);
+
+    // gRPC: HTTP/2 end to end, trailers included.
+    let grpc_outbound = cut_over(&node_a, "GRPC-ORDERS").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = loop {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_outbound}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut client = HealthClient::new(channel);
+        match client
+            .check(HealthCheckRequest {
+                service: "orders.Orders".into(),
+            })
+            .await
+        {
+            Ok(reply) => {
+                assert_eq!(reply.get_ref().status, ServingStatus::Serving as i32);
+                break client;
+            }
+            Err(status) => {
+                assert!(Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let unknown = client
+        .check(HealthCheckRequest {
+            service: "nobody.Nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // An allow rule naming only another service: node-a keeps no app, so it is refused on
+    // node-b's side, and the app never sees the call.
+    let admin_a = format!("127.0.0.1:{}", node_a.admin);
+    let allowed = stdout(&ferry(&[
+        "ctl", "--admin", &admin_a, "allow", "ORDERS", "CHECKOUT",
+    ]));
+    assert!(
+        allowed.contains("ORDERS may be called by CHECKOUT"),
+        "{allowed}"
+    );
+    let served = log.lock().unwrap().len();
+    let (status, body, headers) = get_until(outbound, "/orders/8", |status, _| status == 403).await;
+    assert_eq!(headers["x-ferry-error"], "not-allowed", "{body}");
+    assert!(body.contains("may not call ORDERS"), "{body}");
+    assert_eq!(
+        log.lock().unwrap().len(),
+        served,
+        "a refused call reached the app"
+    );
+    assert_eq!(status, 403);
+    let listed = stdout(&ferry(&["ctl", "--admin", &admin_a, "allow"]));
+    assert!(
+        listed.contains("ORDERS") && listed.contains("CHECKOUT"),
+        "{listed}"
+    );
+    // node-a may call it by name.
+    stdout(&ferry(&[
+        "ctl",
+        "--admin",
+        &admin_a,
+        "allow",
+        "ORDERS",
+        "CHECKOUT",
+        "node:node-a",
+    ]));
+    get_until(outbound, "/orders/9", |status, _| status == 200).await;
+    let lifted = stdout(&ferry(&[
+        "ctl", "--admin", &admin_a, "allow", "ORDERS", "--any",
+    ]));
+    assert!(lifted.contains("any node"), "{lifted}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
