@@ -7,18 +7,18 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 mod common;
-use common::{grpc_health_backend, mesh, start_ferry};
+use common::{
+    grpc_health_backend, mesh, start_ferry, websocket_echo_backend, websocket_round_trips,
+};
 
 #[tokio::test]
 async fn grpc_unary_and_server_streaming_calls_pass_through_with_trailers() {
@@ -184,43 +184,7 @@ async fn an_http2_caller_reaches_an_http1_only_service_through_translation() {
 #[tokio::test]
 async fn websocket_upgrades_pass_through_both_ways() {
     let ferry = start_ferry().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = socket.next().await {
-                    if message.is_text() {
-                        let text = message.into_text().unwrap();
-                        let _ = socket.send(Message::text(format!("echo: {text}"))).await;
-                    }
-                }
-            });
-        }
-    });
+    let backend = websocket_echo_backend().await;
     let outbound = mesh(&ferry, "SOCKETS", backend.port()).await;
-    let (mut socket, response) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{outbound}/chat"))
-            .await
-            .expect("the upgrade goes through the proxy");
-    assert_eq!(response.status(), 101);
-    for round in 0..3 {
-        socket
-            .send(Message::text(format!("hello {round}")))
-            .await
-            .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            reply.into_text().unwrap().as_str(),
-            format!("echo: hello {round}")
-        );
-    }
-    socket.close(None).await.unwrap();
+    websocket_round_trips(outbound).await;
 }

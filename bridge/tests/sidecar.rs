@@ -3,8 +3,8 @@
 //! A caller of node-a's outbound listener reaches the app only through node-b's inbound
 //! listener (node-a's registry lists the app at an address where nothing listens for it):
 //! HTTP/1.1 with the mesh's own headers never reaching the app, gRPC (tonic's client and
-//! server, tonic-health's service) with its trailers, and an allow rule set and lifted with
-//! `ferry ctl allow`.
+//! server, tonic-health's service) with its trailers, WebSocket (tokio-tungstenite) across
+//! the HTTP/2 hop, and an allow rule set and lifted with `ferry ctl allow`.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ mod common;
 mod etcd;
 use common::{
     ca_init, ferry_cli as ferry, free_port, grpc_health_backend, metrics_text, register,
-    start_ferry_with, succeeded as stdout, Ferry,
+    start_ferry_with, succeeded as stdout, websocket_echo_backend, websocket_round_trips, Ferry,
 };
 
 type AccessLog = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
@@ -101,11 +101,11 @@ async fn get_until(
     }
 }
 
-/// Two consecutive free ports, for a node that cuts over two services.
-fn free_port_pair() -> u16 {
+/// Three consecutive free ports, for a node that cuts over three services.
+fn free_ports() -> u16 {
     loop {
         let first = free_port();
-        if std::net::TcpListener::bind(("127.0.0.1", first + 1)).is_ok() {
+        if (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
             return first;
         }
     }
@@ -127,8 +127,8 @@ async fn a_call_reaches_an_app_only_through_its_keepers_inbound_listener() {
     let _ = std::fs::remove_dir_all(&dir);
     let ca = dir.join("ca");
     let fingerprint = ca_init(&ca, "mesh.test");
-    let ports = free_port_pair();
-    let ports = format!("{ports}-{}", ports + 1);
+    let ports = free_ports();
+    let ports = format!("{ports}-{}", ports + 2);
     let node_a = start_ferry_with(&[
         "--outbound-ports",
         &ports,
@@ -163,6 +163,8 @@ async fn a_call_reaches_an_app_only_through_its_keepers_inbound_listener() {
     register(node_b.eureka, "ORDERS", "orders-b", orders).await;
     let (_reporter, grpc) = grpc_health_backend().await;
     register(node_b.eureka, "GRPC-ORDERS", "grpc-orders-b", grpc.port()).await;
+    let sockets = websocket_echo_backend().await;
+    register(node_b.eureka, "SOCKETS", "sockets-b", sockets.port()).await;
 
     let outbound = cut_over(&node_a, "ORDERS").await;
     let (status, body, _) = get_until(outbound, "/orders/7", |status, _| status == 200).await;
@@ -220,6 +222,18 @@ async fn a_call_reaches_an_app_only_through_its_keepers_inbound_listener() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // WebSocket: an HTTP/1.1 upgrade, carried across the HTTP/2 hop as an extended CONNECT.
+    let sockets_outbound = cut_over(&node_a, "SOCKETS").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("http://127.0.0.1:{sockets_outbound}/"))
+        .await
+        .map_or(true, |response| response.status() == 503)
+    {
+        assert!(Instant::now() < deadline, "SOCKETS never reachable");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    websocket_round_trips(sockets_outbound).await;
 
     // An allow rule naming only another service: node-a keeps no app, so it is refused on
     // node-b's side, and the app never sees the call.

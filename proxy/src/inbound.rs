@@ -9,6 +9,10 @@
 //! status and reason (`x-ferry-error`), and the app is never contacted. The target is never
 //! another node: nothing here forwards onward.
 //!
+//! An upgrade (WebSocket) arrives as an HTTP/2 extended CONNECT (RFC 8441) and is asked of
+//! the app as the HTTP/1.1 upgrade the caller made; once the app switches, the stream and
+//! the app's connection are joined.
+//!
 //! The caller's sidecar already balanced, retried and timed the call; this side only
 //! checks, strips the `ferry-*` headers and relays, so a failure reaches the caller as it
 //! happened (502 when the app refuses the connection), for it to retry elsewhere.
@@ -283,32 +287,27 @@ impl Inbound {
                 return refusal.into_response();
             }
         };
+        if request.method() == http::Method::CONNECT {
+            return match request.extensions().get::<hyper::ext::Protocol>().cloned() {
+                Some(protocol) => self.tunnel(app, address, protocol, request).await,
+                None => Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "connect",
+                    "plain CONNECT is not relayed: only an upgrade (extended CONNECT) is",
+                )
+                .into_response(),
+            };
+        }
         let (mut parts, body) = request.into_parts();
         let grpc = parts
             .headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-        strip_mesh_headers(&mut parts.headers);
-        hop_by_hop::strip(&mut parts.headers);
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |path| path.as_str())
-            .to_owned();
-        let Ok(uri) = http::Uri::try_from(format!("http://{address}{path}")) else {
-            return Refusal::new(StatusCode::BAD_REQUEST, "bad-path", "unusable request path")
-                .into_response();
-        };
         let version = parts.version;
-        if !grpc && !parts.headers.contains_key(header::HOST) {
-            // An HTTP/1.1 app reads the name it was called by from Host, as it would have
-            // arrived without the mesh.
-            if let Some(authority) = parts.uri.authority() {
-                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                    parts.headers.insert(header::HOST, host);
-                }
-            }
-        }
+        let uri = match for_the_app(&mut parts, address, !grpc) {
+            Ok(uri) => uri,
+            Err(refusal) => return refusal.into_response(),
+        };
         let mut forwarded = Request::new(body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
         *forwarded.method_mut() = parts.method;
         *forwarded.uri_mut() = uri;
@@ -329,20 +328,122 @@ impl Inbound {
                     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
                 )
             }
-            Err(error) => {
-                tracing::debug!(%app, %address, %error, "inbound: the app did not answer");
-                let mut response = text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("cannot reach {app} at {address}: {error}\n"),
-                );
-                response.headers_mut().insert(
-                    "x-ferry-error",
-                    HeaderValue::from_static("connection-failed"),
-                );
-                response
+            Err(error) => app_unreachable(&app, address, &error),
+        }
+    }
+}
+
+impl Inbound {
+    /// An extended CONNECT (RFC 8441) from the caller's node: the app is asked for the
+    /// same upgrade in HTTP/1.1 (as the caller asked its own node), and once it switches,
+    /// the HTTP/2 stream and the app's connection are joined.
+    async fn tunnel(
+        &self,
+        app: String,
+        address: SocketAddr,
+        protocol: hyper::ext::Protocol,
+        mut request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let from_caller = hyper::upgrade::on(&mut request);
+        let (mut parts, _) = request.into_parts();
+        let uri = match for_the_app(&mut parts, address, true) {
+            Ok(uri) => uri,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let Ok(upgrade) = HeaderValue::from_str(protocol.as_str()) else {
+            return Refusal::new(StatusCode::BAD_REQUEST, "bad-protocol", "unusable protocol")
+                .into_response();
+        };
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, upgrade);
+        let mut forwarded = Request::new(
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *forwarded.method_mut() = http::Method::GET;
+        *forwarded.uri_mut() = uri;
+        *forwarded.headers_mut() = parts.headers;
+        *forwarded.version_mut() = Version::HTTP_11;
+        let mut response = match self.http1.request(forwarded).await {
+            Ok(response) => response,
+            Err(error) => return app_unreachable(&app, address, &error),
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // The app declined: its answer goes back as it is (a 2xx would read as an open
+            // tunnel, so it is not one).
+            let (mut head, body) = response.into_parts();
+            hop_by_hop::strip(&mut head.headers);
+            head.version = Version::HTTP_2;
+            if head.status.is_success() {
+                head.status = StatusCode::BAD_GATEWAY;
+            }
+            return Response::from_parts(
+                head,
+                body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+            );
+        }
+        crate::upstream::join_upgrades(from_caller, hyper::upgrade::on(&mut response));
+        // The app's handshake headers (Sec-WebSocket-Accept, -Protocol, -Extensions) go
+        // back with a 200, HTTP/2's word for a tunnel that is open.
+        let (mut head, _) = response.into_parts();
+        hop_by_hop::strip(&mut head.headers);
+        head.status = StatusCode::OK;
+        head.version = Version::HTTP_2;
+        Response::from_parts(
+            head,
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+    }
+}
+
+/// Turns a request from a node into the app's: the mesh's headers and the hop's gone, and
+/// the URI at the app's address. `host` puts the name the caller used into Host, where an
+/// HTTP/1.1 app reads it (it travelled as the hop's `:authority`).
+fn for_the_app(
+    parts: &mut http::request::Parts,
+    address: SocketAddr,
+    host: bool,
+) -> Result<http::Uri, Refusal> {
+    strip_mesh_headers(&mut parts.headers);
+    hop_by_hop::strip(&mut parts.headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_owned();
+    let uri = http::Uri::try_from(format!("http://{address}{path}"))
+        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "bad-path", "unusable request path"))?;
+    if host && !parts.headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, value);
             }
         }
     }
+    Ok(uri)
+}
+
+/// 502 when the app kept by this node does not take the connection.
+fn app_unreachable(
+    app: &str,
+    address: SocketAddr,
+    error: &hyper_util::client::legacy::Error,
+) -> Response<ResponseBody> {
+    tracing::debug!(%app, %address, %error, "inbound: the app did not answer");
+    let mut response = text_response(
+        StatusCode::BAD_GATEWAY,
+        format!("cannot reach {app} at {address}: {error}\n"),
+    );
+    response.headers_mut().insert(
+        "x-ferry-error",
+        HeaderValue::from_static("connection-failed"),
+    );
+    response
 }
 
 /// `APP/ID` into the upper-case app and the id. An address (`10.0.0.5:8080`, a URL) is
@@ -399,7 +500,10 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(listen::builder(limits));
+    let mut builder = listen::builder(limits);
+    // WebSocket and other upgrades arrive as extended CONNECT (RFC 8441).
+    builder.http2().enable_connect_protocol();
+    let builder = Arc::new(builder);
     let connection = move |stream, peer_address, shutdown| -> BoxFuture<'static, ()> {
         Box::pin(serve_connection(
             inbound.clone(),
@@ -474,7 +578,7 @@ async fn serve_connection(
     // listen::until_shutdown's GracefulConnection bound does not prove Send for a TLS
     // stream's connection (a higher-ranked lifetime error in rustc); the same select here,
     // with the connection's own graceful_shutdown.
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
     let mut shutdown = shutdown;
     let outcome = tokio::select! {

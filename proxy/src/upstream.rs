@@ -537,7 +537,34 @@ async fn send_through_peer(
         }
     }
     headers.insert(crate::inbound::TARGET_HEADER, target);
+    // An HTTP/1.1 upgrade (WebSocket) crosses the HTTP/2 hop as an extended CONNECT
+    // (RFC 8441): HTTP/2 has no Upgrade header, the stream itself becomes the tunnel.
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .map(hyper::ext::Protocol::from)
+        .filter(|_| is_upgrade(headers));
+    if let Some(protocol) = &upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+        *request.method_mut() = http::Method::CONNECT;
+        request.extensions_mut().insert(protocol.clone());
+    }
     match sidecar.client.request(request).await {
+        // The tunnel is open: the caller is told in HTTP/1.1's words.
+        Ok(mut response) if upgrade.is_some() && response.status().is_success() => {
+            let protocol = upgrade.as_ref().map_or("websocket", |p| p.as_str());
+            *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("upgrade"),
+            );
+            if let Ok(protocol) = header::HeaderValue::from_str(protocol) {
+                headers.insert(header::UPGRADE, protocol);
+            }
+            Outcome::Answered(response, 101)
+        }
         // The peer refused before contacting any app (it no longer keeps the instance,
         // or never did): nothing was acted on, another endpoint may take it.
         Ok(response)
@@ -609,18 +636,22 @@ fn splice(
     downstream: hyper::upgrade::OnUpgrade,
     mut response: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
-    let upstream = hyper::upgrade::on(&mut response);
+    join_upgrades(downstream, hyper::upgrade::on(&mut response));
+    response
+}
+
+/// Relays bytes both ways between two connections once both have switched protocols.
+pub(crate) fn join_upgrades(one: hyper::upgrade::OnUpgrade, other: hyper::upgrade::OnUpgrade) {
     tokio::spawn(async move {
-        match tokio::try_join!(downstream, upstream) {
-            Ok((downstream, upstream)) => {
-                let mut downstream = TokioIo::new(downstream);
-                let mut upstream = TokioIo::new(upstream);
-                let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+        match tokio::try_join!(one, other) {
+            Ok((one, other)) => {
+                let mut one = TokioIo::new(one);
+                let mut other = TokioIo::new(other);
+                let _ = tokio::io::copy_bidirectional(&mut one, &mut other).await;
             }
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
     });
-    response
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

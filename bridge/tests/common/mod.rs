@@ -246,3 +246,56 @@ pub async fn metrics_text(admin: u16) -> String {
         .await
         .unwrap()
 }
+
+/// A WebSocket server on loopback (tokio-tungstenite) answering each text message with
+/// `echo: <text>`; its address.
+pub async fn websocket_echo_backend() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    if message.is_text() {
+                        let text = message.into_text().unwrap();
+                        let reply =
+                            tokio_tungstenite::tungstenite::Message::text(format!("echo: {text}"));
+                        let _ = socket.send(reply).await;
+                    }
+                }
+            });
+        }
+    });
+    backend
+}
+
+/// Sends three messages over a WebSocket through `port` and checks each echo.
+pub async fn websocket_round_trips(port: u16) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut socket, response) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/chat"))
+            .await
+            .expect("the upgrade goes through the proxy");
+    assert_eq!(response.status(), 101);
+    for round in 0..3 {
+        socket
+            .send(Message::text(format!("hello {round}")))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reply.into_text().unwrap().as_str(),
+            format!("echo: hello {round}")
+        );
+    }
+    socket.close(None).await.unwrap();
+}
