@@ -68,10 +68,18 @@ pub async fn open_inbound(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot open the inbound listener on {listen}"))?;
-    // An app of this host may register with the host's own address rather than loopback.
+    // An app of this host may register with the host's own address rather than loopback:
+    // the one other nodes reach this one at (a name, in compose, resolves to the
+    // container's address, which the app beside it registers with).
     let mut own: Vec<IpAddr> = vec![listen.ip()];
-    if let Ok(address) = advertised.parse::<SocketAddr>() {
-        own.push(address.ip());
+    match tokio::net::lookup_host(advertised).await {
+        Ok(addresses) => own.extend(addresses.map(|address| address.ip())),
+        Err(error) => tracing::warn!(
+            advertised,
+            %error,
+            "cannot resolve the inbound listener's advertised address; only loopback \
+             instances are forwarded to"
+        ),
     }
     let inbound = Arc::new(Inbound::new(
         registry,
