@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ferry_identity::{NodeName, Root, TrustDomain};
 
-use crate::cli::CaCommand;
+use crate::cli::{BundleAction, CaCommand};
 use crate::store::StoreChoice;
 
 pub fn run(command: &CaCommand) -> ExitCode {
@@ -24,6 +24,11 @@ pub fn run(command: &CaCommand) -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(token(node, *ttl, store))),
+        CaCommand::Bundle { action, store } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(bundle(action, store.as_ref()))),
     };
     match outcome {
         Ok(output) => {
@@ -93,19 +98,93 @@ pub fn write_new(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// `ferry ca bundle list|add|remove`: the trust bundle in etcd, edited by compare-and-swap.
+async fn bundle(action: &BundleAction, store: Option<&StoreChoice>) -> anyhow::Result<String> {
+    let connection = connect(store, "the trust bundle lives").await?;
+    let roots = match action {
+        BundleAction::List => {
+            let (pem, _) = ferry_etcd::ca::read_bundle(&connection)
+                .await?
+                .context("etcd holds no trust bundle yet: no signer has started")?;
+            ferry_etcd::ca::bundle_roots(&pem)?
+        }
+        BundleAction::Add { root } => {
+            let pem = std::fs::read_to_string(root)
+                .with_context(|| format!("cannot read {}", root.display()))?;
+            let der = ferry_identity::certs_from_pem(&pem)?;
+            let [new] = der.as_slice() else {
+                anyhow::bail!(
+                    "{} must hold exactly one certificate, a root",
+                    root.display()
+                );
+            };
+            let domain = ferry_identity::trust_domain_of(new)?;
+            let added = ferry_etcd::ca::bundle_roots(&pem)?;
+            ferry_etcd::ca::edit_bundle(&connection, |mut roots| {
+                for known in &roots {
+                    let known_domain = ferry_identity::certs_from_pem(&known.pem)?
+                        .first()
+                        .map(ferry_identity::trust_domain_of)
+                        .transpose()?;
+                    if known_domain.as_ref().is_some_and(|known| *known != domain) {
+                        return Err(ferry_etcd::ca::CaError::Bundle(format!(
+                            "the root is for trust domain {domain}, the bundle's for {}",
+                            known_domain.map(|d| d.to_string()).unwrap_or_default()
+                        )));
+                    }
+                }
+                for root in added {
+                    if !roots.iter().any(|known| known.sha256 == root.sha256) {
+                        roots.push(root);
+                    }
+                }
+                Ok(roots)
+            })
+            .await?
+        }
+        BundleAction::Remove { sha256 } => {
+            let gone = ferry_etcd::ca::normalize_fingerprint(sha256);
+            ferry_etcd::ca::edit_bundle(&connection, |roots| {
+                if !roots.iter().any(|root| root.sha256 == gone) {
+                    return Err(ferry_etcd::ca::CaError::Bundle(format!(
+                        "no root of the bundle has SHA-256 {gone}"
+                    )));
+                }
+                Ok(roots
+                    .into_iter()
+                    .filter(|root| root.sha256 != gone)
+                    .collect())
+            })
+            .await?
+        }
+    };
+    Ok(roots
+        .iter()
+        .map(|root| format!("root SHA-256: {}", root.sha256))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// The etcd where `what` lives.
+async fn connect(
+    store: Option<&StoreChoice>,
+    what: &str,
+) -> anyhow::Result<ferry_etcd::Connection> {
+    let Some(StoreChoice::Etcd(endpoints)) = store else {
+        anyhow::bail!("{what} in etcd: give --store etcd://HOST:PORT[,...]");
+    };
+    ferry_etcd::Connection::connect(endpoints, ferry_etcd::ConnectOptions::default())
+        .await
+        .with_context(|| format!("cannot use etcd at {}", endpoints.join(",")))
+}
+
 async fn token(
     node: &str,
     ttl: std::time::Duration,
     store: &StoreChoice,
 ) -> anyhow::Result<String> {
     let node = NodeName::new(node)?;
-    let StoreChoice::Etcd(endpoints) = store else {
-        anyhow::bail!("join tokens live in etcd: give --store etcd://HOST:PORT[,...]");
-    };
-    let connection =
-        ferry_etcd::Connection::connect(endpoints, ferry_etcd::ConnectOptions::default())
-            .await
-            .with_context(|| format!("cannot use etcd at {}", endpoints.join(",")))?;
+    let connection = connect(Some(store), "join tokens live").await?;
     let token = ferry_etcd::ca::new_token()?;
     ferry_etcd::ca::put_token(&connection, &node, &token, ttl)
         .await

@@ -317,6 +317,31 @@ pub enum CaCommand {
         #[arg(long, env = "FERRY_STORE")]
         store: crate::store::StoreChoice,
     },
+    /// The trust bundle in etcd, for rotating a root: `bundle list`, `bundle add
+    /// --root NEW/root.pem` (nodes then trust both), and once every certificate is from the
+    /// new issuer, `bundle remove --sha256 OLD`.
+    Bundle {
+        #[command(subcommand)]
+        action: BundleAction,
+        #[arg(long, env = "FERRY_STORE", global = true)]
+        store: Option<crate::store::StoreChoice>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleAction {
+    /// Print the fingerprint of every root in the bundle.
+    List,
+    /// Add a root (a `ferry ca init` root.pem of the same trust domain).
+    Add {
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Remove the root with this SHA-256 fingerprint (never the last one).
+    Remove {
+        #[arg(long)]
+        sha256: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]

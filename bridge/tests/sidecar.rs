@@ -6,13 +6,9 @@
 //! server, tonic-health's service) with its trailers, WebSocket (tokio-tungstenite) across
 //! the HTTP/2 hop, and an allow rule set and lifted with `ferry ctl allow`.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -21,58 +17,10 @@ mod common;
 #[path = "../../registry-adapters/etcd/tests/common/mod.rs"]
 mod etcd;
 use common::{
-    ca_init, ferry_cli as ferry, free_port, grpc_health_backend, metrics_text, register,
-    start_ferry_with, succeeded as stdout, websocket_echo_backend, websocket_round_trips, Ferry,
+    ca_init, cut_over, ferry_cli as ferry, free_port, grpc_health_backend, http_app, metrics_text,
+    register, start_ferry_with, succeeded as stdout, websocket_echo_backend, websocket_round_trips,
+    AccessLog,
 };
-
-type AccessLog = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
-
-/// An HTTP/1.1 app on loopback that logs every request it serves.
-async fn app(log: AccessLog) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: http::Request<_>| {
-                    log.lock()
-                        .unwrap()
-                        .push((request.uri().to_string(), request.headers().clone()));
-                    async {
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
-                            "orders here",
-                        ))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
-/// Cuts `app` over through `node`'s admin API; every node follows. Its outbound port there.
-async fn cut_over(node: &Ferry, app: &str) -> u16 {
-    let answer = reqwest::Client::new()
-        .put(format!(
-            "http://127.0.0.1:{}/api/services/{app}",
-            node.admin
-        ))
-        .json(&serde_json::json!({"mode": "mesh"}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let service: serde_json::Value =
-        serde_json::from_str(&answer).unwrap_or_else(|_| panic!("cutover of {app}: {answer}"));
-    assert_eq!(service["mode"], "mesh", "{service}");
-    service["port"].as_u64().unwrap() as u16
-}
 
 /// GETs through an outbound listener until `accept` holds for the answer, bounded: the
 /// registration and the keeper's inbound address reach node-a through etcd's watch.
@@ -159,7 +107,7 @@ async fn a_call_reaches_an_app_only_through_its_keepers_inbound_listener() {
 
     // The apps listen on loopback and register with node-b, which keeps them.
     let log: AccessLog = Arc::default();
-    let orders = app(log.clone()).await;
+    let orders = http_app("orders here", log.clone()).await;
     register(node_b.eureka, "ORDERS", "orders-b", orders).await;
     let (_reporter, grpc) = grpc_health_backend().await;
     register(node_b.eureka, "GRPC-ORDERS", "grpc-orders-b", grpc.port()).await;

@@ -153,21 +153,7 @@ pub async fn wait_for_port(port: u16) {
 /// outbound port.
 pub async fn mesh(ferry: &Ferry, app: &str, port: u16) -> u16 {
     register(ferry.eureka, app, &format!("{app}-1"), port).await;
-    let client = reqwest::Client::new();
-    let service: serde_json::Value = client
-        .put(format!(
-            "http://127.0.0.1:{}/api/services/{app}",
-            ferry.admin
-        ))
-        .json(&serde_json::json!({"mode": "mesh"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(service["mode"], "mesh");
-    service["port"].as_u64().unwrap() as u16
+    cut_over(ferry, app).await
 }
 
 /// Runs the built `ferry` with `args` (a subcommand: `ca init`, `ctl ...`) to its end.
@@ -298,4 +284,54 @@ pub async fn websocket_round_trips(port: u16) {
         );
     }
     socket.close(None).await.unwrap();
+}
+
+/// What an app served: each request's URI and headers.
+pub type AccessLog = std::sync::Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>;
+
+/// An HTTP/1.1 app on loopback answering `body` to everything and logging every request.
+pub async fn http_app(body: &'static str, log: AccessLog) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                    log.lock()
+                        .unwrap()
+                        .push((request.uri().to_string(), request.headers().clone()));
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Cuts `app` over through `node`'s admin API; every node follows. Its outbound port there.
+pub async fn cut_over(node: &Ferry, app: &str) -> u16 {
+    let answer = reqwest::Client::new()
+        .put(format!(
+            "http://127.0.0.1:{}/api/services/{app}",
+            node.admin
+        ))
+        .json(&serde_json::json!({"mode": "mesh"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let service: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or_else(|_| panic!("cutover of {app}: {answer}"));
+    assert_eq!(service["mode"], "mesh", "{service}");
+    service["port"].as_u64().unwrap() as u16
 }

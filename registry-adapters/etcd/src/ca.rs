@@ -68,6 +68,10 @@ pub enum CaError {
     NoAnswer(Duration),
     #[error("the system random generator failed")]
     Random,
+    #[error("{0}")]
+    Bundle(String),
+    #[error("the trust bundle changed while it was being edited; nothing was written, try again")]
+    BundleChanged,
 }
 
 // === tokens ===
@@ -160,6 +164,76 @@ pub async fn put_bundle_if_absent(
     Ok(first_get(answer)
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
         .unwrap_or_else(|| roots_pem.to_owned()))
+}
+
+/// One root of a bundle: its PEM block as written, and its SHA-256 fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleRoot {
+    pub pem: String,
+    pub sha256: String,
+}
+
+/// A bundle's roots in order, each PEM block kept as written.
+pub fn bundle_roots(bundle_pem: &str) -> Result<Vec<BundleRoot>, CaError> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut roots = Vec::new();
+    let mut rest = bundle_pem;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let end = rest[start..]
+            .find(END)
+            .map(|end| start + end + END.len())
+            .ok_or_else(|| CaError::Bundle("a certificate in the bundle has no END line".into()))?;
+        let pem = format!("{}\n", &rest[start..end]);
+        let der = ferry_identity::certs_from_pem(&pem)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| CaError::Bundle("an empty certificate in the bundle".into()))?;
+        roots.push(BundleRoot {
+            sha256: ferry_identity::fingerprint_sha256(&der),
+            pem,
+        });
+        rest = &rest[end..];
+    }
+    Ok(roots)
+}
+
+/// Changes the bundle with `edit` (given its roots, returning the new ones) as one
+/// compare-and-swap on its revision: an edit made meanwhile by someone else is never lost.
+/// A bundle is never left empty. Returns the roots written.
+pub async fn edit_bundle(
+    connection: &Connection,
+    edit: impl FnOnce(Vec<BundleRoot>) -> Result<Vec<BundleRoot>, CaError>,
+) -> Result<Vec<BundleRoot>, CaError> {
+    let key = layout::ca_bundle_key();
+    let (pem, revision) = read_bundle(connection)
+        .await?
+        .ok_or_else(|| CaError::NoBundle { key: key.clone() })?;
+    let roots = edit(bundle_roots(&pem)?)?;
+    if roots.is_empty() {
+        return Err(CaError::Bundle(
+            "the trust bundle cannot be left without a root".into(),
+        ));
+    }
+    let written: String = roots.iter().map(|root| root.pem.as_str()).collect();
+    let answer = connection
+        .run(true, |mut client| {
+            let (key, written) = (key.clone(), written.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::put(key, written, None)]);
+                client.txn(txn).await
+            }
+        })
+        .await?;
+    if !answer.succeeded() {
+        return Err(CaError::BundleChanged);
+    }
+    Ok(roots)
 }
 
 /// The bundle's roots, if one of them has the SHA-256 fingerprint `pinned` (hex, any case,
