@@ -23,17 +23,6 @@ start_scratch
 backend=$(free_port); nginx_proxy=$(free_port); haproxy_port=$(free_port)
 eureka=$(free_port); admin=$(free_port); outbound_first=$(free_port)
 
-cat > "$work/backend.conf" <<EOF
-worker_processes 1;
-pid $work/backend.pid;
-error_log $work/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    server { listen 127.0.0.1:$backend; location / { return 200 "ok\n"; } }
-}
-EOF
 cat > "$work/proxy.conf" <<EOF
 worker_processes 1;
 pid $work/proxy.pid;
@@ -69,7 +58,7 @@ frontend front
 backend back
     server s1 127.0.0.1:$backend
 EOF
-taskset -c $load_core nginx -c "$work/backend.conf" -p "$work"
+start_backend $backend
 taskset -c $server_core nginx -c "$work/proxy.conf" -p "$work"
 taskset -c $server_core haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
 taskset -c $server_core "$ferry" --worker-threads 1 --log warn \
@@ -80,34 +69,13 @@ pids+=("$ferry_pid")
 wait_ready $admin
 register_backend $eureka $backend
 "$ferry" ctl --admin "127.0.0.1:$admin" cutover backend mesh >&2
-for target in $backend $nginx_proxy $haproxy_port $outbound_first; do
-    [ "$(curl -sf "http://127.0.0.1:$target/")" = "ok" ] || { echo "127.0.0.1:$target does not answer ok" >&2; exit 1; }
-done
-
-# Jiffies the proxy core spent busy (user, system, interrupts) and in all, from /proc/stat.
-core_jiffies() { awk -v cpu="cpu$server_core" '$1 == cpu {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
-# Prints "req/s busy-fraction-of-the-proxy-core". The load generator and the backend share
-# core 0, so on a slow machine they, not the proxy, can set the ceiling; the proxy core's
-# busy fraction tells how much of its one core each proxy needed for that rate.
-max_rate() {
-    local output before after
-    before=$(core_jiffies)
-    output=$(taskset -c $load_core wrk -t1 -c64 -d${seconds}s "http://127.0.0.1:$1/")
-    after=$(core_jiffies)
-    echo "$output" >&2
-    if echo "$output" | grep -q "Non-2xx\|Socket errors"; then echo "errors against port $1" >&2; exit 1; fi
-    echo "$output" | awk -v b="$before" -v a="$after" '/^Requests\/sec:/ {
-        split(b, x, " "); split(a, y, " "); printf "%.0f %.3f\n", $2, (y[1] - x[1]) / (y[2] - x[2]) }'
-}
-fixed() { taskset -c $load_core target/release/ferry-bench-loadgen rate "127.0.0.1:$1" / 1000 $seconds 8; }
+answers_ok $backend $nginx_proxy $haproxy_port $outbound_first
 
 target_of() {
     case $1 in
         direct) echo $backend ;; nginx) echo $nginx_proxy ;; haproxy) echo $haproxy_port ;; ferry) echo $outbound_first ;;
     esac
 }
-status_kb() { awk -v key="$1:" '$1 == key {print $2}' /proc/$ferry_pid/status; }
-mb() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
 
 # The fixed-rate runs come first, so ferry's high-water mark after them is its peak at
 # 1,000 req/s (start-up included); the maximum-throughput runs follow.
@@ -116,15 +84,15 @@ for name in direct nginx haproxy ferry; do
     latency[$name]=$(fixed "$(target_of $name)")
     echo "$name: ${latency[$name]}" >&2
 done
-rate_rss_kb=$(status_kb VmHWM)
-rate_anon_kb=$(status_kb RssAnon)
-rate_file_kb=$(status_kb RssFile)
+rate_rss_kb=$(status_kb $ferry_pid VmHWM)
+rate_anon_kb=$(status_kb $ferry_pid RssAnon)
+rate_file_kb=$(status_kb $ferry_pid RssFile)
 for name in direct nginx haproxy ferry; do
-    read -r max[$name] busy[$name] < <(max_rate "$(target_of $name)")
+    read -r max[$name] busy[$name] _ < <(max_rate "$(target_of $name)")
     echo "$name: max ${max[$name]} req/s, proxy core ${busy[$name]} busy" >&2
 done
-peak_rss_kb=$(status_kb VmHWM)
-peak_anon_kb=$(status_kb RssAnon)
+peak_rss_kb=$(status_kb $ferry_pid VmHWM)
+peak_anon_kb=$(status_kb $ferry_pid RssAnon)
 
 # Requests per second of the proxy core's busy time: what the proxy serves when its one
 # core, rather than the load generator, is the limit.
