@@ -236,8 +236,8 @@ fn sync_table(sources: &[Value], now: i64) -> String {
 /// One line per node, `*` before the node that answered; `now` dates starts and refreshes.
 fn nodes_table(nodes: &[Value], now: i64) -> String {
     let mut lines = vec![format!(
-        "  {:<20} {:<10} {:<24} {:>10} {:>9} {:>9}",
-        "NODE", "STARTED", "ENDPOINT", "APPLIED", "INSTANCES", "REFRESHED"
+        "  {:<20} {:<10} {:<24} {:>10} {:>9} {:>9}  {}",
+        "NODE", "STARTED", "ENDPOINT", "APPLIED", "INSTANCES", "REFRESHED", "INBOUND"
     )];
     for node in nodes {
         let ago = |key: &str| {
@@ -251,7 +251,7 @@ fn nodes_table(nodes: &[Value], now: i64) -> String {
             .map(|seconds| format!("{seconds}s ago"))
             .unwrap_or_else(|| "-".to_owned());
         lines.push(format!(
-            "{} {:<20} {:<10} {:<24} {:>10} {:>9} {:>9}",
+            "{} {:<20} {:<10} {:<24} {:>10} {:>9} {:>9}  {}",
             if node["self"].as_bool() == Some(true) {
                 "*"
             } else {
@@ -263,6 +263,7 @@ fn nodes_table(nodes: &[Value], now: i64) -> String {
             node["applied_revision"].as_u64().unwrap_or(0),
             node["instances_kept"].as_u64().unwrap_or(0),
             refreshed,
+            node["inbound"].as_str().unwrap_or("-"),
         ));
     }
     lines.join("\n")
@@ -333,7 +334,8 @@ mod tests {
             &[
                 json!({"node": "ferry-a", "self": true, "started_ms": now - 3_700_000,
                        "endpoint": "127.0.0.1:23791", "applied_revision": 812,
-                       "instances_kept": 40, "refreshed_seconds_ago": 2}),
+                       "instances_kept": 40, "refreshed_seconds_ago": 2,
+                       "inbound": "198.18.0.1:15006"}),
                 json!({"node": "ferry-b", "self": false, "started_ms": now - 90_000,
                        "endpoint": "127.0.0.1:23792", "applied_revision": 811,
                        "instances_kept": 12, "refreshed_seconds_ago": 4}),
@@ -347,7 +349,9 @@ mod tests {
             lines[1].contains("1h ago") && lines[1].contains("812"),
             "{table}"
         );
+        assert!(lines[1].ends_with("198.18.0.1:15006"), "{table}");
         assert!(lines[2].starts_with("  ferry-b"), "{table}");
+        assert!(lines[2].ends_with('-'), "{table}");
         assert!(
             lines[2].contains("1m ago") && lines[2].contains("4s ago"),
             "{table}"

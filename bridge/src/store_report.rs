@@ -150,6 +150,7 @@ impl StoreReport {
                         "refreshed_ms": node.refreshed_ms,
                         "refreshed_seconds_ago": now.saturating_sub(node.refreshed_ms) / 1000,
                         "version": node.version,
+                        "inbound": node.inbound,
                     })
                 })
                 .collect(),
