@@ -46,6 +46,16 @@ if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
     fi
 fi
 
+# tcpdump and libfaketime for the sidecar tests (tests/e2e/test_sidecar.py: a capture of the
+# link between two hosts, a node whose clock runs ahead), with the namespaces' ip and nft.
+if ! command -v tcpdump >/dev/null || ! command -v faketime >/dev/null \
+        || ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump faketime iproute2 nftables >/dev/null
+    fi
+fi
+
 # protoc for etcd-client's build, and etcd for the many-nodes tests (Debian's packages; no
 # system etcd is left running).
 scripts/install-etcd.sh
