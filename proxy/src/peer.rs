@@ -79,6 +79,11 @@ impl Sidecar {
         node != self.identity.current().node.as_str() && self.peers.inbound_of(node).is_some()
     }
 
+    /// Where `node`'s inbound listener is on record, for error messages.
+    pub fn inbound_of(&self, node: &str) -> Option<String> {
+        self.peers.inbound_of(node)
+    }
+
     /// The authority a request to `node` carries: its DNS identity, which the connector
     /// resolves through the directory and checks in the handshake.
     pub fn authority_of(&self, node: &str) -> Option<http::uri::Authority> {

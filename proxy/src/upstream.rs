@@ -584,9 +584,17 @@ async fn send_through_peer(
             let status = response.status().as_u16();
             Outcome::Answered(response, status)
         }
+        // The instance's own address means nothing on this host: name the hop that failed.
         Err(error) => Outcome::Failed {
             sent: !error.is_connect(),
-            reason: error_chain(&error),
+            reason: format!(
+                "through node {node}'s inbound listener at {}: {}",
+                sidecar
+                    .inbound_of(node)
+                    .as_deref()
+                    .unwrap_or("(none on record)"),
+                error_chain(&error)
+            ),
         },
     }
 }
