@@ -193,6 +193,7 @@ pub async fn run(
             identity.live.clone(),
             store.clone(),
             proxy_connect_timeout,
+            proxy_metrics.peer.clone(),
         )),
         _ => None,
     };

@@ -14,7 +14,7 @@ use ferry_etcd::EtcdStore;
 use ferry_http::listen::ConnectionLimits;
 use ferry_identity::LiveIdentity;
 use ferry_proxy::inbound::{AllowRules, Inbound, InboundMetrics, LocalAddresses};
-use ferry_proxy::peer::{PeerDirectory, Sidecar};
+use ferry_proxy::peer::{PeerDirectory, PeerMetrics, Sidecar};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,11 +33,13 @@ pub fn sidecar(
     identity: Arc<LiveIdentity>,
     store: Arc<EtcdStore>,
     connect_timeout: Duration,
+    metrics: Arc<PeerMetrics>,
 ) -> Arc<Sidecar> {
     Arc::new(Sidecar::new(
         identity,
         Arc::new(EtcdPeers(store)),
         connect_timeout,
+        metrics,
     ))
 }
 

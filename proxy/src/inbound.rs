@@ -475,10 +475,16 @@ fn strip_mesh_headers(headers: &mut http::HeaderMap) {
     }
 }
 
-/// The reason label of a failed handshake, from rustls' error.
-fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
+/// The reason label of a failed handshake, from rustls' error, on either side.
+pub(crate) fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
     let text = error.to_string();
-    if text.contains("peer sent no certificates") || text.contains("NoCertificatesPresented") {
+    if text.contains("NotValidForName") || text.contains("not valid for name") {
+        "wrong-name"
+    } else if text.contains("received fatal alert") {
+        // The other side refused what this one presented; the alert says why.
+        "refused-by-peer"
+    } else if text.contains("peer sent no certificates") || text.contains("NoCertificatesPresented")
+    {
         "no-client-certificate"
     } else if text.contains("expired") || text.contains("Expired") {
         "expired"

@@ -37,6 +37,8 @@ pub struct ProxyMetrics {
     pub open_connections: Family<ServiceLabels, Gauge>,
     /// Sidecar mode's inbound listener (zero while it is off).
     pub inbound: std::sync::Arc<crate::inbound::InboundMetrics>,
+    /// Sidecar mode's hop to other nodes (zero while it is off).
+    pub peer: std::sync::Arc<crate::peer::PeerMetrics>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -61,6 +63,7 @@ impl ProxyMetrics {
             ejections: Family::default(),
             open_connections: Family::default(),
             inbound: Default::default(),
+            peer: Default::default(),
         }
     }
 
@@ -96,5 +99,6 @@ impl ProxyMetrics {
             self.open_connections.clone(),
         );
         self.inbound.register(registry);
+        self.peer.register(registry);
     }
 }

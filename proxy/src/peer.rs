@@ -23,7 +23,33 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::inbound::ReasonLabels;
 use crate::{BoxError, RequestBody};
+
+/// The outbound side's handshakes with peers' inbound listeners, and why some failed.
+#[derive(Debug, Default)]
+pub struct PeerMetrics {
+    pub handshakes: prometheus_client::metrics::counter::Counter,
+    pub handshake_failures: prometheus_client::metrics::family::Family<
+        ReasonLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl PeerMetrics {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "peer_tls_handshakes",
+            "Mutual-TLS handshakes completed with other nodes' inbound listeners",
+            self.handshakes.clone(),
+        );
+        registry.register(
+            "peer_tls_handshake_failures",
+            "Mutual-TLS handshakes with other nodes' inbound listeners that failed, by reason",
+            self.handshake_failures.clone(),
+        );
+    }
+}
 
 /// Where each node's inbound listener is, as the shared store says.
 pub trait PeerDirectory: Send + Sync + std::fmt::Debug {
@@ -52,11 +78,13 @@ impl Sidecar {
         identity: Arc<LiveIdentity>,
         peers: Arc<dyn PeerDirectory>,
         connect_timeout: Duration,
+        metrics: Arc<PeerMetrics>,
     ) -> Self {
         let connector = PeerConnector {
             identity: identity.clone(),
             peers: peers.clone(),
             connect_timeout,
+            metrics,
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -100,6 +128,7 @@ pub struct PeerConnector {
     identity: Arc<LiveIdentity>,
     peers: Arc<dyn PeerDirectory>,
     connect_timeout: Duration,
+    metrics: Arc<PeerMetrics>,
 }
 
 /// A TLS connection to a peer, as hyper's client pools it.
@@ -210,17 +239,30 @@ impl PeerConnector {
             source: std::io::Error::other(e.to_string()),
         })?;
         let connector = TlsConnector::from(credentials.client.clone());
+        let failed = |reason: &'static str| {
+            self.metrics
+                .handshake_failures
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        };
         let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
             .await
-            .map_err(|_| PeerError::Timeout {
-                node: node.to_string(),
-                address: address.clone(),
+            .map_err(|_| {
+                failed("timeout");
+                PeerError::Timeout {
+                    node: node.to_string(),
+                    address: address.clone(),
+                }
             })?
-            .map_err(|source| PeerError::Tls {
-                node: node.to_string(),
-                address,
-                source,
+            .map_err(|source| {
+                failed(crate::inbound::handshake_failure_reason(&source));
+                PeerError::Tls {
+                    node: node.to_string(),
+                    address,
+                    source,
+                }
             })?;
+        self.metrics.handshakes.inc();
         Ok(PeerStream(TokioIo::new(tls)))
     }
 }

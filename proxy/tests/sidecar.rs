@@ -18,7 +18,7 @@ use ferry_identity::{
     DEFAULT_LIFETIME,
 };
 use ferry_proxy::inbound::{self, AllowRules, Inbound, InboundMetrics, LocalAddresses};
-use ferry_proxy::peer::{PeerDirectory, Sidecar};
+use ferry_proxy::peer::{PeerDirectory, PeerMetrics, Sidecar};
 use ferry_proxy::upstream::{Upstream, UpstreamSettings};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -474,45 +474,7 @@ async fn an_outbound_listener_reaches_a_remote_instance_only_through_its_keepers
     let domain = domain();
     let b = node_b(&domain, None).await;
 
-    // Node A's registry lists orders-b at an address where nothing listens: only B's
-    // inbound listener, which resolves the id against B's own registry, can reach it.
-    let registry = registry(Arc::new(KeptByB));
-    register(&registry, "orders-b", "127.0.0.1", 9);
-    let sidecar = Arc::new(Sidecar::new(
-        Arc::new(LiveIdentity::new(node(&domain, "node-a"))),
-        Arc::new(Directory(HashMap::from([(
-            "node-b".to_owned(),
-            b.inbound.to_string(),
-        )]))),
-        StdDuration::from_secs(1),
-    ));
-    let upstream = Arc::new(
-        Upstream::new(
-            "ORDERS",
-            registry,
-            UpstreamSettings::default(),
-            Arc::new(ferry_proxy::metrics::ProxyMetrics::new()),
-        )
-        .with_sidecar(Some(sidecar)),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let outbound = listener.local_addr().unwrap();
-    let (_shutdown, watching) = watch::channel(false);
-    let handler = {
-        let upstream = upstream.clone();
-        hyper::service::service_fn(move |request| {
-            let upstream = upstream.clone();
-            async move { Ok::<_, Infallible>(upstream.handle(request).await) }
-        })
-    };
-    tokio::spawn(ferry_proxy::h1::serve(
-        listener,
-        upstream,
-        handler,
-        limits(),
-        watching,
-        Default::default(),
-    ));
+    let (outbound, peer_metrics, _shutdown) = node_a(node(&domain, "node-a"), &b).await;
 
     // A plain HTTP/1.1 caller, as a Spring app's RestTemplate is, three keep-alive calls.
     let mut caller = TcpStream::connect(outbound).await.unwrap();
@@ -538,6 +500,94 @@ async fn an_outbound_listener_reaches_a_remote_instance_only_through_its_keepers
     }
     // One pooled connection to B carried all three calls.
     assert_eq!(b.metrics.handshakes.get(), 1);
+    assert_eq!(peer_metrics.handshakes.get(), 1);
+    assert_eq!(
+        peer_metrics
+            .handshake_failures
+            .get_or_create(&inbound::ReasonLabels { reason: "other" })
+            .get(),
+        0
+    );
+}
+
+/// Node A: an outbound listener for ORDERS whose registry lists orders-b, kept by node-b,
+/// at an address where nothing listens: only B's inbound listener, which resolves the id
+/// against B's own registry, can reach it. Its address, its hop's metrics, and what keeps
+/// it open.
+async fn node_a(
+    identity: Credentials,
+    b: &NodeB,
+) -> (SocketAddr, Arc<PeerMetrics>, watch::Sender<bool>) {
+    let registry = registry(Arc::new(KeptByB));
+    register(&registry, "orders-b", "127.0.0.1", 9);
+    let peer_metrics = Arc::new(PeerMetrics::default());
+    let sidecar = Arc::new(Sidecar::new(
+        Arc::new(LiveIdentity::new(identity)),
+        Arc::new(Directory(HashMap::from([(
+            "node-b".to_owned(),
+            b.inbound.to_string(),
+        )]))),
+        StdDuration::from_secs(1),
+        peer_metrics.clone(),
+    ));
+    let upstream = Arc::new(
+        Upstream::new(
+            "ORDERS",
+            registry,
+            UpstreamSettings::default(),
+            Arc::new(ferry_proxy::metrics::ProxyMetrics::new()),
+        )
+        .with_sidecar(Some(sidecar)),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let outbound = listener.local_addr().unwrap();
+    let (shutdown, watching) = watch::channel(false);
+    let handler = {
+        let upstream = upstream.clone();
+        hyper::service::service_fn(move |request| {
+            let upstream = upstream.clone();
+            async move { Ok::<_, Infallible>(upstream.handle(request).await) }
+        })
+    };
+    tokio::spawn(ferry_proxy::h1::serve(
+        listener,
+        upstream,
+        handler,
+        limits(),
+        watching,
+        Default::default(),
+    ));
+    (outbound, peer_metrics, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_certificate_the_caller_cannot_verify_is_never_called() {
+    let domain = domain();
+    let b = node_b(&domain, None).await;
+    // Node A of another trust domain's CA: B's certificate does not verify for it.
+    let (outbound, peer_metrics, _shutdown) = node_a(node(&self::domain(), "node-a"), &b).await;
+    let mut caller = TcpStream::connect(outbound).await.unwrap();
+    caller
+        .write_all(b"GET /orders/1 HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut caller).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(
+        answer.contains("through node node-b's inbound listener at"),
+        "{answer}"
+    );
+    assert!(
+        peer_metrics
+            .handshake_failures
+            .get_or_create(&inbound::ReasonLabels {
+                reason: "unknown-issuer"
+            })
+            .get()
+            >= 1
+    );
+    assert_eq!(peer_metrics.handshakes.get(), 0);
+    assert_eq!(b.app.requests(), 0);
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body.
