@@ -5,10 +5,11 @@
 //! side (a registry and KV store in memory) and the polling helpers the tests wait with.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -46,11 +47,24 @@ pub async fn agent() -> Option<ConsulAgent> {
     Some(ConsulAgent::start(consul_binary()?).await)
 }
 
+/// A loopback port free now and never handed out before by this test process: the kernel
+/// may offer a just-closed port again, and an agent given one port twice refuses to start
+/// ("Serf Advertise WAN address ... already configured for HTTP").
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free loopback port");
+        if HANDED_OUT.lock().expect("port set").insert(port) {
+            return port;
+        }
+    }
+}
+
+fn four_free_ports() -> [u16; 4] {
+    [free_port(), free_port(), free_port(), free_port()]
 }
 
 /// A running dev agent; killed on drop.
@@ -77,12 +91,24 @@ impl ConsulAgent {
         let mut agent = ConsulAgent {
             binary,
             child: None,
-            ports: [free_port(), free_port(), free_port(), free_port()],
+            ports: four_free_ports(),
             token: token.map(str::to_owned),
             http: reqwest::Client::new(),
         };
-        agent.launch().await;
-        agent
+        // Another process may take a port (TCP or serf's UDP) between the probe and the
+        // agent's bind: a first start gets fresh ports up to three times.
+        let mut failure = String::new();
+        for _ in 0..3 {
+            match agent.launch().await {
+                Ok(()) => return agent,
+                Err(log) => {
+                    agent.kill();
+                    failure = log;
+                    agent.ports = four_free_ports();
+                }
+            }
+        }
+        panic!("the Consul dev agent did not become ready: {failure}");
     }
 
     pub fn address(&self) -> String {
@@ -98,7 +124,8 @@ impl ConsulAgent {
         std::env::temp_dir().join(format!("ferry-consul-{}.log", self.ports[0]))
     }
 
-    async fn launch(&mut self) {
+    /// Starts the agent on `self.ports`; its log if it never became ready.
+    async fn launch(&mut self) -> Result<(), String> {
         let [http, lan, wan, server] = self.ports.map(|port| port.to_string());
         let log_path = self.log_path();
         let log = std::fs::File::create(&log_path).expect("a log file for the agent");
@@ -139,24 +166,41 @@ impl ConsulAgent {
             .spawn()
             .expect("the consul binary starts");
         self.child = Some(child);
-        let ready = eventually(Duration::from_secs(20), || async {
-            let leader = self.get("/v1/status/leader").await;
-            let nodes = self.get("/v1/catalog/nodes").await;
-            leader
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let ready = loop {
+            if self.is_ready().await {
+                break true;
+            }
+            // An agent refusing its configuration (a port taken) exits at once: no need
+            // to wait out the deadline.
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited || tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if ready {
+            Ok(())
+        } else {
+            Err(std::fs::read_to_string(&log_path).unwrap_or_default())
+        }
+    }
+
+    /// Has a leader, and its own node is in the catalog.
+    async fn is_ready(&self) -> bool {
+        let leader = self.get("/v1/status/leader").await;
+        let nodes = self.get("/v1/catalog/nodes").await;
+        leader
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|l| !l.is_empty())
+            && nodes
                 .as_ref()
-                .and_then(Value::as_str)
-                .is_some_and(|l| !l.is_empty())
-                && nodes
-                    .as_ref()
-                    .and_then(Value::as_array)
-                    .is_some_and(|nodes| !nodes.is_empty())
-        })
-        .await;
-        assert!(
-            ready,
-            "the Consul dev agent did not become ready: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
+                .and_then(Value::as_array)
+                .is_some_and(|nodes| !nodes.is_empty())
     }
 
     /// Kills the agent (a dev agent forgets everything).
@@ -170,7 +214,9 @@ impl ConsulAgent {
     /// Starts it again on the same ports, empty.
     pub async fn restart(&mut self) {
         self.kill();
-        self.launch().await;
+        if let Err(log) = self.launch().await {
+            panic!("the Consul dev agent did not come back: {log}");
+        }
     }
 
     /// A request of the harness, with the management token if there is one.
