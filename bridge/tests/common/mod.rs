@@ -6,12 +6,21 @@ use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+/// A loopback port free now and never handed out before by this test process: the kernel
+/// may offer a just-closed port again, and two listeners of one ferry must not share one.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The built `ferry` on free ports; killed when dropped.
