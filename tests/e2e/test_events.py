@@ -111,3 +111,25 @@ def test_every_node_logs_what_happened_on_another(ferry_nodes, clients):
     ctl(a, "cutover", "orders", "mesh")
     wait_until(lambda: on_b("cutover"), 15, what="node B to log the cutover made on A")
     assert on_b("cutover")[0]["seq"] > registered["seq"]
+
+
+def test_instances_a_killed_node_kept_are_evictions_in_the_others_logs(ferry_nodes, clients):
+    """`kill -9` node A (a short store lease): etcd drops A's instance with A's lease, and
+    node B logs it as an eviction naming why, not as a deregistration; B's own instance is
+    untouched."""
+    lease = 4
+    a, b = (ferry_nodes(name, args=("--store-lease-ttl", str(lease)))[0] for name in "ab")
+    doomed_port, survivor_port = free_port(), free_port()
+    doomed_id = f"127.0.0.1:doomed:{doomed_port}"
+    doomed = clients(py_client(a, "doomed", doomed_port, should_discover=False))
+    doomed.stop_may_fail = True  # its server is killed: its deregistration cannot reach it
+    clients(py_client(b, "survivor", survivor_port, should_discover=False))
+    wait_until(lambda: events(b, service="doomed")["events"], 15, what="node B to log A's registration")
+
+    a.kill()
+    wait_until(lambda: events(b, service="doomed", limit=1)["events"][0]["kind"] != "registered",
+               lease + 15, what="node B to log the instance leaving with node A")
+    gone = events(b, service="doomed", limit=1)["events"][0]
+    assert (gone["kind"], gone["instance"]) == ("evicted", doomed_id), gone
+    assert gone["detail"] == "its node left: the node's lease in the store ended"
+    assert [e["kind"] for e in events(b, service="survivor")["events"]] == ["registered"]
