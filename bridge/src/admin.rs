@@ -179,8 +179,21 @@ async fn services(State(admin): State<Admin>) -> Json<Value> {
     ))
 }
 
-async fn service(State(admin): State<Admin>, Path(name): Path<String>) -> Json<Value> {
-    Json(service_json(&admin.mesh.status(&name)))
+/// One service; 404 for a name the registry holds no instance of and that was never cut
+/// over, so `ferry ctl service` can tell a typo from a service without instances.
+async fn service(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
+    let status = admin.mesh.status(&name);
+    if status.port.is_none() && status.endpoints.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no service {}: no instance is registered under that name and it was never cut over\n",
+                status.name
+            ),
+        )
+            .into_response();
+    }
+    Json(service_json(&status)).into_response()
 }
 
 /// `PUT /api/services/{name}` with `{"mode": "mesh"}` (or `?mode=mesh`).
@@ -325,6 +338,13 @@ mod tests {
         let done = cut_over().await;
         assert_eq!(done.status, StatusCode::OK);
         assert_eq!(done.json()["mode"], "mesh");
+        let unknown = call(&router, Method::GET, "/api/services/NOPE", &[], "").await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text());
+        assert!(
+            unknown.text().contains("no service NOPE"),
+            "{}",
+            unknown.text()
+        );
         // Without identity flags there is no certificate, and the endpoint says so.
         let identity = call(&router, Method::GET, "/api/identity", &[], "").await;
         assert_eq!(identity.json(), serde_json::json!({"enabled": false}));
