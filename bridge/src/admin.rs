@@ -23,7 +23,7 @@ use ferry_proxy::mesh::{Mesh, MeshError, ServiceStatus};
 use serde_json::{json, Value};
 
 use crate::admin_auth::{self, WritePolicy};
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 use crate::store_report::StoreReport;
 
 #[derive(Clone)]
@@ -113,13 +113,23 @@ pub(crate) fn unavailable(reason: String) -> Response {
         .into_response()
 }
 
-async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+/// OpenMetrics to a scraper that asks for it (Prometheus does), the Prometheus text format
+/// 0.0.4 to everything else (curl, `promtool check metrics`, older scrapers): the two
+/// differ in how a counter's family is named, and each reader checks its own rule.
+async fn metrics(State(admin): State<Admin>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    let format = if wants_openmetrics {
+        Exposition::OpenMetrics
+    } else {
+        Exposition::Text
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        admin.metrics.render(&admin.registry),
+        [(header::CONTENT_TYPE, format.content_type())],
+        admin.metrics.render(&admin.registry, format),
     )
 }
 
