@@ -56,10 +56,11 @@ if ! command -v tcpdump >/dev/null || ! command -v faketime >/dev/null \
     fi
 fi
 
-# promtool (Debian's prometheus package) for tests/e2e/test_metrics.py: `promtool check
-# metrics` on a live scrape, `promtool check rules` on the Grafana dashboard's queries. Only
-# the tool is wanted: the package would start its server where invoke-rc.d may, so a policy
-# that refuses (exit 101) stands for this install unless the machine has its own.
+# Debian's prometheus package for tests/e2e/test_metrics.py: `promtool check metrics` on a
+# live scrape, `promtool check rules` on the Grafana dashboard's queries, and a server the
+# test starts on its own port. The package would also start one as a service where
+# invoke-rc.d may, so a policy that refuses (exit 101) stands for this install unless the
+# machine has its own.
 if ! command -v promtool >/dev/null; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         own_policy=

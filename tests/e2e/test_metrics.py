@@ -5,11 +5,13 @@ as a caller, py-consul, config-client; a second ferry as the legacy Eureka the f
 with; a cut-over service with a failing and a dead instance behind the proxy), then Debian's
 `promtool check metrics` must find nothing to say about the scrape, every metric the Grafana
 dashboard (compose/grafana/ferry-dashboard.json) queries must be in it, and every query must
-parse as PromQL (`promtool check rules`). The ctl tests check `--output json` on every read
+parse as PromQL (`promtool check rules`) and return series from a real Prometheus (Debian's
+server, same package) scraping the ferry. The ctl tests check `--output json` on every read
 command and the exit codes: 3 not found, 4 refused, 5 unreachable, 2 usage."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -52,6 +54,53 @@ def one_outbound_port() -> tuple[str, str]:
     port no other process on the machine holds (the default range is shared)."""
     port = free_port()
     return "--outbound-ports", f"{port}-{port}"
+
+
+@contextlib.contextmanager
+def prometheus_scraping(ferry, directory):
+    """Debian's Prometheus server scraping `ferry`'s admin listener every second; yields a
+    function that runs an instant query and returns its result vector. Its scrape of the
+    target must succeed with no error."""
+    server = shutil.which("prometheus")
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is missing under CI: scripts/test.sh installs Debian's package", pytrace=False)
+        pytest.skip("the prometheus server is not installed (apt-get install --no-install-recommends prometheus)")
+    port = free_port()
+    config = directory / "prometheus.yml"
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "ferry", "static_configs": [{"targets": [f"127.0.0.1:{ferry.admin_port}"]}]}],
+    }))
+    log = open(directory / "prometheus.log", "wb")
+    process = subprocess.Popen([server, f"--config.file={config}", f"--storage.tsdb.path={directory / 'tsdb'}",
+                                f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def scraped() -> bool:
+        assert process.poll() is None, (directory / "prometheus.log").read_text()[-3000:]
+        try:
+            answer = httpx.get(f"{api}/targets", timeout=2)
+        except httpx.HTTPError:
+            return False
+        if answer.status_code == 503:  # still opening its storage
+            return False
+        targets = answer.json()["data"]["activeTargets"]
+        assert all(target["lastError"] == "" for target in targets), targets
+        return [target["health"] for target in targets] == ["up"]
+
+    def query(expr: str) -> list:
+        answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]["result"]
+
+    try:
+        wait_until(scraped, 30, interval=0.5, what="Prometheus to scrape ferry")
+        yield query
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
 
 
 def run_ctl(ferry, *args: str, admin: str | None = None) -> subprocess.CompletedProcess:
@@ -162,6 +211,12 @@ def test_metrics_pass_promtool_after_traffic_through_every_api(start_ferry, clie
     parsed = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=30)
     assert parsed.returncode == 0, parsed.stdout + parsed.stderr
     assert f"SUCCESS: {len(queries)} rules found" in parsed.stdout, parsed.stdout
+
+    # A real Prometheus scrapes this ferry (asking for OpenMetrics, its strict parser) and
+    # answers every dashboard query with series.
+    with prometheus_scraping(ferry, tmp_path) as query:
+        wait_until(lambda: all(query(expr) for expr in queries), 30,
+                   what="every dashboard query to return series from Prometheus")
 
 
 def test_openmetrics_is_served_to_scrapers_that_ask_for_it(ferry):
