@@ -9,6 +9,7 @@
 //! 3 not found, 4 refused, 5 unreachable, 2 usage, 1 anything else). On an error stdout
 //! stays empty, so a script that parses it never reads half an answer.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -111,10 +112,15 @@ pub fn run(command: &CtlCommand) -> ExitCode {
         }
     };
     match runtime.block_on(execute(command)) {
-        Ok(output) => {
-            println!("{output}");
-            ExitCode::SUCCESS
-        }
+        Ok(output) => match writeln!(std::io::stdout().lock(), "{output}") {
+            Ok(()) => ExitCode::SUCCESS,
+            // The reader is gone (`| head`): there is no one left to tell.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("ferry ctl: cannot write the answer: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Err(error) => {
             let code = error.exit_code();
             // With its causes (`: tcp connect error: Connection refused`): reqwest's own
