@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs the real third-party clients the tests use
-# (Python ones into .venv, Node ones into tests/node_modules, Java 17 and Maven through apt
-# when missing) and etcd with protoc (scripts/install-etcd.sh; the many-nodes tests start a
+# (Python ones into .venv, Node ones into tests/node_modules, Java 17, Maven and promtool
+# through apt when missing) and etcd with protoc (scripts/install-etcd.sh; the many-nodes tests start a
 # real three-member cluster with scripts/etcd-cluster.sh), builds the workspace once and the
 # Spring estate under samples/ once (scripts/build-samples.sh, beside the Rust build: it is
 # mostly downloads the first time),
@@ -53,6 +53,27 @@ if ! command -v tcpdump >/dev/null || ! command -v faketime >/dev/null \
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump faketime iproute2 nftables >/dev/null
+    fi
+fi
+
+# Debian's prometheus package for tests/e2e/test_metrics.py: `promtool check metrics` on a
+# live scrape, `promtool check rules` on the Grafana dashboard's queries, and a server the
+# test starts on its own port. The package would also start one as a service where
+# invoke-rc.d may, so a policy that refuses (exit 101) stands for this install unless the
+# machine has its own.
+if ! command -v promtool >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        own_policy=
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            own_policy=1
+        fi
+        installed=0
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends prometheus >/dev/null || installed=$?
+        if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+        [ "$installed" = 0 ] || { echo "scripts/test.sh: apt-get install prometheus failed" >&2; exit 1; }
     fi
 fi
 

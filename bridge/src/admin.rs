@@ -26,7 +26,7 @@ use ferry_proxy::mesh::{Mesh, MeshError, ServiceStatus};
 use serde_json::{json, Value};
 
 use crate::admin_auth::{self, WritePolicy};
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 use crate::store_report::StoreReport;
 
 #[derive(Clone)]
@@ -117,13 +117,23 @@ pub(crate) fn unavailable(reason: String) -> Response {
         .into_response()
 }
 
-async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+/// OpenMetrics to a scraper that asks for it (Prometheus does), the Prometheus text format
+/// 0.0.4 to everything else (curl, `promtool check metrics`, older scrapers): the two
+/// differ in how a counter's family is named, and each reader checks its own rule.
+async fn metrics(State(admin): State<Admin>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    let format = if wants_openmetrics {
+        Exposition::OpenMetrics
+    } else {
+        Exposition::Text
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        admin.metrics.render(&admin.registry),
+        [(header::CONTENT_TYPE, format.content_type())],
+        admin.metrics.render(&admin.registry, format),
     )
 }
 
@@ -258,8 +268,21 @@ async fn services(State(admin): State<Admin>) -> Json<Value> {
     ))
 }
 
-async fn service(State(admin): State<Admin>, Path(name): Path<String>) -> Json<Value> {
-    Json(service_json(&admin.mesh.status(&name)))
+/// One service; 404 for a name the registry holds no instance of and that was never cut
+/// over, so `ferry ctl service` can tell a typo from a service without instances.
+async fn service(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
+    let status = admin.mesh.status(&name);
+    if status.port.is_none() && status.endpoints.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no service {}: no instance is registered under that name and it was never cut over\n",
+                status.name
+            ),
+        )
+            .into_response();
+    }
+    Json(service_json(&status)).into_response()
 }
 
 /// `PUT /api/services/{name}` with `{"mode": "mesh"}` (or `?mode=mesh`).
@@ -516,6 +539,13 @@ mod tests {
         let done = cut_over().await;
         assert_eq!(done.status, StatusCode::OK);
         assert_eq!(done.json()["mode"], "mesh");
+        let unknown = call(router, Method::GET, "/api/services/NOPE", &[], "").await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text());
+        assert!(
+            unknown.text().contains("no service NOPE"),
+            "{}",
+            unknown.text()
+        );
         // Without identity flags there is no certificate, and the endpoint says so.
         let identity = call(router, Method::GET, "/api/identity", &[], "").await;
         assert_eq!(identity.json(), serde_json::json!({"enabled": false}));

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_proxy::balance::Strategy;
+use ferry_proxy::cutover::Mode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -288,6 +289,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Talk to a running ferry's admin API.
+    #[command(after_help = CTL_EXIT_CODES)]
     Ctl(CtlCommand),
     /// The certificate authority of a trust domain: make it, hand out join tokens.
     #[command(subcommand)]
@@ -344,17 +346,33 @@ pub enum BundleAction {
     },
 }
 
+/// What `ferry ctl --help` says of its exit codes; scripts branch on them (README, "Command
+/// line", says the same).
+const CTL_EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  any other failure: the API answered 5xx (e.g. 503 while the shared store is out of
+     reach) or something that is not its JSON
+  2  usage error: a bad argument or flag, `allow` without callers
+  3  not found: the API answered 404 (an unknown service)
+  4  refused: the API answered 401 or 403 (the admin token is missing or wrong, or writes
+     are off on a listener that is not on loopback)
+  5  unreachable: no connection to the admin API (refused, no such host, timed out)
+On an error, stdout stays empty and stderr names the request, the status and the API's text.";
+
 #[derive(Debug, clap::Args)]
 pub struct CtlCommand {
     /// The admin API of the ferry to talk to.
     #[arg(long, env = "FERRY_ADMIN", default_value = "127.0.0.1:15000")]
     pub admin: String,
 
-    /// The admin token, when the ferry was started with one (needed by `cutover`).
+    /// The admin token, when the ferry was started with one (needed by `cutover` and
+    /// `allow SERVICE ...`); sent as `Authorization: Bearer TOKEN`.
     #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// `table` for people, `json` for scripts (the admin API's document as it is).
+    /// `table` for people; `json` for scripts: one JSON document on stdout, the admin API's
+    /// answer as is (`service` adds the traffic figures, see the README).
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
@@ -376,7 +394,11 @@ pub enum CtlAction {
     /// Show one service: mode, port, instances, ejections and traffic figures.
     Service { name: String },
     /// Move a service into the mesh or back: `cutover SERVICE mesh|legacy`.
-    Cutover { service: String, mode: String },
+    Cutover {
+        service: String,
+        #[arg(value_parser = cutover_mode)]
+        mode: Mode,
+    },
     /// Show each legacy registry Ferry syncs with: reachable or not, last successful
     /// exchange, instances imported and exported, errors.
     Sync,
@@ -403,6 +425,12 @@ pub enum CtlAction {
         #[arg(long, conflicts_with = "callers")]
         any: bool,
     },
+}
+
+/// The modes `ferry ctl cutover` takes, checked before any request so a wrong one is a
+/// usage error.
+fn cutover_mode(text: &str) -> Result<Mode, String> {
+    Mode::parse(text).ok_or_else(|| format!("`{text}`: the mode is `mesh` or `legacy`"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

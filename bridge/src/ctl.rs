@@ -1,15 +1,104 @@
 //! `ferry ctl --admin HOST:PORT ...`: the command line over the admin API, for operators
 //! and scripts. `cutover SERVICE mesh|legacy` is the form scripts rely on; `sync` shows
 //! the legacy registries Ferry syncs with; `nodes` the nodes sharing the registry; `allow`
-//! sidecar mode's allow rules; `events` what happened (`--output json`: `/api/events` as
-//! it is).
+//! sidecar mode's allow rules; `events` what happened.
+//!
+//! Scripts get two things from it: `--output json`, which prints one JSON document on
+//! stdout (the API's answer as is; `service` adds the traffic figures read from
+//! `/metrics`), and exit codes that tell what went wrong without parsing text (`CtlError`:
+//! 3 not found, 4 refused, 5 unreachable, 2 usage, 1 anything else). On an error stdout
+//! stays empty, so a script that parses it never reads half an answer.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::cli::{CtlAction, CtlCommand, Output};
 use crate::traffic::Traffic;
+
+/// How long a connection to the admin API may take to open: a ferry on a reachable host
+/// accepts at once, so a script learns of a dead address in seconds, not minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one request may take in all; a cutover waits for the shared store, which
+/// answers within its own timeouts well under this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a `ferry ctl` command failed; each kind has its own exit code (`exit_code`).
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The command line asks for something that cannot be sent (a bad `--admin`, an
+    /// `allow` without callers): exit 2, as clap's own usage errors.
+    #[error("{0}")]
+    Usage(String),
+    /// The admin API answered with an error status.
+    #[error("{request}: {status}{}", colon_before(.text))]
+    Status {
+        request: String,
+        status: StatusCode,
+        text: String,
+    },
+    /// No connection to the admin API: refused, no such host, or timed out.
+    #[error("{request}: the admin API cannot be reached")]
+    Unreachable {
+        request: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The connection broke after it was made.
+    #[error("{request}: the exchange with the admin API failed")]
+    Broken {
+        request: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer is not what the API sends.
+    #[error("{request}: {detail}")]
+    BadAnswer { request: String, detail: String },
+}
+
+impl CtlError {
+    /// The process exit code scripts branch on (README, "Command line").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Usage(_) => 2,
+            CtlError::Status { status, .. } => exit_code_of_status(*status),
+            CtlError::Unreachable { .. } => 5,
+            CtlError::Broken { .. } | CtlError::BadAnswer { .. } => 1,
+        }
+    }
+
+    /// A failed exchange, by what failed: opening the connection (or waiting too long) is
+    /// "unreachable", anything later a broken exchange.
+    fn transport(request: String, source: reqwest::Error) -> CtlError {
+        if source.is_connect() || source.is_timeout() {
+            CtlError::Unreachable { request, source }
+        } else {
+            CtlError::Broken { request, source }
+        }
+    }
+}
+
+/// 404 is "not found" (3), 401 and 403 "refused" (4); any other error status is 1.
+fn exit_code_of_status(status: StatusCode) -> u8 {
+    match status {
+        StatusCode::NOT_FOUND => 3,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => 4,
+        _ => 1,
+    }
+}
+
+/// `: TEXT`, or nothing for an empty body.
+fn colon_before(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
 
 pub fn run(command: &CtlCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -23,88 +112,198 @@ pub fn run(command: &CtlCommand) -> ExitCode {
         }
     };
     match runtime.block_on(execute(command)) {
-        Ok(output) => {
-            println!("{output}");
-            ExitCode::SUCCESS
-        }
+        Ok(output) => match writeln!(std::io::stdout().lock(), "{output}") {
+            Ok(()) => ExitCode::SUCCESS,
+            // The reader is gone (`| head`): there is no one left to tell.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("ferry ctl: cannot write the answer: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Err(error) => {
-            eprintln!("ferry ctl: {error:#}");
-            ExitCode::FAILURE
+            let code = error.exit_code();
+            // With its causes (`: tcp connect error: Connection refused`): reqwest's own
+            // message names only the URL.
+            eprintln!("ferry ctl: {:#}", anyhow::Error::from(error));
+            ExitCode::from(code)
         }
     }
 }
 
-async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
-    let base = if command.admin.contains("://") {
-        command.admin.trim_end_matches('/').to_owned()
-    } else {
-        format!("http://{}", command.admin.trim_end_matches('/'))
-    };
-    let client = reqwest::Client::new();
-    match &command.action {
-        CtlAction::Services => {
-            let services: Value = get_json(&client, format!("{base}/api/services")).await?;
-            Ok(table(
-                services.as_array().map(Vec::as_slice).unwrap_or_default(),
-            ))
+/// The admin API of one ferry: its base URL, the token for writes, one client.
+struct AdminApi {
+    base: Url,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl AdminApi {
+    fn new(admin: &str, token: Option<String>) -> Result<AdminApi, CtlError> {
+        let text = if admin.contains("://") {
+            admin.to_owned()
+        } else {
+            format!("http://{admin}")
+        };
+        let base = Url::parse(&text)
+            .ok()
+            .filter(|base| !base.cannot_be_a_base())
+            .ok_or_else(|| {
+                CtlError::Usage(format!("--admin `{admin}` is neither HOST:PORT nor a URL"))
+            })?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|error| CtlError::Usage(format!("cannot make an HTTP client: {error}")))?;
+        Ok(AdminApi {
+            base,
+            token,
+            client,
+        })
+    }
+
+    /// The URL of `segments` under the base, each segment escaped (a service name is one).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
         }
-        CtlAction::Service { name } => {
-            let service: Value = get_json(&client, format!("{base}/api/services/{name}")).await?;
-            let metrics = client
-                .get(format!("{base}/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?;
-            let traffic = Traffic::parse(&metrics, &name.to_ascii_uppercase());
-            Ok(format!(
-                "{}\n\n{}",
-                table(std::slice::from_ref(&service)),
-                traffic.render()
-            ))
-        }
-        CtlAction::Sync => {
-            let sources: Value = get_json(&client, format!("{base}/api/sync")).await?;
-            Ok(sync_table(
-                sources.as_array().map(Vec::as_slice).unwrap_or_default(),
-                now_millis(),
-            ))
-        }
-        CtlAction::Nodes => {
-            let nodes: Value = get_json(&client, format!("{base}/api/nodes")).await?;
-            Ok(nodes_table(
-                nodes.as_array().map(Vec::as_slice).unwrap_or_default(),
-                now_millis(),
-            ))
-        }
-        CtlAction::Events { limit, service } => {
-            let mut query = vec![("limit", limit.to_string())];
-            if let Some(service) = service {
-                query.push(("service", service.clone()));
+        url
+    }
+
+    /// Sends a request; the body of a success, or the error status with the API's text.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<String, CtlError> {
+        let request = format!("{method} {url}");
+        let mut builder = self.client.request(method.clone(), url);
+        if method != Method::GET {
+            if let Some(token) = &self.token {
+                builder = builder.bearer_auth(token);
             }
-            let events: Value = client
-                .get(format!("{base}/api/events"))
-                .query(&query)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            Ok(match command.output {
-                Output::Json => serde_json::to_string_pretty(&events)?,
-                Output::Table => events_table(&events),
+        }
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|source| CtlError::transport(request.clone(), source))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|source| CtlError::transport(request.clone(), source))?;
+        if !status.is_success() {
+            return Err(CtlError::Status {
+                request,
+                status,
+                text: text.trim().to_owned(),
+            });
+        }
+        Ok(text)
+    }
+
+    async fn json(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, CtlError> {
+        let request = format!("{method} {url}");
+        let text = self.send(method, url, body).await?;
+        serde_json::from_str(&text).map_err(|error| CtlError::BadAnswer {
+            request,
+            detail: format!("the answer is not JSON ({error})"),
+        })
+    }
+
+    async fn get_json(&self, segments: &[&str]) -> Result<Value, CtlError> {
+        self.json(Method::GET, self.url(segments), None).await
+    }
+}
+
+/// A JSON document as scripts read it: one document, indented for people who look.
+fn document(value: &Value) -> String {
+    format!("{value:#}")
+}
+
+/// A list the API answered: the JSON document itself, or the table `render` makes of it.
+fn shown(list: &Value, json: bool, render: impl FnOnce(&[Value]) -> String) -> String {
+    if json {
+        document(list)
+    } else {
+        render(list.as_array().map(Vec::as_slice).unwrap_or_default())
+    }
+}
+
+async fn execute(command: &CtlCommand) -> Result<String, CtlError> {
+    let api = AdminApi::new(&command.admin, command.token.clone())?;
+    let json = command.output == Output::Json;
+    match &command.action {
+        CtlAction::Services => Ok(shown(
+            &api.get_json(&["api", "services"]).await?,
+            json,
+            table,
+        )),
+        CtlAction::Service { name } => {
+            let service = api.get_json(&["api", "services", name.as_str()]).await?;
+            let metrics = api.send(Method::GET, api.url(&["metrics"]), None).await?;
+            let traffic = Traffic::parse(&metrics, &name.to_ascii_uppercase());
+            Ok(if json {
+                // The service as `GET /api/services/NAME` shows it, and its traffic
+                // figures as `/metrics` holds them (README, "Command line").
+                document(&serde_json::json!({
+                    "service": service,
+                    "traffic": traffic.json(),
+                }))
+            } else {
+                format!(
+                    "{}\n\n{}",
+                    table(std::slice::from_ref(&service)),
+                    traffic.render()
+                )
             })
         }
+        CtlAction::Events { limit, service } => {
+            let mut url = api.url(&["api", "events"]);
+            url.query_pairs_mut()
+                .append_pair("limit", &limit.to_string());
+            if let Some(service) = service {
+                url.query_pairs_mut().append_pair("service", service);
+            }
+            let events = api.json(Method::GET, url, None).await?;
+            Ok(if json {
+                document(&events)
+            } else {
+                events_table(&events)
+            })
+        }
+        CtlAction::Sync => Ok(shown(
+            &api.get_json(&["api", "sync"]).await?,
+            json,
+            |sources| sync_table(sources, now_millis()),
+        )),
+        CtlAction::Nodes => Ok(shown(
+            &api.get_json(&["api", "nodes"]).await?,
+            json,
+            |nodes| nodes_table(nodes, now_millis()),
+        )),
         CtlAction::Allow {
             service: None,
             callers,
             any,
         } => {
             if !callers.is_empty() || *any {
-                anyhow::bail!("name the service the rule is for: `allow SERVICE CALLER...`");
+                return Err(CtlError::Usage(
+                    "name the service the rule is for: `allow SERVICE CALLER...`".to_owned(),
+                ));
             }
-            let rules: Value = get_json(&client, format!("{base}/api/allow")).await?;
-            Ok(allow_table(&rules))
+            let rules = api.get_json(&["api", "allow"]).await?;
+            Ok(if json {
+                document(&rules)
+            } else {
+                allow_table(&rules)
+            })
         }
         CtlAction::Allow {
             service: Some(service),
@@ -112,52 +311,53 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
             any,
         } => {
             if callers.is_empty() && !*any {
-                anyhow::bail!(
+                return Err(CtlError::Usage(format!(
                     "name the callers (`allow {service} CHECKOUT node:gateway-1`), or \
                      `allow {service} --any` to let every node call it"
-                );
+                )));
             }
-            let url = format!("{base}/api/allow/{service}");
-            let request = if *any {
-                client.delete(url)
+            let url = api.url(&["api", "allow", service.as_str()]);
+            let rule = if *any {
+                api.json(Method::DELETE, url, None).await?
             } else {
-                client
-                    .put(url)
-                    .json(&serde_json::json!({ "callers": callers }))
+                let body = serde_json::json!({ "callers": callers });
+                api.json(Method::PUT, url, Some(body)).await?
             };
-            let rule = write(request, command.token.as_deref()).await?;
+            if json {
+                return Ok(document(&rule));
+            }
+            let service = rule["service"].as_str().unwrap_or(service);
             Ok(match rule["callers"].as_array() {
                 Some(callers) => format!(
-                    "{} may be called by {}",
-                    rule["service"].as_str().unwrap_or(service),
+                    "{service} may be called by {}",
                     callers
                         .iter()
                         .filter_map(Value::as_str)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                None => format!(
-                    "{} may be called by any node",
-                    rule["service"].as_str().unwrap_or(service)
-                ),
+                None => format!("{service} may be called by any node"),
             })
         }
         CtlAction::Cutover { service, mode } => {
-            if !matches!(mode.as_str(), "mesh" | "legacy") {
-                anyhow::bail!("the mode must be `mesh` or `legacy`, not `{mode}`");
-            }
-            let request = client
-                .put(format!("{base}/api/services/{service}"))
-                .json(&serde_json::json!({ "mode": mode }));
-            let service = write(request, command.token.as_deref()).await?;
-            Ok(format!(
-                "{} is now {} (port {})",
-                service["name"]
-                    .as_str()
-                    .unwrap_or(service.as_str().unwrap_or("")),
-                service["mode"].as_str().unwrap_or("?"),
-                service["port"]
-            ))
+            let body = serde_json::json!({ "mode": mode.as_str() });
+            let moved = api
+                .json(
+                    Method::PUT,
+                    api.url(&["api", "services", service.as_str()]),
+                    Some(body),
+                )
+                .await?;
+            Ok(if json {
+                document(&moved)
+            } else {
+                format!(
+                    "{} is now {} (port {})",
+                    moved["name"].as_str().unwrap_or(service),
+                    moved["mode"].as_str().unwrap_or("?"),
+                    moved["port"]
+                )
+            })
         }
     }
 }
@@ -181,31 +381,6 @@ fn allow_table(rules: &Value) -> String {
         out.push_str(&format!("{service:<24} {callers}\n"));
     }
     out.trim_end().to_owned()
-}
-
-/// An admin write with the token, if given; its JSON answer, an error status an error.
-async fn write(mut request: reqwest::RequestBuilder, token: Option<&str>) -> anyhow::Result<Value> {
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        anyhow::bail!("{status}: {}", text.trim());
-    }
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// A JSON read of the admin API; an error status is an error.
-async fn get_json(client: &reqwest::Client, url: String) -> anyhow::Result<Value> {
-    Ok(client
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
 }
 
 /// One line per legacy source; `now` dates the last successful exchange.
@@ -407,6 +582,79 @@ mod tests {
         assert_eq!(
             events_table(&json!({"latest": 0, "events": []})),
             "no events"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_the_exit_codes_scripts_branch_on() {
+        let code = |status: u16| {
+            CtlError::Status {
+                request: "GET http://127.0.0.1:15000/api/services/NOPE".into(),
+                status: StatusCode::from_u16(status).unwrap(),
+                text: String::new(),
+            }
+            .exit_code()
+        };
+        assert_eq!(code(404), 3, "not found");
+        assert_eq!(code(401), 4, "no token");
+        assert_eq!(code(403), 4, "a wrong token, or writes off");
+        for other in [400, 405, 409, 500, 502, 503] {
+            assert_eq!(code(other), 1, "{other}");
+        }
+        assert_eq!(
+            CtlError::Usage("allow without callers".into()).exit_code(),
+            2
+        );
+        let bad = CtlError::BadAnswer {
+            request: "GET /api/sync".into(),
+            detail: "not JSON".into(),
+        };
+        assert_eq!(bad.exit_code(), 1);
+    }
+
+    #[test]
+    fn an_error_names_the_request_the_status_and_the_apis_text() {
+        let error = CtlError::Status {
+            request: "PUT http://127.0.0.1:15000/api/services/orders".into(),
+            status: StatusCode::FORBIDDEN,
+            text: "the admin token is not valid".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "PUT http://127.0.0.1:15000/api/services/orders: 403 Forbidden: the admin token is not valid"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable() {
+        // A port that was just free: nothing listens there, so the connect is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let api = AdminApi::new(&format!("127.0.0.1:{port}"), None).unwrap();
+        let error = api.get_json(&["api", "services"]).await.unwrap_err();
+        assert!(matches!(error, CtlError::Unreachable { .. }), "{error:?}");
+        assert_eq!(error.exit_code(), 5);
+        assert!(error.to_string().contains("cannot be reached"), "{error}");
+        let shown = format!("{:#}", anyhow::Error::from(error));
+        assert!(
+            shown.contains("Connection refused"),
+            "the cause is shown: {shown}"
+        );
+    }
+
+    #[test]
+    fn an_admin_address_that_is_no_url_is_a_usage_error() {
+        let Err(error) = AdminApi::new("mailto:someone", None) else {
+            panic!("a URL that cannot be a base was taken");
+        };
+        assert_eq!(error.exit_code(), 2);
+        let api = AdminApi::new("127.0.0.1:15000", None).unwrap();
+        assert_eq!(
+            api.url(&["api", "services", "a b/c"]).as_str(),
+            "http://127.0.0.1:15000/api/services/a%20b%2Fc"
         );
     }
 

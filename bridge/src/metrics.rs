@@ -5,6 +5,11 @@
 //! legacy registry is read the same way, from its status, as `ferry_sync_*{source}`, and
 //! the store this node stands on, from its report, as `ferry_store_*`; this node's
 //! certificate and its signer's decisions as `ferry_identity_*` and `ferry_ca_*`.
+//!
+//! The registry encodes OpenMetrics, where a counter's family is named without `_total`;
+//! the Prometheus text format (0.0.4), which `promtool check metrics` and scrapers that do
+//! not ask for OpenMetrics read, names it with the suffix. `Exposition` picks one, and
+//! `text_format` rewrites the metadata lines; the samples are the same in both.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,11 +44,35 @@ struct ApiLabels {
     api: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+/// The two exposition formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0, for scrapers that ask for it in `Accept`.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for everything else.
+    Text,
+}
+
+impl Exposition {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: prometheus_client::registry::Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<ApiLabels, Histogram>,
-    instances: Gauge,
+    /// Instances by status, every status always present so a stacked panel has no gaps.
+    instances: Family<StatusLabels, Gauge>,
     change_index: Gauge,
     renewals_last_minute: Gauge,
     resident_memory: Gauge,
@@ -69,7 +98,7 @@ impl Metrics {
         let latency = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
         });
-        let instances = Gauge::default();
+        let instances = Family::<StatusLabels, Gauge>::default();
         let change_index = Gauge::default();
         let renewals_last_minute = Gauge::default();
         let resident_memory = Gauge::default();
@@ -85,7 +114,7 @@ impl Metrics {
         );
         registry.register(
             "registry_instances",
-            "Registered instances",
+            "Registered instances, by status",
             instances.clone(),
         );
         registry.register(
@@ -131,8 +160,15 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, registry: &Registry) -> String {
-        self.instances.set(registry.instance_count() as i64);
+    pub fn render(&self, registry: &Registry, format: Exposition) -> String {
+        let counts = registry.status_counts();
+        for status in ferry_core::Status::ALL {
+            self.instances
+                .get_or_create(&StatusLabels {
+                    status: status.to_string(),
+                })
+                .set(counts.0[status.slot()] as i64);
+        }
         self.change_index.set(registry.index() as i64);
         self.renewals_last_minute
             .set(registry.renewals_last_minute() as i64);
@@ -142,8 +178,47 @@ impl Metrics {
         let mut text = String::new();
         // Encoding into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
-        text
+        match format {
+            Exposition::OpenMetrics => text,
+            Exposition::Text => text_format(&text),
+        }
     }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter's HELP and TYPE name
+/// its samples' `_total` name, and the lines 0.0.4 does not know (`# UNIT`, `# EOF`) go.
+/// The registry writes no `_created` samples, exemplars or OpenMetrics-only types, so
+/// nothing else differs.
+fn text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|keyword| Some((keyword, line.strip_prefix(keyword)?)));
+        match metadata {
+            Some((keyword, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                text.push_str(keyword);
+                text.push_str(name);
+                if counters.contains(name) {
+                    text.push_str("_total");
+                }
+                text.push(' ');
+                text.push_str(tail);
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -416,4 +491,30 @@ fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(resident_pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counter_families_with_their_samples_suffix() {
+        let openmetrics = "# HELP ferry_proxy_requests Requests received.\n\
+                           # TYPE ferry_proxy_requests counter\n\
+                           ferry_proxy_requests_total{service=\"ORDERS\"} 3\n\
+                           # HELP ferry_store_current Whether current.\n\
+                           # TYPE ferry_store_current gauge\n\
+                           # UNIT ferry_store_current ratio\n\
+                           ferry_store_current 1\n\
+                           # EOF\n";
+        assert_eq!(
+            text_format(openmetrics),
+            "# HELP ferry_proxy_requests_total Requests received.\n\
+             # TYPE ferry_proxy_requests_total counter\n\
+             ferry_proxy_requests_total{service=\"ORDERS\"} 3\n\
+             # HELP ferry_store_current Whether current.\n\
+             # TYPE ferry_store_current gauge\n\
+             ferry_store_current 1\n"
+        );
+    }
 }

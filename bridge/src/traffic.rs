@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{json, Value};
+
 /// Totals since the proxy started.
 #[derive(Debug, Default, PartialEq)]
 pub struct Traffic {
@@ -75,6 +77,44 @@ impl Traffic {
         traffic
     }
 
+    /// The figures as `ferry ctl --output json service NAME` prints them under `traffic`.
+    /// A latency is the upper bound (`le`) of the bucket holding it, in seconds: a number,
+    /// `"+Inf"` above the largest bucket (as Prometheus writes that bound), `null` without
+    /// requests.
+    pub fn json(&self) -> Value {
+        let bound = |seconds: Option<f64>| match seconds {
+            Some(seconds) if seconds.is_finite() => json!(seconds),
+            Some(_) => json!("+Inf"),
+            None => Value::Null,
+        };
+        let endpoints: serde_json::Map<String, Value> = self
+            .endpoints
+            .iter()
+            .map(|(endpoint, (classes, ejections))| {
+                let responses: serde_json::Map<String, Value> = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                    .iter()
+                    .zip(classes)
+                    .map(|(class, count)| ((*class).to_owned(), json!(count)))
+                    .collect();
+                (
+                    endpoint.clone(),
+                    json!({"responses": responses, "ejections": ejections}),
+                )
+            })
+            .collect();
+        json!({
+            "requests": self.requests,
+            "retries": self.retries,
+            "proxy_errors": self.proxy_errors,
+            "open_connections": self.open_connections,
+            "latency_seconds": {
+                "p50": bound(self.p50_seconds),
+                "p99": bound(self.p99_seconds),
+            },
+            "endpoints": endpoints,
+        })
+    }
+
     pub fn render(&self) -> String {
         let bound = |seconds: Option<f64>| match seconds {
             Some(seconds) if seconds.is_finite() => format!("≤ {}", milliseconds(seconds)),
@@ -137,8 +177,8 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
-    const METRICS: &str = r#"# HELP ferry_proxy_requests Requests received by outbound listeners
-# TYPE ferry_proxy_requests counter
+    const METRICS: &str = r#"# HELP ferry_proxy_requests_total Requests received by outbound listeners.
+# TYPE ferry_proxy_requests_total counter
 ferry_proxy_requests_total{service="STOCK"} 60
 ferry_proxy_requests_total{service="OTHER"} 5
 ferry_proxy_responses_total{service="STOCK",endpoint="stock-1",class="2xx"} 58
@@ -180,5 +220,24 @@ ferry_proxy_open_connections{service="STOCK"} 3
         let traffic = Traffic::parse(METRICS, "NONE");
         assert_eq!(traffic, Traffic::default());
         assert!(traffic.render().contains("p50 -, p99 -"));
+        let shown = traffic.json();
+        assert_eq!(shown["latency_seconds"], json!({"p50": null, "p99": null}));
+        assert_eq!(shown["endpoints"], json!({}));
+    }
+
+    #[test]
+    fn the_json_form_holds_the_same_figures() {
+        let shown = Traffic::parse(METRICS, "STOCK").json();
+        assert_eq!(shown["requests"], 60);
+        assert_eq!(shown["retries"], 7);
+        assert_eq!(shown["proxy_errors"], 1);
+        assert_eq!(shown["open_connections"], 3);
+        assert_eq!(
+            shown["latency_seconds"],
+            json!({"p50": 0.001, "p99": "+Inf"})
+        );
+        assert_eq!(shown["endpoints"]["stock-2"]["responses"]["5xx"], 2);
+        assert_eq!(shown["endpoints"]["stock-1"]["responses"]["2xx"], 58);
+        assert_eq!(shown["endpoints"]["stock-dead"]["ejections"], 1);
     }
 }

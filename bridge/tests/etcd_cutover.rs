@@ -12,8 +12,15 @@ mod etcd;
 use common::{start_ferry_with, Ferry};
 use serde_json::{json, Value};
 
+/// An admin API answer; `Null` for one that is not JSON, such as the 404 for a service a
+/// node has not heard of yet.
 async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
+    reqwest::get(url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null)
 }
 
 async fn eureka_json(url: &str) -> Value {

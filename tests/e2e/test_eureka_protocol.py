@@ -131,7 +131,8 @@ def test_metrics_count_requests_by_api_and_status(ferry):
     text = httpx.get(ferry.admin_url + "/metrics").text
     assert 'ferry_http_requests_total{api="eureka",method="POST",status="204"} 1' in text
     assert 'ferry_http_requests_total{api="eureka",method="GET",status="200"}' in text
-    assert metric(ferry, "ferry_registry_instances") == 1
+    assert metric(ferry, 'ferry_registry_instances{status="UP"}') == 1
+    assert metric(ferry, 'ferry_registry_instances{status="DOWN"}') == 0, "every status is exported"
     assert httpx.get(ferry.admin_url + "/live").status_code == 200
 
 

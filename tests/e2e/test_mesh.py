@@ -225,8 +225,9 @@ def test_the_admin_api_refuses_bad_modes(ferry):
     assert reply.status_code == 400
     result = subprocess.run([str(ferry_binary()), "ctl", "--admin", f"127.0.0.1:{ferry.admin_port}",
                              "cutover", "orders", "sideways"], capture_output=True, text=True)
-    assert result.returncode != 0 and "mesh" in result.stderr
-    assert httpx.get(f"{ferry.admin_url}/api/services/orders").json()["mode"] == "legacy"
+    assert result.returncode == 2 and "mesh" in result.stderr, "a usage error, before any request"
+    assert httpx.get(f"{ferry.admin_url}/api/services/orders").status_code == 404, \
+        "orders, never registered nor cut over, is still unknown"
 
 
 def test_open_connections_are_counted(ferry, clients):

@@ -412,6 +412,12 @@ impl Registry {
         self.state.read().listings.counts.total()
     }
 
+    /// Instances by status over the whole registry, kept as the listings change, so a
+    /// metrics scrape reads them without walking the apps.
+    pub fn status_counts(&self) -> StatusCounts {
+        self.state.read().listings.counts
+    }
+
     /// Whether `app` holds an instance `id` (a lookup that copies nothing).
     pub fn holds(&self, app: &str, id: &str) -> bool {
         self.state.read().listings.lookup(app, id).is_some()
