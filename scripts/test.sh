@@ -56,6 +56,15 @@ if ! command -v tcpdump >/dev/null || ! command -v faketime >/dev/null \
     fi
 fi
 
+# Chromium for the dashboard test (tests/e2e/test_dashboard.py drives Debian's headless
+# Chromium with playwright-core, which downloads no browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+fi
+
 # protoc for etcd-client's build, and etcd for the many-nodes tests (Debian's packages; no
 # system etcd is left running).
 scripts/install-etcd.sh
