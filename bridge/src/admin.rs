@@ -438,10 +438,24 @@ mod tests {
         // store's folders and keys, the config sources.
         let page = call(&router, Method::GET, "/", &[], "").await;
         assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+        registry
+            .import(
+                "legacy-eureka",
+                Instance::new("orders", "o2", "10.0.0.9", "10.0.0.9", 8080),
+            )
+            .unwrap();
         let orders = call(&router, Method::GET, "/api/services/ORDERS", &[], "")
             .await
             .json();
         assert_eq!(orders["instances"][0]["source"], "eureka");
+        assert_eq!(orders["instances"][0]["owner"], Value::Null);
+        assert_eq!(orders["instances"][1]["source"], "synced", "{orders}");
+        assert_eq!(orders["instances"][1]["owner"], "legacy-eureka");
+        assert_eq!(
+            orders["instances"][1]["last_renewal_ms"],
+            Value::Null,
+            "a copy is not renewed here"
+        );
         assert!(orders["instances"][0]["metadata"].is_object(), "{orders}");
         let listed = call(&router, Method::GET, "/api/services", &[], "")
             .await

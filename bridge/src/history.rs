@@ -72,7 +72,7 @@ pub struct Sample {
     /// How long it was, for the rate.
     pub span_ms: u32,
     pub requests: u32,
-    /// Answers (a retried attempt's answer counts too) and how many of them failed.
+    /// Answers the callers got (an attempt the proxy retried is none) and how many failed.
     pub answered: u32,
     pub failed: u32,
     /// `None` when no request finished in the interval.

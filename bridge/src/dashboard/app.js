@@ -213,8 +213,10 @@ function chart(times, lines, opts) {
 function statusChips(instances) {
   const counts = {};
   for (const instance of instances) counts[instance.status] = (counts[instance.status] || 0) + 1;
-  return STATUSES.filter((status) => counts[status]).map((status) =>
-    h('span', { class: `st st-${status}` }, `${counts[status]} ${status}`));
+  const ejected = instances.filter((instance) => instance.ejected).length;
+  return [STATUSES.filter((status) => counts[status]).map((status) =>
+    h('span', { class: `st st-${status}` }, `${counts[status]} ${status}`)),
+  ejected ? h('span', { class: 'st st-ejected' }, `${ejected} ejected`) : ''];
 }
 
 function sourceText(instances) {
@@ -265,7 +267,8 @@ function overview() {
     h('section', { class: 'panel flush', id: 'services' },
       h('h2', {}, 'Services'),
       services.length ? h('table', {},
-        h('thead', {}, h('tr', {}, ['Service', 'Mode', 'Port', 'Instances', 'Sources'].map((name) => h('th', {}, name)),
+        h('thead', {}, h('tr', {}, ['Service', 'Mode'].map((name) => h('th', {}, name)), h('th', { class: 'num' }, 'Port'),
+          ['Instances', 'Sources'].map((name) => h('th', {}, name)),
           ['Req/s', 'Success', 'p50', 'p99'].map((name) => h('th', { class: 'num' }, name)), h('th', {}, 'History'))),
         h('tbody', {}, rows)) : h('div', { class: 'empty' }, 'No service is registered yet.')),
     h('div', { class: 'grid2' },
