@@ -2,8 +2,10 @@
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
 //! the state of each sync with a legacy registry (`/api/sync`), the store (`/api/store`),
 //! the nodes sharing it (`/api/nodes`), who leads each leader-only job (`/api/leaders`) and
-//! this node's certificate for mutual TLS (`/api/identity`, read-only), and the dashboard
-//! at `/` with the read-only JSON it adds (`dashboard.rs`).
+//! this node's certificate for mutual TLS (`/api/identity`, read-only), the event log
+//! (`/api/events`: what happened to instances and services, newest first, which the
+//! dashboard polls with `after=`), and the dashboard at `/` with the read-only JSON it adds
+//! (`dashboard.rs`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
 //! load balancer stops sending traffic before connections are drained; it stays true while
 //! the shared store is out of reach (reads are still served) and says so in its body.
@@ -19,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ferry_core::model::Registration;
-use ferry_core::registry::RegisteredInstance;
+use ferry_core::registry::{Event, EventQuery, RegisteredInstance};
 use ferry_core::{Instance, Registry};
 use ferry_proxy::cutover::Mode;
 use ferry_proxy::mesh::{Mesh, MeshError, ServiceStatus};
@@ -63,6 +65,7 @@ pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/services", get(services))
+        .route("/api/events", get(events))
         .route("/api/sync", get(sync))
         .route("/api/store", get(store))
         .route("/api/nodes", get(nodes))
@@ -152,6 +155,81 @@ async fn sync(State(admin): State<Admin>) -> Json<Value> {
 
 async fn leaders(State(admin): State<Admin>) -> Json<Value> {
     Json(admin.leaders.json())
+}
+
+/// `GET /api/events?after=SEQ&limit=N&service=NAME`: the event log, newest first, with the
+/// newest event's sequence number (`latest`) for the next `after=`. A parameter that is not
+/// a number is a 400 naming it; `limit` is capped at what the log keeps.
+async fn events(
+    State(admin): State<Admin>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    match event_query(query, admin.registry.event_capacity()) {
+        Ok(wanted) => {
+            let page = admin.registry.events(&wanted);
+            Json(json!({
+                "latest": page.latest,
+                "events": page.events.iter().map(event_json).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Err(reason) => (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response(),
+    }
+}
+
+/// The read `/api/events`'s parameters ask for, or why they cannot be read.
+fn event_query(query: Vec<(String, String)>, capacity: usize) -> Result<EventQuery, String> {
+    let mut wanted = EventQuery {
+        limit: 100.min(capacity),
+        ..EventQuery::default()
+    };
+    for (key, value) in query {
+        let number = |what: &str| {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{key}` must be {what}, not `{value}`"))
+        };
+        match key.as_str() {
+            "after" => wanted.after = number("an event's sequence number (0 or more)")?,
+            "limit" => {
+                let limit = number("a number of events (0 or more)")?;
+                wanted.limit = usize::try_from(limit).unwrap_or(usize::MAX).min(capacity);
+            }
+            "service" if !value.trim().is_empty() => wanted.service = Some(value.trim().to_owned()),
+            _ => {}
+        }
+    }
+    Ok(wanted)
+}
+
+fn event_json(event: &Event) -> Value {
+    json!({
+        "seq": event.seq,
+        "at": utc_timestamp(event.at),
+        "at_ms": event.at,
+        "kind": event.kind.as_str(),
+        "service": event.service,
+        "instance": event.instance,
+        "detail": event.detail,
+    })
+}
+
+/// `2026-12-01T05:40:00.123Z`: RFC 3339 in UTC with milliseconds, from epoch milliseconds.
+fn utc_timestamp(at_ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000) {
+        Ok(at) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.millisecond()
+        ),
+        Err(_) => String::new(),
+    }
 }
 
 fn sync_json(source: &ferry_sync::SourceSnapshot) -> Value {
@@ -322,20 +400,22 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_cutover_the_store_refuses_is_503_with_retry_after_and_changes_nothing() {
-        let store = Arc::new(UnreachableStore::default());
-        let registry = Arc::new(Registry::new(
-            RegistrySettings::default(),
-            Clock::System,
-            store.clone(),
-        ));
-        registry
-            .register(
-                Instance::new("orders", "o1", "127.0.0.1", "127.0.0.1", 8080),
-                false,
-            )
-            .unwrap();
+    /// What a test's admin router needs kept alive: the shutdown sender the mesh watches
+    /// and the data directory (removed at the end).
+    struct Fixture {
+        router: Router,
+        data: std::path::PathBuf,
+        _stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
+    }
+
+    /// The admin router over `registry`, with a mesh whose one outbound port is free.
+    async fn admin_over(registry: Arc<Registry>) -> Fixture {
         let data = std::env::temp_dir().join(format!(
             "ferry-admin-test-{}-{:?}",
             std::process::id(),
@@ -347,7 +427,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let (_stop, stopping) = crate::shutdown::channel();
+        let (stop, stopping) = crate::shutdown::channel();
         let proxy_metrics = Arc::new(ProxyMetrics::new());
         let mesh = Mesh::start(
             registry.clone(),
@@ -388,7 +468,7 @@ mod tests {
         let router = routes(
             Admin {
                 mesh,
-                registry: registry.clone(),
+                registry,
                 metrics: Arc::new(Metrics::new(&proxy_metrics, Arc::default(), report.clone())),
                 ready: Arc::new(AtomicBool::new(true)),
                 syncs: Default::default(),
@@ -401,9 +481,119 @@ mod tests {
             },
             WritePolicy::new(None, true),
         );
+        Fixture {
+            router,
+            data,
+            _stop: stop,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_listed_newest_first_and_a_bad_parameter_is_400() {
+        let registry = Arc::new(Registry::new(
+            RegistrySettings::default(),
+            Clock::manual(1_764_567_600_123),
+            Arc::new(ferry_core::store::MemoryStore),
+        ));
+        let admin = admin_over(registry.clone()).await;
+        let router = &admin.router;
+        registry
+            .register(
+                Instance::new("orders", "orders-1", "127.0.0.1", "127.0.0.1", 8080),
+                false,
+            )
+            .unwrap();
+        let mesh = call(
+            router,
+            Method::PUT,
+            "/api/services/orders",
+            &[("content-type", "application/json")],
+            r#"{"mode":"mesh"}"#,
+        )
+        .await;
+        assert_eq!(mesh.status, StatusCode::OK);
+        registry
+            .register(
+                Instance::new("payments", "payments-1", "127.0.0.1", "127.0.0.1", 8081),
+                false,
+            )
+            .unwrap();
+
+        let all = call(router, Method::GET, "/api/events", &[], "").await;
+        assert_eq!(all.status, StatusCode::OK);
+        let all = all.json();
+        assert_eq!(all["latest"], 3);
+        assert_eq!(
+            all["events"][2],
+            json!({
+                "seq": 1,
+                "at": "2025-12-01T05:40:00.123Z",
+                "at_ms": 1_764_567_600_123_i64,
+                "kind": "registered",
+                "service": "ORDERS",
+                "instance": "orders-1",
+                "detail": "UP",
+            })
+        );
+        assert_eq!(all["events"][1]["kind"], "cutover");
+        assert_eq!(all["events"][1]["instance"], Value::Null);
+        assert_eq!(all["events"][0]["service"], "PAYMENTS");
+
+        let newer = call(router, Method::GET, "/api/events?after=2", &[], "").await;
+        let seqs: Vec<u64> = newer.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| event["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![3]);
+        let orders = call(
+            router,
+            Method::GET,
+            "/api/events?service=Orders&limit=1",
+            &[],
+            "",
+        )
+        .await;
+        let orders = orders.json();
+        assert_eq!(
+            orders["latest"], 3,
+            "latest is the log's, whatever the filter"
+        );
+        assert_eq!(orders["events"].as_array().unwrap().len(), 1);
+        assert_eq!(orders["events"][0]["kind"], "cutover");
+
+        for bad in [
+            "/api/events?after=x",
+            "/api/events?limit=-1",
+            "/api/events?after=",
+        ] {
+            let refused = call(router, Method::GET, bad, &[], "").await;
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
+            let body = String::from_utf8_lossy(&refused.body);
+            assert!(body.contains("must be"), "{bad}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cutover_the_store_refuses_is_503_with_retry_after_and_changes_nothing() {
+        let store = Arc::new(UnreachableStore::default());
+        let registry = Arc::new(Registry::new(
+            RegistrySettings::default(),
+            Clock::System,
+            store.clone(),
+        ));
+        registry
+            .register(
+                Instance::new("orders", "o1", "127.0.0.1", "127.0.0.1", 8080),
+                false,
+            )
+            .unwrap();
+        let admin = admin_over(registry.clone()).await;
+        let router = &admin.router;
         let cut_over = || {
             call(
-                &router,
+                router,
                 Method::PUT,
                 "/api/services/ORDERS",
                 &[("content-type", "application/json")],
@@ -418,7 +608,7 @@ mod tests {
         let body = String::from_utf8_lossy(&refused.body);
         assert!(body.contains("etcd store is unavailable"), "{body}");
         assert_eq!(body.lines().count(), 1, "{body:?}");
-        let shown = call(&router, Method::GET, "/api/services/ORDERS", &[], "").await;
+        let shown = call(router, Method::GET, "/api/services/ORDERS", &[], "").await;
         assert_eq!(
             shown.json()["mode"],
             "legacy",
@@ -431,12 +621,12 @@ mod tests {
         assert_eq!(done.status, StatusCode::OK);
         assert_eq!(done.json()["mode"], "mesh");
         // Without identity flags there is no certificate, and the endpoint says so.
-        let identity = call(&router, Method::GET, "/api/identity", &[], "").await;
+        let identity = call(router, Method::GET, "/api/identity", &[], "").await;
         assert_eq!(identity.json(), serde_json::json!({"enabled": false}));
 
         // What the dashboard reads: the page itself, where each instance came from, the KV
         // store's folders and keys, the config sources.
-        let page = call(&router, Method::GET, "/", &[], "").await;
+        let page = call(router, Method::GET, "/", &[], "").await;
         assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
         registry
             .import(
@@ -444,7 +634,7 @@ mod tests {
                 Instance::new("orders", "o2", "10.0.0.9", "10.0.0.9", 8080),
             )
             .unwrap();
-        let orders = call(&router, Method::GET, "/api/services/ORDERS", &[], "")
+        let orders = call(router, Method::GET, "/api/services/ORDERS", &[], "")
             .await
             .json();
         assert_eq!(orders["instances"][0]["source"], "eureka");
@@ -457,14 +647,14 @@ mod tests {
             "a copy is not renewed here"
         );
         assert!(orders["instances"][0]["metadata"].is_object(), "{orders}");
-        let listed = call(&router, Method::GET, "/api/services", &[], "")
+        let listed = call(router, Method::GET, "/api/services", &[], "")
             .await
             .json();
         assert!(
             listed[0]["instances"][0].get("metadata").is_none(),
             "the list stays small"
         );
-        let folders = call(&router, Method::GET, "/api/kv?prefix=config/", &[], "")
+        let folders = call(router, Method::GET, "/api/kv?prefix=config/", &[], "")
             .await
             .json();
         assert_eq!(
@@ -475,7 +665,7 @@ mod tests {
             ])
         );
         let keys = call(
-            &router,
+            router,
             Method::GET,
             "/api/kv?prefix=config/orders/",
             &[],
@@ -485,7 +675,7 @@ mod tests {
         .json();
         assert_eq!(keys["keys"][0]["key"], "config/orders/greeting");
         assert_eq!(keys["keys"][0]["bytes"], 5);
-        let config = call(&router, Method::GET, "/api/config", &[], "")
+        let config = call(router, Method::GET, "/api/config", &[], "")
             .await
             .json();
         assert_eq!(config["repository"], Value::Null);
@@ -493,10 +683,9 @@ mod tests {
             config["kv"]["contexts"],
             serde_json::json!(["config/application/", "config/orders/"])
         );
-        let traffic = call(&router, Method::GET, "/api/traffic", &[], "")
+        let traffic = call(router, Method::GET, "/api/traffic", &[], "")
             .await
             .json();
         assert_eq!(traffic["services"], serde_json::json!([]));
-        let _ = std::fs::remove_dir_all(&data);
     }
 }

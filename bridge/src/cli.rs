@@ -354,8 +354,19 @@ pub struct CtlCommand {
     #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// `table` for people, `json` for scripts (the admin API's document as it is).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
     #[command(subcommand)]
     pub action: CtlAction,
+}
+
+/// How `ferry ctl` prints what the admin API answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -373,6 +384,16 @@ pub enum CtlAction {
     /// applied, the instances it keeps and when its key was last refreshed (`*`: the node
     /// answering). With the embedded store, this node alone.
     Nodes,
+    /// What happened to instances and services, newest first: registrations, removals,
+    /// evictions, status changes, cutovers and rollbacks (times in UTC).
+    Events {
+        /// At most this many events (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only this service's events (any case).
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Sidecar mode's allow rules: with no argument, list them; `allow SERVICE CALLER...`
     /// lets only those services (or `node:NAME`) call SERVICE; `allow SERVICE --any` lets
     /// every node call it again.

@@ -1,13 +1,14 @@
 //! `ferry ctl --admin HOST:PORT ...`: the command line over the admin API, for operators
 //! and scripts. `cutover SERVICE mesh|legacy` is the form scripts rely on; `sync` shows
 //! the legacy registries Ferry syncs with; `nodes` the nodes sharing the registry; `allow`
-//! sidecar mode's allow rules.
+//! sidecar mode's allow rules; `events` what happened (`--output json`: `/api/events` as
+//! it is).
 
 use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::cli::{CtlAction, CtlCommand};
+use crate::cli::{CtlAction, CtlCommand, Output};
 use crate::traffic::Traffic;
 
 pub fn run(command: &CtlCommand) -> ExitCode {
@@ -75,6 +76,24 @@ async fn execute(command: &CtlCommand) -> anyhow::Result<String> {
                 nodes.as_array().map(Vec::as_slice).unwrap_or_default(),
                 now_millis(),
             ))
+        }
+        CtlAction::Events { limit, service } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(service) = service {
+                query.push(("service", service.clone()));
+            }
+            let events: Value = client
+                .get(format!("{base}/api/events"))
+                .query(&query)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            Ok(match command.output {
+                Output::Json => serde_json::to_string_pretty(&events)?,
+                Output::Table => events_table(&events),
+            })
         }
         CtlAction::Allow {
             service: None,
@@ -233,6 +252,47 @@ fn sync_table(sources: &[Value], now: i64) -> String {
     lines.join("\n")
 }
 
+/// One line per event, newest first, its time as UTC `HH:MM:SS`.
+fn events_table(page: &Value) -> String {
+    let events = page["events"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if events.is_empty() {
+        return "no events".to_owned();
+    }
+    let mut lines = vec![format!(
+        "{:<8}  {:<12} {:<24} {:<32} DETAIL",
+        "TIME", "KIND", "SERVICE", "INSTANCE"
+    )];
+    for event in events {
+        let time = event["at_ms"]
+            .as_i64()
+            .map(utc_time_of_day)
+            .unwrap_or_else(|| "-".to_owned());
+        lines.push(format!(
+            "{:<8}  {:<12} {:<24} {:<32} {}",
+            time,
+            event["kind"].as_str().unwrap_or(""),
+            event["service"].as_str().unwrap_or(""),
+            event["instance"].as_str().unwrap_or("-"),
+            event["detail"].as_str().unwrap_or(""),
+        ));
+    }
+    lines.join("\n")
+}
+
+/// `HH:MM:SS` in UTC: the time of day of epoch milliseconds, whatever the local zone.
+fn utc_time_of_day(at_ms: i64) -> String {
+    let seconds = at_ms.div_euclid(1000).rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
 /// One line per node, `*` before the node that answered; `now` dates starts and refreshes.
 fn nodes_table(nodes: &[Value], now: i64) -> String {
     let mut lines = vec![format!(
@@ -326,6 +386,29 @@ fn table(services: &[Value]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn events_are_listed_newest_first_at_their_utc_time() {
+        let table = events_table(&json!({"latest": 2, "events": [
+            {"seq": 2, "at": "2025-12-01T05:40:00.123Z", "at_ms": 1_764_567_600_123_i64,
+             "kind": "status", "service": "ORDERS", "instance": "orders-1",
+             "detail": "UP → OUT_OF_SERVICE"},
+            {"seq": 1, "at": "2025-11-30T23:59:59.999Z", "at_ms": 1_764_547_199_999_i64,
+             "kind": "cutover", "service": "ORDERS", "instance": null,
+             "detail": "legacy → mesh at 127.0.0.1:15001"},
+        ]}));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("TIME"), "{table}");
+        assert!(lines[1].starts_with("05:40:00  status"), "{table}");
+        assert!(lines[1].contains("orders-1") && lines[1].ends_with("UP → OUT_OF_SERVICE"));
+        assert!(lines[2].starts_with("23:59:59  cutover"), "{table}");
+        assert!(lines[2].contains(" - "), "no instance is a dash: {table}");
+        assert_eq!(
+            events_table(&json!({"latest": 0, "events": []})),
+            "no events"
+        );
+    }
 
     #[test]
     fn the_node_answering_is_starred_and_ages_are_relative() {

@@ -187,6 +187,10 @@ def test_the_dashboard_shows_services_moves_one_to_the_mesh_and_back(start_ferry
     assert "mesh" in steps["overview in mesh"]["serviceRow"], steps["overview in mesh"]
     assert "Roll ORDERS back to legacy?" in steps["rollback dialog"]["text"], steps["rollback dialog"]
     assert steps["rolled back"]["mode"] == "legacy"
+    if events_served:
+        assert "ORDERS" in steps["cutover event"]["text"] and "mesh" in steps["cutover event"]["text"], steps
+        assert "ORDERS" in steps["rollback event"]["text"], steps
+        assert "ORDERS" in steps["events"]["text"] and "INVENTORY" in steps["events"]["text"], steps["events"]
     assert service_json(ferry, "ORDERS")["mode"] == "legacy"
 
     refused = steps["refused"]

@@ -20,7 +20,7 @@
 //! - **Bad values** under the prefix (another tool's writes) are logged, counted and
 //!   skipped; they never stop the watch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -441,6 +441,19 @@ impl EtcdStore {
 
     /// Applies one watch response's events to what this store knows and pushes them.
     fn deliver(&self, events: &[etcd_client::Event]) {
+        // A lease that ends deletes every key on it at one revision, delivered in one
+        // response: a node's key deleted at the revision of an instance's delete means the
+        // instance went with its node, not by a node's deregistration.
+        let nodes_left: HashSet<(i64, String)> = events
+            .iter()
+            .filter(|event| event.event_type() == EventType::Delete)
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                let key = std::str::from_utf8(kv.key()).ok()?;
+                let node = key.strip_prefix(&layout::nodes_prefix())?;
+                Some((kv.mod_revision(), layout::unescape(node)))
+            })
+            .collect();
         for event in events {
             let Some(kv) = event.kv() else { continue };
             if crate::kv::deliver(self, event, kv) || crate::allow::deliver(self, event, kv) {
@@ -480,9 +493,16 @@ impl EtcdStore {
                         self.lease_suspect.store(true, Ordering::Release);
                         continue;
                     }
-                    self.owners.lock().remove(&key);
+                    let keeper = self.owners.lock().remove(&key);
+                    let keeper_left = keeper
+                        .is_some_and(|keeper| nodes_left.contains(&(kv.mod_revision(), keeper)));
                     self.leases.lock().release(&key);
-                    self.feed.push(Replicated::Remove { app, id, revision });
+                    self.feed.push(Replicated::Remove {
+                        app,
+                        id,
+                        revision,
+                        keeper_left,
+                    });
                 }
             }
         }

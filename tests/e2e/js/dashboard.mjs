@@ -68,6 +68,11 @@ try {
   await dialog.waitFor({ state: 'hidden', timeout: 10000 });
   await page.locator('h1 [data-mode="mesh"]').waitFor({ timeout: 10000 });
   step('moved', { mode: await modeOnPage(), toast: await page.locator('#toast').innerText() });
+  if (expectEvents) {
+    // The service's own log shows the cutover without a reload.
+    await page.locator('#events tr[data-kind="cutover"]').waitFor({ timeout: 10000 });
+    step('cutover event', { text: await page.locator('#events tr[data-kind="cutover"]').innerText() });
+  }
 
   // The caller loop runs now (the test starts it once the admin API shows the mode): the
   // figures and the charts follow the 10 s samples.
@@ -107,6 +112,10 @@ try {
   await page.locator('#confirm-ok').click();
   await page.locator('h1 [data-mode="legacy"]').waitFor({ timeout: 10000 });
   step('rolled back', { mode: await modeOnPage() });
+  if (expectEvents) {
+    await page.locator('#events tr[data-kind="rollback"]').waitFor({ timeout: 10000 });
+    step('rollback event', { text: await page.locator('#events tr[data-kind="rollback"]').innerText() });
+  }
 
   // A ferry with --admin-token: the control is refused without the token, nothing changes,
   // and the same dialog takes the token.

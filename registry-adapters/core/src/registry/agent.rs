@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::events::Removal;
 use super::leases::{service_up_since, Leases};
 use super::{RegisteredInstance, Registry, RegistryError};
 use crate::model::{Action, Health, Instance, Millis, Probe, Registration, Status};
@@ -144,7 +145,9 @@ impl Registry {
         let mut state = self.state.write();
         if let Some(old_app) = state.agents.agent_ids.get(&instance.id).cloned() {
             if old_app != instance.app {
-                self.remove(&mut state, &old_app, &instance.id, now)?;
+                let removal =
+                    Removal::Deregistered(format!("registered again as {}", instance.app));
+                self.remove(&mut state, &old_app, &instance.id, now, removal)?;
             }
         }
         let previous = state
@@ -245,7 +248,8 @@ impl Registry {
         let mut state = self.state.write();
         let app = state.agents.app(id)?;
         state.leases.forget(id);
-        self.remove(&mut state, &app, id, now)?;
+        let removal = Removal::Deregistered("deregistered".to_owned());
+        self.remove(&mut state, &app, id, now, removal)?;
         Ok(())
     }
 

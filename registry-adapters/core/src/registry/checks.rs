@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::agent::{agent_status, AgentError, CheckUpdate};
+use super::events::Removal;
 use super::listings::Entry;
 use super::{Registry, RegistryError, State};
 use crate::model::{Action, Check, Health, Instance, Millis, Probe, Registration, Status};
@@ -170,7 +171,10 @@ impl Registry {
             if state.listings.lookup(&app, &id).is_some() {
                 tracing::info!(%app, %id, "deregistering an instance critical for too long");
                 state.leases.forget(&id);
-                self.remove(&mut state, &app, &id, now)?;
+                let removal = Removal::Evicted(
+                    "a check critical for longer than its deregister-critical-after".to_owned(),
+                );
+                self.remove(&mut state, &app, &id, now, removal)?;
                 reaped += 1;
             }
         }

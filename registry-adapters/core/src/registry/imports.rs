@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::events::{imported_from, Removal};
 use super::routes::Route;
 use super::{Registry, RegistryError};
 use crate::model::{Action, Instance, Registration, OWNER_METADATA_KEY};
@@ -74,14 +75,14 @@ impl Registry {
     pub fn unimport(&self, app: &str, id: &str) -> Result<bool, RegistryError> {
         let now = self.now();
         let mut state = self.state.write();
-        let imported = state
-            .listings
-            .lookup(app, id)
-            .is_some_and(|entry| entry.instance.registration == Registration::Imported);
-        if !imported {
+        let Some(source) = state.listings.lookup(app, id).and_then(|entry| {
+            (entry.instance.registration == Registration::Imported)
+                .then(|| imported_from(&entry.instance).unwrap_or_default())
+        }) else {
             return Ok(false);
-        }
-        self.remove(&mut state, app, id, now)?;
+        };
+        let removal = Removal::Deregistered(format!("gone {source}").trim_end().to_owned());
+        self.remove(&mut state, app, id, now, removal)?;
         Ok(true)
     }
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use rand::seq::SliceRandom;
 
+use super::events::Removal;
 use super::{effective_status, not_registered, Registry, RegistryError};
 use crate::model::{Action, Instance, Lease, Millis, Registration, Status};
 
@@ -192,7 +193,8 @@ impl Registry {
         let now = self.now();
         let mut state = self.state.write();
         state.leases.forget(id);
-        self.remove(&mut state, app, id, now)
+        let removal = Removal::Deregistered("cancelled".to_owned());
+        self.remove(&mut state, app, id, now, removal)
     }
 
     /// Sets a server-side status override (Eureka spec §4.4).
@@ -296,7 +298,7 @@ impl Registry {
         }
         let now = self.now();
         let mut state = self.state.write();
-        let mut expired: Vec<(String, String)> = state
+        let mut expired: Vec<(String, String, Millis)> = state
             .listings
             .entries()
             // Agent registrations hold no lease: they stay until deregistered.
@@ -304,7 +306,11 @@ impl Registry {
             // Another node's instances are its to evict (a shared store).
             .filter(|entry| self.owned_here(&entry.instance))
             .filter(|entry| entry.instance.lease.is_expired(entry.last_renewal(), now))
-            .map(|entry| (entry.instance.app.clone(), entry.instance.id.clone()))
+            .map(|entry| {
+                let instance = &entry.instance;
+                let silent = now - entry.last_renewal();
+                (instance.app.clone(), instance.id.clone(), silent)
+            })
             .collect();
         let size = state
             .listings
@@ -315,9 +321,11 @@ impl Registry {
         let limit = size - (size as f64 * self.settings.renewal_threshold).floor() as usize;
         expired.shuffle(&mut rand::thread_rng());
         expired.truncate(limit);
-        for (app, id) in &expired {
+        for (app, id, silent) in &expired {
             tracing::info!(%app, %id, "evicting an expired lease");
-            self.remove(&mut state, app, id, now)?;
+            let removal =
+                Removal::Evicted(format!("lease expired: no renewal for {} s", silent / 1000));
+            self.remove(&mut state, app, id, now, removal)?;
         }
         Ok(expired.len())
     }

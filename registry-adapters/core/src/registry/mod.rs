@@ -16,16 +16,18 @@
 //! - `routes`: the mesh routes views publish instead of instance addresses;
 //! - `own_services`: Ferry's own Config Server, listed for clients that discover it;
 //! - `imports`: copies of instances a legacy registry owns, and the instances Ferry owns,
-//!   as the sync adapters read and write them.
+//!   as the sync adapters read and write them;
+//! - `events`: the bounded log of what happened, for people, written by the write core.
 //!
 //! The write path itself (`put` and `remove` below) is shared by all of them and lives
-//! here, once: allocate an index → stamp → `Store::write` → in-memory model → recent-change
-//! log → publish. With a shared store (etcd) the store's revision is the index, and the
-//! other nodes' changes arrive through its feed (`replicated`), applied in the same order
-//! on every node.
+//! here, once: allocate an index → stamp → `Store::write` → event log → in-memory model →
+//! recent-change log → publish. With a shared store (etcd) the store's revision is the
+//! index, and the other nodes' changes arrive through its feed (`replicated`), applied in
+//! the same order on every node.
 
 mod agent;
 mod checks;
+pub mod events;
 pub mod eviction;
 mod imports;
 mod leases;
@@ -38,6 +40,7 @@ mod routes;
 mod status_rules;
 
 pub use agent::{AgentError, CheckUpdate};
+pub use events::{Event, EventKind, EventPage, EventQuery};
 pub use imports::{Imported, Owned};
 pub use leases::{lease_or_default, RenewRequest, Renewed};
 pub use listings::{CatalogService, Endpoint, Listing, RegisteredInstance};
@@ -56,6 +59,7 @@ use crate::clock::Clock;
 use crate::model::{Action, Check, Instance, Millis};
 use crate::store::{Change, Freshness, MemoryStore, Store, StoreError, Written};
 use agent::Agents;
+use events::{EventLog, Removal};
 use leases::Leases;
 use listings::Listings;
 use renewals::RenewalMeter;
@@ -73,6 +77,8 @@ pub struct RegistrySettings {
     pub delta_retention: Duration,
     /// Upper bound on the recent-change log, whatever the retention.
     pub max_recent_changes: usize,
+    /// How many events the event log keeps (the oldest go first).
+    pub event_capacity: usize,
 }
 
 impl Default for RegistrySettings {
@@ -82,6 +88,7 @@ impl Default for RegistrySettings {
             renewal_threshold: 0.85,
             delta_retention: Duration::from_secs(180),
             max_recent_changes: 200_000,
+            event_capacity: events::DEFAULT_EVENT_CAPACITY,
         }
     }
 }
@@ -110,6 +117,8 @@ struct State {
     leases: Leases,
     agents: Agents,
     routes: Routes,
+    /// What happened, for people; written only by the write core, under this lock.
+    events: EventLog,
 }
 
 pub struct Registry {
@@ -170,6 +179,7 @@ impl Registry {
                 leases: Leases::default(),
                 agents: Agents::default(),
                 routes: Routes::default(),
+                events: EventLog::new(settings.event_capacity),
             }),
             index,
             renewals: RenewalMeter::default(),
@@ -286,6 +296,9 @@ impl Registry {
                 .as_ref()
                 .is_none_or(|stored| !same_catalog_entry(stored, &instance));
         state.agents.track(previous.as_deref(), &instance);
+        state
+            .events
+            .record_put(now, previous.as_deref(), &instance, || None);
         let instance = Arc::new(instance);
         state
             .listings
@@ -295,13 +308,15 @@ impl Registry {
         Ok(())
     }
 
-    /// The one way a record leaves the registry; it stays in the delta as DELETED.
+    /// The one way a record leaves the registry; it stays in the delta as DELETED, and the
+    /// event log tells people why (`removal`).
     fn remove(
         &self,
         state: &mut State,
         app: &str,
         id: &str,
         now: Millis,
+        removal: Removal,
     ) -> Result<(), RegistryError> {
         if state.listings.lookup(app, id).is_none() {
             return Err(not_registered(app, id));
@@ -319,10 +334,21 @@ impl Registry {
         // Another node's removal may have been applied while catching up.
         if let Some(entry) = state.listings.take(app, id, index) {
             state.agents.forget(&entry.instance);
+            removal.record(&mut state.events, now, &entry.instance);
             record_removal(state, entry.current(), index, now);
         }
         self.index.advance(index);
         Ok(())
+    }
+
+    /// What happened, newest first, as `query` narrows it.
+    pub fn events(&self, query: &EventQuery) -> EventPage {
+        self.state.read().events.read(query)
+    }
+
+    /// How many events the log keeps: the most a read can return.
+    pub fn event_capacity(&self) -> usize {
+        self.state.read().events.capacity()
     }
 
     /// Whether this node keeps `instance` (renews, evicts, runs its checks); with a shared
@@ -401,5 +427,7 @@ fn not_registered(app: &str, id: &str) -> RegistryError {
     }
 }
 
+#[cfg(test)]
+mod events_tests;
 #[cfg(test)]
 mod tests;

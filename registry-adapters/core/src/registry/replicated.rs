@@ -7,12 +7,15 @@
 //! been (`catch_up`); all other changes are applied by the task `run_feed` drives. Both
 //! take the registry's write lock first, so changes are applied one at a time, in order.
 //! Applying is idempotent by revision: a change at or below what a record already shows is
-//! skipped.
+//! skipped. Each change applied here records its event (a registration or status change on
+//! another node, a removal), so every node's event log shows the whole registry's; the
+//! first full read at start records none: it is the state the node found, not news.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::Removal;
 use super::{record_removal, same_catalog_entry, stamp, Registry, State};
 use crate::model::{Instance, Millis, Status};
 use crate::store::Replicated;
@@ -85,9 +88,21 @@ impl Registry {
                 instance,
                 created,
                 revision,
-            } => self.apply_put(state, *instance, created, revision, now),
-            Replicated::Remove { app, id, revision } => {
-                self.apply_remove(state, &app, &id, revision, now)
+            } => self.apply_put(state, *instance, created, revision, now, true),
+            Replicated::Remove {
+                app,
+                id,
+                revision,
+                keeper_left,
+            } => {
+                let removal = if keeper_left {
+                    Removal::Evicted(
+                        "its node left: the node's lease in the store ended".to_owned(),
+                    )
+                } else {
+                    Removal::Deregistered("removed on another node".to_owned())
+                };
+                self.apply_remove(state, &app, &id, revision, now, removal)
             }
             Replicated::Resync {
                 instances,
@@ -103,6 +118,7 @@ impl Registry {
         created: u64,
         revision: u64,
         now: Millis,
+        record_event: bool,
     ) {
         let previous = state
             .listings
@@ -131,6 +147,16 @@ impl Registry {
                 .set_override(&instance.id, instance.overridden_status);
         }
         state.agents.track(previous.as_deref(), &instance);
+        if record_event {
+            let origin = || {
+                self.store
+                    .keeper(&instance.app, &instance.id)
+                    .map(|node| format!("on {node}"))
+            };
+            state
+                .events
+                .record_put(now, previous.as_deref(), &instance, origin);
+        }
         let instance = Arc::new(instance);
         state
             .listings
@@ -139,7 +165,15 @@ impl Registry {
         self.index.advance(revision);
     }
 
-    fn apply_remove(&self, state: &mut State, app: &str, id: &str, revision: u64, now: Millis) {
+    fn apply_remove(
+        &self,
+        state: &mut State,
+        app: &str,
+        id: &str,
+        revision: u64,
+        now: Millis,
+        removal: Removal,
+    ) {
         let stale = state
             .listings
             .lookup(app, id)
@@ -148,6 +182,7 @@ impl Registry {
             if let Some(entry) = state.listings.take(app, id, revision) {
                 state.agents.forget(&entry.instance);
                 state.leases.forget(id);
+                removal.record(&mut state.events, now, &entry.instance);
                 record_removal(state, entry.current(), revision, now);
             }
         }
@@ -164,6 +199,8 @@ impl Registry {
         revision: u64,
         now: Millis,
     ) {
+        // The first read at start: what the node found, not news.
+        let record_events = state.listings.entries().next().is_some();
         let kept: HashSet<(String, String)> = instances
             .iter()
             .map(|(instance, _, _)| (instance.app.clone(), instance.id.clone()))
@@ -178,6 +215,11 @@ impl Registry {
             if let Some(entry) = state.listings.take(&app, &id, revision) {
                 state.agents.forget(&entry.instance);
                 state.leases.forget(&id);
+                Removal::Deregistered("gone from the shared store".to_owned()).record(
+                    &mut state.events,
+                    now,
+                    &entry.instance,
+                );
                 record_removal(state, entry.current(), revision, now);
             }
         }
@@ -189,10 +231,15 @@ impl Registry {
             match held {
                 // New here (every record at a start): at its own revision, as every other
                 // node has it.
-                None => self.apply_put(state, instance, created, modified, now),
-                Some(held) if held != modified => {
-                    self.apply_put(state, instance, created, revision.max(held + 1), now)
-                }
+                None => self.apply_put(state, instance, created, modified, now, record_events),
+                Some(held) if held != modified => self.apply_put(
+                    state,
+                    instance,
+                    created,
+                    revision.max(held + 1),
+                    now,
+                    record_events,
+                ),
                 Some(_) => {}
             }
         }

@@ -6,10 +6,14 @@
 //! read applies the route on the way out. Setting or clearing one re-publishes the app's
 //! instances as MODIFIED so Eureka clients pick it up from their next delta. With a shared
 //! store the route stays this node's alone and nothing is written (see `set_route`).
+//! Each change of a route is a `cutover` or `rollback` event: every node sets its own route
+//! when it applies a mode (`ferry-proxy`'s `Mesh::apply`, for a local change and for one
+//! another node made in the shared cutover table), so every node's log shows it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::events::EventKind;
 use super::{Registry, RegistryError};
 use crate::model::{Action, Instance, Port};
 
@@ -78,6 +82,7 @@ impl Registry {
         let now = self.now();
         let mut state = self.state.write();
         let previous = state.routes.get(app).cloned();
+        let event = route_event(previous.as_ref(), route.as_ref());
         if !state.routes.set(app, route) {
             return Ok(0);
         }
@@ -95,6 +100,8 @@ impl Registry {
                 instance.last_updated = now;
                 state.listings.record(now, Arc::new(instance));
             }
+            let (kind, detail) = event;
+            state.events.push(now, kind, app, None, detail);
             return Ok(changed);
         }
         for mut instance in instances {
@@ -107,12 +114,32 @@ impl Registry {
                 return Err(error);
             }
         }
+        let (kind, detail) = event;
+        state.events.push(now, kind, app, None, detail);
         Ok(changed)
     }
 
     /// The route published for `app`, if it is in the mesh.
     pub fn route(&self, app: &str) -> Option<Route> {
         self.state.read().routes.get(app).cloned()
+    }
+}
+
+/// The event a route change is: into the mesh (or to another mesh address), or back out.
+fn route_event(previous: Option<&Route>, route: Option<&Route>) -> (EventKind, String) {
+    match (previous, route) {
+        (Some(_), Some(route)) => (
+            EventKind::Cutover,
+            format!("mesh address now {}:{}", route.host, route.port),
+        ),
+        (None, Some(route)) => (
+            EventKind::Cutover,
+            format!("legacy → mesh at {}:{}", route.host, route.port),
+        ),
+        (_, None) => (
+            EventKind::Rollback,
+            "mesh → legacy: the instances' own addresses".to_owned(),
+        ),
     }
 }
 

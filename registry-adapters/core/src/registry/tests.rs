@@ -6,9 +6,9 @@ use crate::clock::Clock;
 use crate::model::{Health, Probe, Registration, Status};
 use crate::store::{DurableStore, MemoryStore};
 
-const START: Millis = 1_700_000_000_000;
+pub(super) const START: Millis = 1_700_000_000_000;
 
-fn registry(self_preservation: bool) -> Registry {
+pub(super) fn registry(self_preservation: bool) -> Registry {
     Registry::new(
         RegistrySettings {
             self_preservation,
@@ -19,7 +19,7 @@ fn registry(self_preservation: bool) -> Registry {
     )
 }
 
-fn instance(id: &str) -> Instance {
+pub(super) fn instance(id: &str) -> Instance {
     let mut instance = Instance::new("orders", id, "10.0.0.1", "10.0.0.1", 8080);
     instance.last_dirty = START - 10;
     instance

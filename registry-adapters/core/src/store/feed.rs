@@ -32,6 +32,9 @@ pub enum Replicated {
         app: String,
         id: String,
         revision: u64,
+        /// The store dropped it with its keeper node's lease (the node went away), rather
+        /// than a node deleting it: what the event log calls an eviction.
+        keeper_left: bool,
     },
     /// Everything the store holds now, at `revision`: after a start or after the store
     /// compacted past what the watch had seen. What the registry holds and this does not
@@ -168,6 +171,7 @@ mod tests {
             app: "A".into(),
             id: "i".into(),
             revision,
+            keeper_left: false,
         }
     }
 
