@@ -16,7 +16,7 @@ root=$(pwd)
 need() { command -v "$1" >/dev/null || { echo "scripts/test.sh: $1 is required ($2)" >&2; exit 1; }; }
 need cargo "Rust 1.90 or newer"
 need python3 "Python 3.10 or newer"
-need node "Node.js 18 or newer, with npm"
+need node "Node.js 20 or newer, with npm (playwright-core needs 20)"
 need npm "Node.js's package manager"
 
 echo "== installing the real clients the tests drive"
@@ -132,4 +132,4 @@ echo "tests/spring took $(( $(date +%s) - started ))s"
 echo "== the build users run (scripts/build-release.sh: release, static) with real clients"
 shipped="$root/$(scripts/build-release.sh)"
 FERRY_BIN="$shipped" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e \
-    -k "py_registration_is_seen_by_js or ttl_and_http_checks or survive_kill_9 or cutover_and_rollback or git_labels_and_new_commits or registered_on_a_is_found_on_b_and_c"
+    -k "py_registration_is_seen_by_js or ttl_and_http_checks or survive_kill_9 or cutover_and_rollback or the_dashboard_shows or git_labels_and_new_commits or registered_on_a_is_found_on_b_and_c"
