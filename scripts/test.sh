@@ -16,7 +16,7 @@ root=$(pwd)
 need() { command -v "$1" >/dev/null || { echo "scripts/test.sh: $1 is required ($2)" >&2; exit 1; }; }
 need cargo "Rust 1.90 or newer"
 need python3 "Python 3.10 or newer"
-need node "Node.js 18 or newer, with npm"
+need node "Node.js 20 or newer, with npm (playwright-core needs 20)"
 need npm "Node.js's package manager"
 
 echo "== installing the real clients the tests drive"
@@ -74,6 +74,15 @@ if ! command -v promtool >/dev/null; then
             apt-get install -y -qq --no-install-recommends prometheus >/dev/null || installed=$?
         if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
         [ "$installed" = 0 ] || { echo "scripts/test.sh: apt-get install prometheus failed" >&2; exit 1; }
+    fi
+fi
+
+# Chromium for the dashboard test (tests/e2e/test_dashboard.py drives Debian's headless
+# Chromium with playwright-core, which downloads no browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
 fi
 
@@ -144,4 +153,4 @@ echo "tests/spring took $(( $(date +%s) - started ))s"
 echo "== the build users run (scripts/build-release.sh: release, static) with real clients"
 shipped="$root/$(scripts/build-release.sh)"
 FERRY_BIN="$shipped" .venv/bin/python -m pytest -q -p no:cacheprovider tests/e2e \
-    -k "py_registration_is_seen_by_js or ttl_and_http_checks or survive_kill_9 or cutover_and_rollback or git_labels_and_new_commits or registered_on_a_is_found_on_b_and_c"
+    -k "py_registration_is_seen_by_js or ttl_and_http_checks or survive_kill_9 or cutover_and_rollback or the_dashboard_shows or git_labels_and_new_commits or registered_on_a_is_found_on_b_and_c"

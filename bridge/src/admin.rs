@@ -2,9 +2,10 @@
 //! and changes each service's cutover mode (`/api/services`, `/api/services/{name}`), and
 //! the state of each sync with a legacy registry (`/api/sync`), the store (`/api/store`),
 //! the nodes sharing it (`/api/nodes`), who leads each leader-only job (`/api/leaders`) and
-//! this node's certificate for mutual TLS (`/api/identity`, read-only), and the event log
+//! this node's certificate for mutual TLS (`/api/identity`, read-only), the event log
 //! (`/api/events`: what happened to instances and services, newest first, which the
-//! dashboard polls with `after=`).
+//! dashboard polls with `after=`), and the dashboard at `/` with the read-only JSON it adds
+//! (`dashboard.rs`).
 //! Readiness is true from the moment every listener is bound until shutdown begins, so a
 //! load balancer stops sending traffic before connections are drained; it stays true while
 //! the shared store is out of reach (reads are still served) and says so in its body.
@@ -19,13 +20,15 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ferry_core::registry::{Event, EventQuery};
-use ferry_core::Registry;
+use ferry_core::model::Registration;
+use ferry_core::registry::{Event, EventQuery, RegisteredInstance};
+use ferry_core::{Instance, Registry};
 use ferry_proxy::cutover::Mode;
 use ferry_proxy::mesh::{Mesh, MeshError, ServiceStatus};
 use serde_json::{json, Value};
 
 use crate::admin_auth::{self, WritePolicy};
+use crate::dashboard;
 use crate::metrics::{Exposition, Metrics};
 use crate::store_report::StoreReport;
 
@@ -42,10 +45,22 @@ pub struct Admin {
     pub store: Arc<StoreReport>,
     /// This node's certificate, when it has one (`--ca-issuer` or `--join-token`).
     pub identity: Option<Arc<ferry_identity::LiveIdentity>>,
+    /// The proxy's traffic over the last 15 minutes, for the dashboard.
+    pub history: Arc<crate::history::History>,
+    /// The KV store, listed read-only by prefix (`/api/kv`).
+    pub kv: Arc<ferry_core::kv::KvStore>,
+    /// The Config Server's repository (`--config-repo`), if any (`/api/config`).
+    pub config_repository: Option<Arc<ferry_config_server::Repository>>,
 }
 
 pub fn routes(admin: Admin, writes: WritePolicy) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
+        .route("/api/traffic", get(dashboard::traffic))
+        .route("/api/config", get(dashboard::config))
+        .route("/api/kv", get(dashboard::kv))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -248,23 +263,87 @@ fn sync_json(source: &ferry_sync::SourceSnapshot) -> Value {
     })
 }
 
-fn service_json(status: &ServiceStatus) -> Value {
+/// A service with its instances; `detailed` adds what one service's page shows (metadata,
+/// last renewal, checks).
+fn service_json(registry: &Registry, status: &ServiceStatus, detailed: bool) -> Value {
+    let registered: std::collections::HashMap<String, RegisteredInstance> = registry
+        .app(&status.name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|found| (found.instance.id.clone(), found))
+        .collect();
     json!({
         "name": status.name,
         "mode": status.mode.as_str(),
         "port": status.port,
-        "instances": status.endpoints.iter().map(|(endpoint, ejected)| json!({
-            "id": endpoint.id,
-            "address": format!("{}:{}", endpoint.host, endpoint.port),
-            "status": endpoint.status.to_string(),
-            "ejected": ejected,
-        })).collect::<Vec<_>>(),
+        "instances": status.endpoints.iter().map(|(endpoint, ejected)| {
+            let mut instance = json!({
+                "id": endpoint.id,
+                "address": format!("{}:{}", endpoint.host, endpoint.port),
+                "status": endpoint.status.to_string(),
+                "ejected": ejected,
+            });
+            if let Some(found) = registered.get(&endpoint.id) {
+                let (source, owner) = source(&found.instance);
+                instance["source"] = source.into();
+                instance["owner"] = owner.into();
+                if detailed {
+                    instance_detail(&mut instance, found);
+                }
+            }
+            instance
+        }).collect::<Vec<_>>(),
     })
+}
+
+/// Which API registered an instance: `eureka` (a lease), `consul` (an agent registration),
+/// or `synced` from a legacy registry, whose name is the owner.
+fn source(instance: &Instance) -> (&'static str, Option<&str>) {
+    match instance.registration {
+        Registration::Lease => ("eureka", None),
+        Registration::Agent => ("consul", None),
+        Registration::Imported => (
+            "synced",
+            instance
+                .metadata
+                .get(ferry_core::model::OWNER_METADATA_KEY)
+                .map(String::as_str),
+        ),
+    }
+}
+
+fn instance_detail(instance: &mut Value, found: &RegisteredInstance) {
+    let registered = &found.instance;
+    instance["metadata"] = json!(registered.metadata);
+    instance["tags"] = json!(registered.tags);
+    // Only a lease is renewed; agent registrations and synced copies have no renewals.
+    instance["last_renewal_ms"] = match registered.registration {
+        Registration::Lease => json!(found.last_renewal),
+        _ => Value::Null,
+    };
+    instance["registered_ms"] = json!(registered.lease.registration);
+    instance["checks"] = registered
+        .checks
+        .iter()
+        .map(|check| {
+            json!({
+                "name": check.name,
+                "kind": check.probe.kind(),
+                "status": check.status.as_str(),
+                "output": check.output,
+            })
+        })
+        .collect();
 }
 
 async fn services(State(admin): State<Admin>) -> Json<Value> {
     Json(Value::Array(
-        admin.mesh.services().iter().map(service_json).collect(),
+        admin
+            .mesh
+            .services()
+            .iter()
+            .map(|status| service_json(&admin.registry, status, false))
+            .collect(),
     ))
 }
 
@@ -282,7 +361,7 @@ async fn service(State(admin): State<Admin>, Path(name): Path<String>) -> Respon
         )
             .into_response();
     }
-    Json(service_json(&status)).into_response()
+    Json(service_json(&admin.registry, &status, true)).into_response()
 }
 
 /// `PUT /api/services/{name}` with `{"mode": "mesh"}` (or `?mode=mesh`).
@@ -308,7 +387,12 @@ async fn cutover(
         return (StatusCode::BAD_REQUEST, "a service name is required\n").into_response();
     }
     match admin.mesh.set_mode(&name, mode).await {
-        Ok(_) => Json(service_json(&admin.mesh.status(&name))).into_response(),
+        Ok(_) => Json(service_json(
+            &admin.registry,
+            &admin.mesh.status(&name),
+            true,
+        ))
+        .into_response(),
         Err(MeshError::Store { source, .. }) => {
             unavailable(format!("{source}; the cutover was not made, retry later"))
         }
@@ -387,6 +471,19 @@ mod tests {
         .await
         .unwrap();
         let report = Arc::new(StoreReport::new(registry.clone(), None, "n1".into()));
+        let kv = Arc::new(ferry_core::kv::KvStore::in_memory(
+            registry.change_index().clone(),
+            Clock::System,
+            "n1",
+        ));
+        for key in [
+            "config/orders/greeting",
+            "config/application/limit",
+            "other/x",
+        ] {
+            kv.put(key, Bytes::from_static(b"hello"), 0, None, None)
+                .unwrap();
+        }
         let router = routes(
             Admin {
                 mesh,
@@ -397,6 +494,9 @@ mod tests {
                 leaders: Default::default(),
                 store: report,
                 identity: None,
+                history: Arc::new(crate::history::History::new(&proxy_metrics)),
+                kv,
+                config_repository: None,
             },
             WritePolicy::new(None, true),
         );
@@ -549,5 +649,69 @@ mod tests {
         // Without identity flags there is no certificate, and the endpoint says so.
         let identity = call(router, Method::GET, "/api/identity", &[], "").await;
         assert_eq!(identity.json(), serde_json::json!({"enabled": false}));
+
+        // What the dashboard reads: the page itself, where each instance came from, the KV
+        // store's folders and keys, the config sources.
+        let page = call(router, Method::GET, "/", &[], "").await;
+        assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+        registry
+            .import(
+                "legacy-eureka",
+                Instance::new("orders", "o2", "10.0.0.9", "10.0.0.9", 8080),
+            )
+            .unwrap();
+        let orders = call(router, Method::GET, "/api/services/ORDERS", &[], "")
+            .await
+            .json();
+        assert_eq!(orders["instances"][0]["source"], "eureka");
+        assert_eq!(orders["instances"][0]["owner"], Value::Null);
+        assert_eq!(orders["instances"][1]["source"], "synced", "{orders}");
+        assert_eq!(orders["instances"][1]["owner"], "legacy-eureka");
+        assert_eq!(
+            orders["instances"][1]["last_renewal_ms"],
+            Value::Null,
+            "a copy is not renewed here"
+        );
+        assert!(orders["instances"][0]["metadata"].is_object(), "{orders}");
+        let listed = call(router, Method::GET, "/api/services", &[], "")
+            .await
+            .json();
+        assert!(
+            listed[0]["instances"][0].get("metadata").is_none(),
+            "the list stays small"
+        );
+        let folders = call(router, Method::GET, "/api/kv?prefix=config/", &[], "")
+            .await
+            .json();
+        assert_eq!(
+            folders["keys"],
+            serde_json::json!([
+                {"key": "config/application/", "folder": true},
+                {"key": "config/orders/", "folder": true},
+            ])
+        );
+        let keys = call(
+            router,
+            Method::GET,
+            "/api/kv?prefix=config/orders/",
+            &[],
+            "",
+        )
+        .await
+        .json();
+        assert_eq!(keys["keys"][0]["key"], "config/orders/greeting");
+        assert_eq!(keys["keys"][0]["bytes"], 5);
+        let config = call(router, Method::GET, "/api/config", &[], "")
+            .await
+            .json();
+        assert_eq!(config["repository"], Value::Null);
+        assert_eq!(
+            config["kv"]["contexts"],
+            serde_json::json!(["config/application/", "config/orders/"])
+        );
+        let traffic = call(router, Method::GET, "/api/traffic", &[], "")
+            .await
+            .json();
+        assert_eq!(traffic["services"], serde_json::json!([]));
     }
 }

@@ -3,6 +3,12 @@
 //! none set, writes are accepted only on an admin listener bound to loopback, so nothing
 //! beyond this host changes the mesh without authentication. Reads (`/metrics`, `/ready`,
 //! `GET /api/...`) stay open for probes and Prometheus.
+//!
+//! A browser adds one more rule: a write whose `Origin` is not the admin listener's own
+//! (the `Host` it was sent to) is refused whatever the policy, so a page from elsewhere
+//! that the operator has open cannot cut a service over through the loopback listener
+//! (a cross-site form POST needs no preflight). `ferry ctl` and scripts send no `Origin`;
+//! the dashboard's own requests carry its origin.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -39,6 +45,13 @@ pub async fn guard(State(policy): State<WritePolicy>, request: Request, next: Ne
     if read {
         return next.run(request).await;
     }
+    if !same_origin(&request) {
+        return (
+            StatusCode::FORBIDDEN,
+            "admin writes from another site's page are refused\n",
+        )
+            .into_response();
+    }
     match &policy {
         WritePolicy::LoopbackOnly => next.run(request).await,
         WritePolicy::Refused => (
@@ -71,6 +84,25 @@ pub async fn guard(State(policy): State<WritePolicy>, request: Request, next: Ne
             }
         }
     }
+}
+
+/// Whether the request carries no `Origin`, or one whose host and port are the `Host` it was
+/// sent to (`http://127.0.0.1:15000` for `127.0.0.1:15000`; through `ssh -L`, the forwarded
+/// address on both).
+fn same_origin(request: &Request) -> bool {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    let origin_host = origin.to_str().ok().and_then(|origin| {
+        origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+    });
+    matches!((origin_host, host), (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host))
 }
 
 /// Compares without stopping at the first difference, so the time taken says nothing of
@@ -146,6 +178,43 @@ mod tests {
         let loopback = guarded(WritePolicy::new(None, true));
         assert_eq!(
             call(&loopback, Method::PUT, uri, &[], "").await.status,
+            StatusCode::OK
+        );
+
+        // A browser's write: the dashboard's own origin passes, another site's never does,
+        // even with the token; reads from anywhere stay open.
+        let own = [
+            ("host", "127.0.0.1:15000"),
+            ("origin", "http://127.0.0.1:15000"),
+        ];
+        assert_eq!(
+            call(&loopback, Method::PUT, uri, &own, "").await.status,
+            StatusCode::OK
+        );
+        let elsewhere = [
+            ("host", "127.0.0.1:15000"),
+            ("origin", "https://evil.example"),
+        ];
+        let refused = call(&loopback, Method::POST, uri, &elsewhere, "").await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(
+            refused.text().contains("another site"),
+            "{}",
+            refused.text()
+        );
+        let with_token = [
+            ("host", "127.0.0.1:15000"),
+            ("origin", "http://localhost:8080"),
+            ("authorization", "Bearer s3cret"),
+        ];
+        assert_eq!(
+            call(&token, Method::PUT, uri, &with_token, "").await.status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call(&loopback, Method::GET, uri, &elsewhere, "")
+                .await
+                .status,
             StatusCode::OK
         );
     }

@@ -117,7 +117,7 @@ pub async fn run(
         cli.consul_listen,
         ferry_consul::routes(registry.clone(), kv.clone(), consul_settings),
     ));
-    let repository = match &cli.config_repo {
+    let config_repository = match &cli.config_repo {
         Some(location) => Some(Arc::new(
             Repository::open(location).map_err(anyhow::Error::msg)?,
         )),
@@ -139,7 +139,7 @@ pub async fn run(
         "config",
         cli.config_listen,
         ferry_config_server::routes(ConfigSources {
-            repository,
+            repository: config_repository.clone(),
             kv: Some(kv.clone()),
             validate_profiles: cli.config_validate_profiles,
             encryptor,
@@ -277,6 +277,11 @@ pub async fn run(
         }
         Some(_) => crate::sync::Running::default(),
     };
+    // Sampled whether or not anyone watches, so the dashboard opens on 15 minutes of history.
+    let history = Arc::new(crate::history::History::new(&proxy_metrics));
+    let sampler = history
+        .clone()
+        .spawn(registry.clock().clone(), stopping.clone());
     let admin = Admin {
         mesh: mesh.clone(),
         registry: registry.clone(),
@@ -286,6 +291,9 @@ pub async fn run(
         leaders: leaders.clone(),
         store,
         identity: identity.as_ref().map(|identity| identity.live.clone()),
+        history: history.clone(),
+        kv: kv.clone(),
+        config_repository,
     };
     let writes = WritePolicy::new(
         cli.admin_token.as_deref(),
@@ -363,6 +371,7 @@ pub async fn run(
     let _ = stop.send(true);
     eviction.abort();
     checks.abort();
+    sampler.abort();
     for (_, server) in servers {
         let _ = server.await;
     }
