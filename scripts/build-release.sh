@@ -14,7 +14,7 @@
 # each page touched, no longer maps most of the binary (bench/RESULTS.md has the figures).
 # llvm-profdata must match rustc's LLVM: llvm-N from Debian's packages (installed here as
 # root) or rustup's llvm-tools. Without one, or with FERRY_PGO=0, the build is plain (and
-# says so). The profile is made again only when the instrumented binary changed.
+# says so). The profile is made again only when the instrumented binary or the training changed.
 #
 # etcd-client's build script needs protoc, and the training's many-hosts run needs etcd:
 # scripts/install-etcd.sh installs both from Debian's packages when missing (as root).
@@ -70,7 +70,8 @@ if [ "${FERRY_PGO:-1}" != 0 ]; then
         CARGO_TARGET_DIR="$pgo/build" RUSTFLAGS="$flags -Cprofile-generate=$pgo/raw" \
             cargo build --release --locked --target "$host" -p ferry-bridge >&2
         instrumented="$pgo/build/$host/release/ferry"
-        if [ ! -s "$pgo/ferry.profdata" ] || [ "$instrumented" -nt "$pgo/ferry.profdata" ]; then
+        if [ ! -s "$pgo/ferry.profdata" ] || [ "$instrumented" -nt "$pgo/ferry.profdata" ] \
+                || [ scripts/pgo_train.py -nt "$pgo/ferry.profdata" ]; then
             rm -rf "$pgo/raw" "$pgo/train"
             python3 scripts/pgo_train.py "$instrumented" "$pgo/train" >&2
             "$tool" merge -o "$pgo/ferry.profdata.new" "$pgo"/raw/*.profraw

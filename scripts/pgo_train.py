@@ -132,11 +132,12 @@ def proxy_traffic(port: int, requests: int):
                         headers={"Content-Type": "application/json"})
 
 
-def start_node(binary: str, work: Path, name: str, *extra: str) -> tuple[subprocess.Popen, dict]:
-    """A node on free loopback ports, ready; its process and ports."""
+def start_node(binary: str, work: Path, name: str, threads: int, *extra: str) -> tuple[subprocess.Popen, dict]:
+    """A node on free loopback ports, ready; its process and ports. One worker thread runs
+    tokio's current-thread scheduler, more its multi-thread one: the runs train both."""
     ports = {key: free_port() for key in ("eureka", "consul", "config", "admin", "outbound", "inbound")}
     node = subprocess.Popen([
-        binary, "--log", "warn", "--worker-threads", "2", "--node-name", name,
+        binary, "--log", "warn", "--worker-threads", str(threads), "--node-name", name,
         "--eureka-listen", f"127.0.0.1:{ports['eureka']}", "--consul-listen", f"127.0.0.1:{ports['consul']}",
         "--config-listen", f"127.0.0.1:{ports['config']}", "--admin-listen", f"127.0.0.1:{ports['admin']}",
         "--outbound-ports", f"{ports['outbound']}-{ports['outbound'] + 20}",
@@ -190,7 +191,7 @@ def run_threads(workers: list[threading.Thread], admin_port: int):
 
 def single_node(binary: str, work: Path):
     """The embedded default: every view and the proxy on one node."""
-    node, ports = start_node(binary, work, "single")
+    node, ports = start_node(binary, work, "single", 1)
     try:
         # The service the proxy carries: this node's own Eureka listener, as TRAINED.
         outbound = cut_over(ports["admin"], ports["eureka"], "TRAINED", ports["eureka"])
@@ -221,11 +222,11 @@ def many_hosts(binary: str, work: Path, etcd: str):
                                       str(work / "ca")], capture_output=True, text=True, check=True)
         fingerprint = next(line.split(": ", 1)[1] for line in initialised.stdout.splitlines()
                            if line.startswith("root SHA-256: "))
-        keeper, keeper_ports = start_node(binary, work, "node-b", "--store", store, "--ca-issuer", str(work / "ca"))
+        keeper, keeper_ports = start_node(binary, work, "node-b", 1, "--store", store, "--ca-issuer", str(work / "ca"))
         nodes.append(keeper)
         token = subprocess.run([binary, "ca", "token", "--node", "node-a", "--ttl", "10m", "--store", store],
                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        caller, caller_ports = start_node(binary, work, "node-a", "--store", store, "--join-token", token,
+        caller, caller_ports = start_node(binary, work, "node-a", 2, "--store", store, "--join-token", token,
                                           "--ca-root-sha256", fingerprint)
         nodes.append(caller)
         # B keeps the instance (its own Eureka listener); A's calls cross the TLS hop.
