@@ -7,8 +7,9 @@
 # dynamic; the binary lands in target/<host>/release/.
 #
 # The build is profile-guided: an instrumented build (target/pgo/build) runs
-# scripts/pgo_train.py (a node's everyday work on loopback), llvm-profdata merges what it
-# recorded, and the shipped build uses it. What matters most is layout, not speed: code the
+# scripts/pgo_train.py (a node's everyday work on loopback; with FERRY_PGO_SIDECAR=1 also
+# two sidecar nodes on etcd), llvm-profdata merges what it recorded, and the shipped build
+# uses it. What matters most is layout, not speed: code the
 # training never ran goes to `.text.unlikely`, which the linker groups, so the pages a
 # running node touches sit together, and the kernel, which maps code in 64 KB windows around
 # each page touched, no longer maps most of the binary (bench/RESULTS.md has the figures).
@@ -16,7 +17,7 @@
 # root) or rustup's llvm-tools. Without one, or with FERRY_PGO=0, the build is plain (and
 # says so). The profile is made again only when the instrumented binary or the training changed.
 #
-# etcd-client's build script needs protoc, and the training's many-hosts run needs etcd:
+# etcd-client's build script needs protoc (and FERRY_PGO_SIDECAR's training etcd):
 # scripts/install-etcd.sh installs both from Debian's packages when missing (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,15 +28,6 @@ flags=${RUSTFLAGS:-}
 case $host in
     *-linux-gnu) flags="-C target-feature=+crt-static $flags" ;;
 esac
-# rustup's own lld links it when present: with the profile's call graph (which PGO records)
-# it places functions that call each other side by side, so a single node's paths and a
-# sidecar's, start-up and steady state, each take fewer pages than in the input order GNU ld
-# keeps; `keep-text-section-prefix` keeps the never-run code (`.text.unlikely`) apart.
-gcc_ld="$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld"
-if [[ $host == *-linux-gnu ]] && [ -x "$gcc_ld/ld.lld" ]; then
-    flags="-C link-arg=-B$gcc_ld -C link-arg=-fuse-ld=lld -C link-arg=-Wl,-z,keep-text-section-prefix $flags"
-fi
-
 llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 find_profdata() {
     local candidate
@@ -70,12 +62,15 @@ if [ "${FERRY_PGO:-1}" != 0 ]; then
         CARGO_TARGET_DIR="$pgo/build" RUSTFLAGS="$flags -Cprofile-generate=$pgo/raw" \
             cargo build --release --locked --target "$host" -p ferry-bridge >&2
         instrumented="$pgo/build/$host/release/ferry"
+        trained="single node${FERRY_PGO_SIDECAR:+ and sidecars}"
         if [ ! -s "$pgo/ferry.profdata" ] || [ "$instrumented" -nt "$pgo/ferry.profdata" ] \
-                || [ scripts/pgo_train.py -nt "$pgo/ferry.profdata" ]; then
+                || [ scripts/pgo_train.py -nt "$pgo/ferry.profdata" ] \
+                || [ "$(cat "$pgo/trained" 2>/dev/null)" != "$trained" ]; then
             rm -rf "$pgo/raw" "$pgo/train"
             python3 scripts/pgo_train.py "$instrumented" "$pgo/train" >&2
             "$tool" merge -o "$pgo/ferry.profdata.new" "$pgo"/raw/*.profraw
             mv "$pgo/ferry.profdata.new" "$pgo/ferry.profdata"
+            echo "$trained" >"$pgo/trained"
             rm -rf "$pgo/raw" "$pgo/train"
         fi
         profile="-Cprofile-use=$pgo/ferry.profdata"

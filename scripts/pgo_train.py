@@ -267,12 +267,11 @@ def main():
     (repo / "billing.yml").write_text("greeting: hello\nlimits:\n  orders: 10\n")
     (repo / "billing-dev.yml").write_text("greeting: hello dev\n")
     single_node(binary, work)
-    etcd = shutil.which(os.environ.get("FERRY_ETCD_BIN", "etcd"))
-    if etcd:
+    if os.environ.get("FERRY_PGO_SIDECAR"):
+        etcd = shutil.which(os.environ.get("FERRY_ETCD_BIN", "etcd"))
+        if not etcd:
+            raise SystemExit("pgo_train.py: FERRY_PGO_SIDECAR needs etcd (scripts/install-etcd.sh)")
         many_hosts(binary, work, etcd)
-    else:
-        print("pgo_train.py: no etcd (scripts/install-etcd.sh): the many-hosts paths are not trained",
-              file=sys.stderr)
     print(f"pgo_train.py: answers by status {dict(sorted(STATUSES.items()))}", file=sys.stderr)
     if sum(count for status, count in STATUSES.items() if status < 300) < 10_000:
         raise SystemExit("pgo_train.py: too few requests succeeded to train on")

@@ -8,7 +8,8 @@
 //! (the `Host` it was sent to) is refused whatever the policy, so a page from elsewhere
 //! that the operator has open cannot cut a service over through the loopback listener
 //! (a cross-site form POST needs no preflight). `ferry ctl` and scripts send no `Origin`;
-//! the dashboard's own requests carry its origin.
+//! the dashboard's own requests carry its origin. Without a token, a write must also name a
+//! loopback address in `Host`, which a page using DNS rebinding cannot.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -53,6 +54,14 @@ pub async fn guard(State(policy): State<WritePolicy>, request: Request, next: Ne
             .into_response();
     }
     match &policy {
+        // A page on another site whose name it rebinds to 127.0.0.1 sends its own name as
+        // `Host` and `Origin` alike, so the origin check alone passes it: without a token,
+        // a write must be addressed to the loopback listener by a loopback name.
+        WritePolicy::LoopbackOnly if !addressed_to_loopback(&request) => (
+            StatusCode::FORBIDDEN,
+            "admin writes without a token must be sent to a loopback address (Host: 127.0.0.1, [::1] or localhost)\n",
+        )
+            .into_response(),
         WritePolicy::LoopbackOnly => next.run(request).await,
         WritePolicy::Refused => (
             StatusCode::FORBIDDEN,
@@ -103,6 +112,25 @@ fn same_origin(request: &Request) -> bool {
             .or_else(|| origin.strip_prefix("https://"))
     });
     matches!((origin_host, host), (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host))
+}
+
+/// Whether the request's `Host` (if any: HTTP/1.0 and raw clients may send none) names
+/// loopback: `127.x.x.x`, `[::1]` or `localhost`, with any port.
+fn addressed_to_loopback(request: &Request) -> bool {
+    let Some(host) = request.headers().get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 /// Compares without stopping at the first difference, so the time taken says nothing of
@@ -215,6 +243,34 @@ mod tests {
             call(&loopback, Method::GET, uri, &elsewhere, "")
                 .await
                 .status,
+            StatusCode::OK
+        );
+
+        // DNS rebinding: a page of rebound.example, its name now resolving to 127.0.0.1,
+        // sends matching Host and Origin; without a token the write needs a loopback name.
+        let rebound = [
+            ("host", "rebound.example:15000"),
+            ("origin", "http://rebound.example:15000"),
+        ];
+        let refused = call(&loopback, Method::PUT, uri, &rebound, "").await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(refused.text().contains("loopback"), "{}", refused.text());
+        for host in [
+            "localhost:15000",
+            "127.0.0.2:15000",
+            "[::1]:15000",
+            "LOCALHOST",
+        ] {
+            assert_eq!(
+                call(&loopback, Method::PUT, uri, &[("host", host)], "")
+                    .await
+                    .status,
+                StatusCode::OK,
+                "{host}"
+            );
+        }
+        assert_eq!(
+            call(&loopback, Method::GET, uri, &rebound, "").await.status,
             StatusCode::OK
         );
     }
