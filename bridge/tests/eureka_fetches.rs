@@ -24,7 +24,7 @@ async fn fetch_counts(client: &reqwest::Client, admin: u16) -> (u64, u64) {
         line.trim().parse::<u64>().unwrap()
     };
     assert!(
-        text.contains("# TYPE ferry_eureka_fetches counter"),
+        text.contains("# TYPE ferry_eureka_fetches_total counter"),
         "{text}"
     );
     (count("full"), count("delta"))
