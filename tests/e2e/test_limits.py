@@ -17,7 +17,7 @@ KV_VALUE_LIMIT = 512 * 1024
 def request(method: str, path: str, body: bytes = b"", content_type: str = "application/json",
             declared: int | None = None, extra_header: bytes = b"") -> bytes:
     length = len(body) if declared is None else declared
-    head = (f"{method} {path} HTTP/1.1\r\nHost: ferry\r\nContent-Type: {content_type}\r\n"
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {length}\r\nConnection: close\r\n").encode()
     return head + extra_header + b"\r\n" + body
 
