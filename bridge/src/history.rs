@@ -342,7 +342,7 @@ fn totals_json(totals: &Totals) -> Value {
 fn parse_totals(text: &str) -> BTreeMap<String, Totals> {
     let mut all: BTreeMap<String, Totals> = BTreeMap::new();
     for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let Some((name, labels, value)) = sample_line(line) else {
+        let Some((name, labels, value)) = crate::traffic::sample_line(line) else {
             continue;
         };
         let Some(service) = labels.get("service") else {
@@ -379,45 +379,6 @@ fn parse_totals(text: &str) -> BTreeMap<String, Totals> {
         totals.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     all
-}
-
-/// A sample line: its name, its labels (unescaped) and its value.
-fn sample_line(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
-    let (series, value) = line.rsplit_once(' ')?;
-    let value = value.parse().ok()?;
-    let Some((name, rest)) = series.split_once('{') else {
-        return Some((series, BTreeMap::new(), value));
-    };
-    let mut labels = BTreeMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        let key: String = chars
-            .by_ref()
-            .take_while(|c| *c != '=')
-            .collect::<String>()
-            .trim_start_matches(',')
-            .to_owned();
-        if key.is_empty() || key == "}" || chars.next() != Some('"') {
-            break;
-        }
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => break,
-                },
-                // prometheus-client writes label values unescaped, so a quote inside
-                // one (an instance id may hold any character) ends it only where a
-                // label or the set ends.
-                '"' if matches!(chars.peek(), Some(',' | '}') | None) => break,
-                other => value.push(other),
-            }
-        }
-        labels.insert(key, value);
-    }
-    Some((name, labels, value))
 }
 
 #[cfg(test)]

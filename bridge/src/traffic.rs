@@ -28,10 +28,10 @@ impl Traffic {
         let mut buckets: Vec<(f64, u64)> = Vec::new();
         let mut count = 0;
         for line in metrics.lines().filter(|line| !line.starts_with('#')) {
-            let Some((name, labels, value)) = sample(line) else {
+            let Some((name, labels, value)) = sample_line(line) else {
                 continue;
             };
-            if label(labels, "service") != Some(service) {
+            if labels.get("service").map(String::as_str) != Some(service) {
                 continue;
             }
             let whole = value as u64;
@@ -41,13 +41,13 @@ impl Traffic {
                 "ferry_proxy_open_connections" => traffic.open_connections = whole,
                 "ferry_proxy_request_duration_seconds_count" => count = whole,
                 "ferry_proxy_request_duration_seconds_bucket" => {
-                    if let Some(bound) = label(labels, "le").and_then(|le| le.parse().ok()) {
+                    if let Some(bound) = labels.get("le").and_then(|le| le.parse().ok()) {
                         buckets.push((bound, whole));
                     }
                 }
                 "ferry_proxy_responses_total" => {
-                    let endpoint = label(labels, "endpoint").unwrap_or("");
-                    let class = label(labels, "class").unwrap_or("");
+                    let endpoint = labels.get("endpoint").map_or("", String::as_str);
+                    let class = labels.get("class").map_or("", String::as_str);
                     if endpoint.is_empty() && class == "error" {
                         traffic.proxy_errors += whole;
                     } else if let Some(slot) = ["1xx", "2xx", "3xx", "4xx", "5xx"]
@@ -58,7 +58,7 @@ impl Traffic {
                     }
                 }
                 "ferry_proxy_ejections_total" => {
-                    let endpoint = label(labels, "endpoint").unwrap_or("");
+                    let endpoint = labels.get("endpoint").map_or("", String::as_str);
                     traffic.endpoints.entry(endpoint.to_owned()).or_default().1 = whole;
                 }
                 _ => {}
@@ -155,22 +155,44 @@ fn milliseconds(seconds: f64) -> String {
     }
 }
 
-/// A sample line: its metric name, its label text and its value.
-fn sample(line: &str) -> Option<(&str, &str, f64)> {
+/// A sample line of the Prometheus text: its name, its labels (unescaped) and its value.
+/// The history reads the proxy's families with it too.
+pub(crate) fn sample_line(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
     let (series, value) = line.rsplit_once(' ')?;
     let value = value.parse().ok()?;
-    match series.split_once('{') {
-        Some((name, labels)) => Some((name, labels.strip_suffix('}')?, value)),
-        None => Some((series, "", value)),
+    let Some((name, rest)) = series.split_once('{') else {
+        return Some((series, BTreeMap::new(), value));
+    };
+    let mut labels = BTreeMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim_start_matches(',')
+            .to_owned();
+        if key.is_empty() || key == "}" || chars.next() != Some('"') {
+            break;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                // prometheus-client writes label values unescaped, so a quote inside
+                // one (an instance id may hold any character) ends it only where a
+                // label or the set ends.
+                '"' if matches!(chars.peek(), Some(',' | '}') | None) => break,
+                other => value.push(other),
+            }
+        }
+        labels.insert(key, value);
     }
-}
-
-/// A label's value; Ferry's label values never hold quotes or commas.
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    labels.split(',').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == key).then(|| value.trim_matches('"'))
-    })
+    Some((name, labels, value))
 }
 
 #[cfg(test)]
