@@ -297,9 +297,19 @@ impl Registry {
     }
 
     /// The instance if this node keeps it (renews it, runs its checks): the only ones a
-    /// node's inbound listener forwards to.
+    /// node's inbound listener forwards to. It is the record as the app registered it,
+    /// never with the app's mesh route applied: routed, its address is this node's own
+    /// outbound listener, whose balancer would send the call on to another node.
     pub fn kept_here(&self, app: &str, id: &str) -> Option<RegisteredInstance> {
-        self.instance(app, id).filter(|found| {
+        let found = {
+            let state = self.state.read();
+            let entry = state.listings.lookup(app, id)?;
+            RegisteredInstance {
+                instance: entry.instance.clone(),
+                last_renewal: entry.last_renewal(),
+            }
+        };
+        Some(found).filter(|found| {
             self.store
                 .owned_here(&found.instance.app, &found.instance.id)
         })

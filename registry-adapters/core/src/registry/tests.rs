@@ -384,6 +384,13 @@ fn a_route_changes_what_views_publish_but_not_the_endpoints() {
         (endpoints[0].host.as_str(), endpoints[0].port),
         ("10.0.0.1", 8080)
     );
+    // The inbound listener forwards to the app itself, not to the route (this node's own
+    // outbound listener, which would balance the call on to another node).
+    let kept = registry.kept_here("ORDERS", "a").unwrap().instance;
+    assert_eq!(
+        (kept.ip_addr.as_str(), kept.port.number),
+        ("10.0.0.1", 8080)
+    );
 
     registry.set_route("ORDERS", None).unwrap();
     assert_eq!(
