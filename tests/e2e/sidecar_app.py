@@ -1,16 +1,19 @@
 """The apps and callers of `test_sidecar.py`, run inside a host's network namespace (`ip
 netns exec`), where only that host's 127.0.0.1 is theirs.
 
-`serve` is an app: an HTTP service and a gRPC service (grpcio's standard health service)
-on the namespace's 127.0.0.1 only, so the mesh is the only way in. It registers the HTTP
-one with its host's Ferry through py-eureka-client and the gRPC one through py-consul, as
-a Spring app registers with its Eureka or Consul agent, and writes one access-log line per
-request it serves (HTTP and gRPC alike). `get`, `grpc` and `load` are a calling app: one
-HTTP call, one gRPC health check, or a paced run of HTTP calls; each prints one JSON line.
+`serve` is an app: an HTTP service, a gRPC service (grpcio's standard health service) and
+a WebSocket echo service (the `websockets` package) on the namespace's 127.0.0.1 only, so
+the mesh is the only way in. It registers the HTTP one with its host's Ferry through
+py-eureka-client and the gRPC and WebSocket ones (APP-grpc, APP-ws) through py-consul, as a
+Spring app registers with its Eureka or Consul agent, and writes one access-log line per
+request it serves (HTTP and gRPC alike) and per WebSocket connection and message. `get`,
+`grpc`, `ws` and `load` are a calling app: one HTTP call, one gRPC health check, one
+WebSocket conversation, or a paced run of HTTP calls; each prints one JSON line.
 
-    python sidecar_app.py serve --app orders --id orders-3 --http-port 9080 --grpc-port 9090 --log access.log
+    python sidecar_app.py serve --app orders --id orders-3 --http-port 9080 --grpc-port 9090 --ws-port 9070 --log access.log
     python sidecar_app.py get --url http://127.0.0.1:15001/orders/1 [--body TEXT]
     python sidecar_app.py grpc --target 127.0.0.1:15002
+    python sidecar_app.py ws --url ws://127.0.0.1:15003/echo
     python sidecar_app.py load --url http://127.0.0.1:15001/orders --rate 20 --duration 60
 """
 
@@ -25,6 +28,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # What the HTTP service puts in every answer: a capture of the link must never show it.
 BODY_MARKER = "plain-app-body-text"
+
+# What the `ws` caller sends, in order, each echoed back as it came (text as text, bytes as
+# bytes): a short text, one of 100 kB (several HTTP/2 DATA frames on the hop), binary data
+# with every byte value, and an empty message.
+WS_MESSAGES = ["hello through both sidecars", "w" * 100_000, bytes(range(256)) * 4, ""]
 
 
 def serve(args) -> None:
@@ -73,20 +81,47 @@ def serve(args) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     grpc_server.add_insecure_port(f"127.0.0.1:{args.grpc_port}")
     grpc_server.start()
+    ws_server = websocket_echo(args, logged) if args.ws_port else None
 
     eureka_client.init(eureka_server="http://127.0.0.1:8761/eureka/", app_name=args.app, instance_id=args.id,
                        instance_host="127.0.0.1", instance_ip="127.0.0.1", instance_port=args.http_port,
                        renewal_interval_in_secs=1, duration_in_secs=10)
     consul.Consul(host="127.0.0.1", port=8500).agent.service.register(
         f"{args.app}-grpc", service_id=f"{args.id}-grpc", address="127.0.0.1", port=args.grpc_port)
+    if ws_server is not None:
+        consul.Consul(host="127.0.0.1", port=8500).agent.service.register(
+            f"{args.app}-ws", service_id=f"{args.id}-ws", address="127.0.0.1", port=args.ws_port)
 
     def stop(*_):
         grpc_server.stop(0)
+        if ws_server is not None:
+            ws_server.shutdown()
         threading.Thread(target=http_server.shutdown).start()
 
     signal.signal(signal.SIGTERM, stop)
     print(json.dumps({"event": "registered", "id": args.id}), flush=True)
     http_server.serve_forever()
+
+
+def websocket_echo(args, logged):
+    """The WebSocket service on its own thread: on each connection it first sends a JSON
+    greeting (who serves, the path, the `ferry-*` headers of the upgrade request it saw),
+    then echoes every message as it came, logging the connection and each message."""
+    from websockets.sync.server import serve as ws_serve
+
+    def echo(connection) -> None:
+        request = connection.request
+        logged(f"ws {request.path}")
+        connection.send(json.dumps({"served_by": args.id, "path": request.path, "ferry_headers": sorted(
+            name.lower() for name in request.headers if name.lower().startswith("ferry-"))}))
+        for message in connection:
+            kind = "binary" if isinstance(message, bytes) else "text"
+            logged(f"ws {kind} {len(message)}")
+            connection.send(message)
+
+    server = ws_serve(echo, "127.0.0.1", args.ws_port, compression=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def get(args) -> None:
@@ -113,6 +148,26 @@ def grpc_check(args) -> None:
             print(json.dumps({"status": health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)}))
         except grpc.RpcError as error:
             print(json.dumps({"status": None, "error": f"{error.code().name}: {error.details()}"}))
+
+
+def ws(args) -> None:
+    """One WebSocket conversation: the greeting, then each of WS_MESSAGES sent and its echo
+    compared with what was sent; the outcome as one JSON line."""
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect
+
+    try:
+        with connect(args.url, proxy=None, compression=None, open_timeout=10, close_timeout=5) as connection:
+            greeting = json.loads(connection.recv(timeout=10))
+            echoed = []
+            for message in WS_MESSAGES:
+                connection.send(message)
+                answer = connection.recv(timeout=10)
+                echoed.append(answer == message and type(answer) is type(message))
+            print(json.dumps({"greeting": greeting, "echoed": echoed,
+                              "status": connection.response.status_code}))
+    except (OSError, TimeoutError, WebSocketException) as error:
+        print(json.dumps({"greeting": None, "error": repr(error)}))
 
 
 def load(args) -> None:
@@ -156,18 +211,21 @@ def main() -> None:
     app.add_argument("--id", required=True)
     app.add_argument("--http-port", type=int, required=True)
     app.add_argument("--grpc-port", type=int, required=True)
+    app.add_argument("--ws-port", type=int)
     app.add_argument("--log", required=True)
     one = commands.add_parser("get")
     one.add_argument("--url", required=True)
     one.add_argument("--body")
     check = commands.add_parser("grpc")
     check.add_argument("--target", required=True)
+    conversation = commands.add_parser("ws")
+    conversation.add_argument("--url", required=True)
     run = commands.add_parser("load")
     run.add_argument("--url", required=True)
     run.add_argument("--rate", type=float, required=True)
     run.add_argument("--duration", type=float, required=True)
     args = parser.parse_args()
-    {"serve": serve, "get": get, "grpc": grpc_check, "load": load}[args.command](args)
+    {"serve": serve, "get": get, "grpc": grpc_check, "ws": ws, "load": load}[args.command](args)
     sys.exit(0)
 
 
