@@ -108,6 +108,9 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append((f"log {app.name}", app.log(1500)))
         for ferry in e.SESSION.get("ferries", []):
             report.sections.append((f"log ferry {ferry.name}", ferry.log()))
+        # The hosts of a many-hosts module (tests/e2e/netns.py): each one's ferry and etcd.
+        for host in e.SESSION.get("hosts", []):
+            report.sections.append((f"log host{host.number}", host.logs()))
 
 
 def pytest_terminal_summary(terminalreporter):

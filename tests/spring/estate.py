@@ -102,6 +102,9 @@ class SpringApp:
     """One Spring Boot jar as a JVM process on a free loopback port; its log is kept in
     `log_dir` and its tail printed when it fails to start."""
 
+    # Seconds between two readiness probes while it starts.
+    ready_interval = 0.25
+
     def __init__(self, generation: str, app: str, log_dir: Path, props: dict | None = None,
                  name: str | None = None):
         self.generation = generation
@@ -136,7 +139,7 @@ class SpringApp:
 
     def wait_ready(self, timeout: float = 180) -> "SpringApp":
         try:
-            wait_until(self._healthy, timeout, interval=0.25, what=f"{self.name} /actuator/health UP")
+            wait_until(self._healthy, timeout, interval=self.ready_interval, what=f"{self.name} /actuator/health UP")
         except AssertionError as error:
             raise AssertionError(f"{error}\n--- {self.log_path} ---\n{self.log()}") from None
         return self
@@ -219,10 +222,13 @@ class Apps:
         self.lock = threading.Lock()
 
     def new(self, generation: str, app: str, props: dict | None = None, name: str | None = None) -> SpringApp:
-        created = SpringApp(generation, app, self.log_dir, props, name)
+        return self.add(SpringApp(generation, app, self.log_dir, props, name))
+
+    def add(self, app: SpringApp) -> SpringApp:
+        """Keeps an app made elsewhere (a subclass of SpringApp) to kill and report it."""
         with self.lock:
-            self.started.append(created)
-        return created
+            self.started.append(app)
+        return app
 
     def kill_all(self) -> None:
         for app in self.started:
