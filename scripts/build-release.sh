@@ -7,8 +7,8 @@
 # dynamic; the binary lands in target/<host>/release/.
 #
 # The build is profile-guided: an instrumented build (target/pgo/build) runs
-# scripts/pgo_train.py (a node's everyday work on loopback; with FERRY_PGO_SIDECAR=1 also
-# two sidecar nodes on etcd), llvm-profdata merges what it recorded, and the shipped build
+# scripts/pgo_train.py (a node's everyday work on loopback, a single node and two sidecar
+# nodes on etcd), llvm-profdata merges what it recorded, and the shipped build
 # uses it. What matters most is layout, not speed: code the
 # training never ran goes to `.text.unlikely`, which the linker groups, so the pages a
 # running node touches sit together, and the kernel, which maps code in 64 KB windows around
@@ -17,7 +17,18 @@
 # root) or rustup's llvm-tools. Without one, or with FERRY_PGO=0, the build is plain (and
 # says so). The profile is made again only when the instrumented binary or the training changed.
 #
-# etcd-client's build script needs protoc (and FERRY_PGO_SIDECAR's training etcd):
+# The training runs a single node and two sidecar nodes on a one-member etcd
+# (FERRY_PGO_SIDECAR=0 trains the single node only), each role's profile apart, and
+# scripts/code_order.py orders the functions by role for the linker: what both kinds of
+# node run, then the single node's own, then the sidecar's own. Profile-guided layout alone
+# put everything the training ran together, so each kind of node mapped the other's code
+# lying among its own. That order needs lld (`--symbol-ordering-file`; Debian's lld-N,
+# installed here as root like llvm-N); with GNU ld the build keeps the profile's layout.
+# Relative relocations are packed (`-z pack-relative-relocs`, RELR; glibc 2.36 applies
+# them in a static PIE): 0.5 MB of `.rela.dyn` a node read at start and kept mapped
+# becomes 6 KB (bench/RESULTS.md).
+#
+# etcd-client's build script needs protoc (and the sidecar training etcd):
 # scripts/install-etcd.sh installs both from Debian's packages when missing (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,14 +53,32 @@ find_profdata() {
     return 1
 }
 
+# A folder holding `ld.lld`, for gcc's -fuse-ld=lld -B: Debian's lld-N or rustup's rust-lld.
+find_lld() {
+    local candidate
+    for candidate in "/usr/lib/llvm-$llvm_major/bin" "$(rustc --print sysroot)/lib/rustlib/$host/bin/gcc-ld"; do
+        if [ -x "$candidate/ld.lld" ]; then
+            echo "$candidate"
+            return
+        fi
+    done
+    return 1
+}
+
 profile=""
+link=""
+case $host in
+    *-linux-gnu) link="-C link-arg=-Wl,-z,pack-relative-relocs" ;;
+esac
 if [ "${FERRY_PGO:-1}" != 0 ]; then
     tool=$(find_profdata) || tool=""
-    if [ -z "$tool" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "llvm-$llvm_major" >&2 \
+    linker_dir=$(find_lld) || linker_dir=""
+    if { [ -z "$tool" ] || [ -z "$linker_dir" ]; } && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "llvm-$llvm_major" "lld-$llvm_major" >&2 \
             || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-                --no-install-recommends "llvm-$llvm_major" >&2; } || true
+                --no-install-recommends "llvm-$llvm_major" "lld-$llvm_major" >&2; } || true
         tool=$(find_profdata) || tool=""
+        linker_dir=$(find_lld) || linker_dir=""
     fi
     if [ -z "$tool" ]; then
         echo "scripts/build-release.sh: no llvm-profdata for LLVM $llvm_major (apt: llvm-$llvm_major):" \
@@ -62,20 +91,43 @@ if [ "${FERRY_PGO:-1}" != 0 ]; then
         CARGO_TARGET_DIR="$pgo/build" RUSTFLAGS="$flags -Cprofile-generate=$pgo/raw" \
             cargo build --release --locked --target "$host" -p ferry-bridge >&2
         instrumented="$pgo/build/$host/release/ferry"
-        trained="single node${FERRY_PGO_SIDECAR:+ and sidecars}"
-        if [ ! -s "$pgo/ferry.profdata" ] || [ "$instrumented" -nt "$pgo/ferry.profdata" ] \
-                || [ scripts/pgo_train.py -nt "$pgo/ferry.profdata" ] \
+        sidecar=${FERRY_PGO_SIDECAR:-1}
+        [ "$sidecar" = 0 ] && trained="single node" || trained="single node and sidecars"
+        if [ ! -s "$pgo/ferry.profdata" ] || [ ! -s "$pgo/order.txt" ] || [ "$instrumented" -nt "$pgo/ferry.profdata" ] \
+                || [ scripts/pgo_train.py -nt "$pgo/ferry.profdata" ] || [ scripts/code_order.py -nt "$pgo/order.txt" ] \
                 || [ "$(cat "$pgo/trained" 2>/dev/null)" != "$trained" ]; then
             rm -rf "$pgo/raw" "$pgo/train"
-            python3 scripts/pgo_train.py "$instrumented" "$pgo/train" >&2
+            mkdir -p "$pgo/raw"
+            FERRY_PGO_SIDECAR=$sidecar FERRY_PGO_ROLES="$pgo/raw" python3 scripts/pgo_train.py "$instrumented" "$pgo/train" >&2
             "$tool" merge -o "$pgo/ferry.profdata.new" "$pgo"/raw/*.profraw
+            for role in single sidecar; do
+                : >"$pgo/$role.covered"
+                if compgen -G "$pgo/raw/$role-*.profraw" >/dev/null; then
+                    "$tool" merge -o "$pgo/$role.profdata" "$pgo/raw/$role"-*.profraw
+                    "$tool" show --covered "$pgo/$role.profdata" >"$pgo/$role.covered"
+                fi
+            done
+            python3 scripts/code_order.py "$pgo/single.covered" "$pgo/sidecar.covered" >"$pgo/order.txt"
             mv "$pgo/ferry.profdata.new" "$pgo/ferry.profdata"
             echo "$trained" >"$pgo/trained"
-            rm -rf "$pgo/raw" "$pgo/train"
+            rm -rf "$pgo/raw" "$pgo/train" "$pgo"/*.covered "$pgo/single.profdata" "$pgo/sidecar.profdata"
         fi
         profile="-Cprofile-use=$pgo/ferry.profdata"
+        if [ -n "$linker_dir" ]; then
+            # Named by its content: a new order changes the flags, so cargo links again.
+            order="$pgo/order-$(sha256sum "$pgo/order.txt" | cut -c1-16).txt"
+            if [ ! -e "$order" ]; then
+                rm -f "$pgo"/order-*.txt
+                cp "$pgo/order.txt" "$order"
+            fi
+            link="$link -C link-arg=-fuse-ld=lld -C link-arg=-B$linker_dir"
+            link="$link -C link-arg=-Wl,--symbol-ordering-file=$order -C link-arg=-Wl,--no-warn-symbol-ordering"
+        else
+            echo "scripts/build-release.sh: no lld for LLVM $llvm_major (apt: lld-$llvm_major):" \
+                "functions keep the profile's layout, not the roles' order" >&2
+        fi
     fi
 fi
 
-RUSTFLAGS="$flags $profile" cargo build --release --locked --target "$host" -p ferry-bridge >&2
+RUSTFLAGS="$flags $profile $link" cargo build --release --locked --target "$host" -p ferry-bridge >&2
 echo "target/$host/release/ferry"

@@ -8,10 +8,14 @@ LLVM then lays the functions this run never executed out of the way (`.text.unli
 the linker groups), so the pages a running node touches sit together: the kernel maps a
 binary's code in 64 KB windows around each page touched, and start-up and error paths
 scattered among hot code kept most of the binary resident. The counts do not need to be
-realistic, only to cover what runs on every node; a path not trained (the etcd store, the
-sidecar's TLS hop) still works, it is only laid out as cold code.
+realistic, only to cover what runs on every node; a path not trained still works, it is
+only laid out as cold code. Two sidecar nodes on a one-member etcd (mutual TLS between
+them, one signing, one joined with a token) train the sidecar's paths too, unless
+FERRY_PGO_SIDECAR=0; with FERRY_PGO_ROLES=DIR each role's profile is written apart
+(DIR/single-*, DIR/sidecar-*, DIR/tool-* for `ferry ca`), for scripts/code_order.py.
 
-Usage: pgo_train.py BINARY WORK_DIR (needs only Python's standard library)."""
+Usage: pgo_train.py BINARY WORK_DIR (needs only Python's standard library; etcd for the
+sidecar nodes)."""
 
 import http.client
 import json
@@ -132,7 +136,18 @@ def proxy_traffic(port: int, requests: int):
                         headers={"Content-Type": "application/json"})
 
 
-def start_node(binary: str, work: Path, name: str, threads: int, *extra: str) -> tuple[subprocess.Popen, dict]:
+def role_env(role: str) -> dict | None:
+    """The environment of a process of `role` ("single", "sidecar", "tool"): with
+    FERRY_PGO_ROLES=DIR, its profile goes to DIR/ROLE-*.profraw, so that the build can tell
+    which code each role runs (scripts/code_order.py) as well as merge them all."""
+    roles = os.environ.get("FERRY_PGO_ROLES")
+    if not roles:
+        return None
+    return {**os.environ, "LLVM_PROFILE_FILE": f"{roles}/{role}-%p.profraw"}
+
+
+def start_node(binary: str, work: Path, name: str, threads: int, *extra: str,
+               role: str = "single") -> tuple[subprocess.Popen, dict]:
     """A node on free loopback ports, ready; its process and ports. One worker thread runs
     tokio's current-thread scheduler, more its multi-thread one: the runs train both."""
     ports = {key: free_port() for key in ("eureka", "consul", "config", "admin", "outbound", "inbound")}
@@ -142,7 +157,7 @@ def start_node(binary: str, work: Path, name: str, threads: int, *extra: str) ->
         "--config-listen", f"127.0.0.1:{ports['config']}", "--admin-listen", f"127.0.0.1:{ports['admin']}",
         "--outbound-ports", f"{ports['outbound']}-{ports['outbound'] + 20}",
         "--inbound-listen", f"127.0.0.1:{ports['inbound']}",
-        "--config-repo", str(work / "config"), "--data-dir", str(work / f"data-{name}"), *extra])
+        "--config-repo", str(work / "config"), "--data-dir", str(work / f"data-{name}"), *extra], env=role_env(role))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if node.poll() is not None:
@@ -219,15 +234,18 @@ def many_hosts(binary: str, work: Path, etcd: str):
     try:
         store = f"etcd://127.0.0.1:{client}"
         initialised = subprocess.run([binary, "ca", "init", "--trust-domain", "train.local", "--dir",
-                                      str(work / "ca")], capture_output=True, text=True, check=True)
+                                      str(work / "ca")], capture_output=True, text=True, check=True,
+                                     env=role_env("tool"))
         fingerprint = next(line.split(": ", 1)[1] for line in initialised.stdout.splitlines()
                            if line.startswith("root SHA-256: "))
-        keeper, keeper_ports = start_node(binary, work, "node-b", 1, "--store", store, "--ca-issuer", str(work / "ca"))
+        keeper, keeper_ports = start_node(binary, work, "node-b", 1, "--store", store, "--ca-issuer", str(work / "ca"),
+                                          role="sidecar")
         nodes.append(keeper)
         token = subprocess.run([binary, "ca", "token", "--node", "node-a", "--ttl", "10m", "--store", store],
-                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                               capture_output=True, text=True, check=True,
+                               env=role_env("tool")).stdout.strip().splitlines()[-1]
         caller, caller_ports = start_node(binary, work, "node-a", 2, "--store", store, "--join-token", token,
-                                          "--ca-root-sha256", fingerprint)
+                                          "--ca-root-sha256", fingerprint, role="sidecar")
         nodes.append(caller)
         # B keeps the instance (its own Eureka listener); A's calls cross the TLS hop.
         cut_over(caller_ports["admin"], keeper_ports["eureka"], "TRAINED", keeper_ports["eureka"])
@@ -267,7 +285,7 @@ def main():
     (repo / "billing.yml").write_text("greeting: hello\nlimits:\n  orders: 10\n")
     (repo / "billing-dev.yml").write_text("greeting: hello dev\n")
     single_node(binary, work)
-    if os.environ.get("FERRY_PGO_SIDECAR"):
+    if os.environ.get("FERRY_PGO_SIDECAR", "1") != "0":
         etcd = shutil.which(os.environ.get("FERRY_ETCD_BIN", "etcd"))
         if not etcd:
             raise SystemExit("pgo_train.py: FERRY_PGO_SIDECAR needs etcd (scripts/install-etcd.sh)")
