@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use ferry_core::Registry;
 use ferry_eureka::FetchCounts;
+use ferry_proxy::metrics::LabelText;
 use ferry_sync::{SourceSnapshot, SourceStatus, SyncHandle};
 
 use crate::store_report::StoreReport;
@@ -312,12 +313,12 @@ impl Collector for IdentityFigures {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
-    source: String,
+    source: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceFetchLabels {
-    source: String,
+    source: LabelText,
     kind: &'static str,
 }
 
@@ -347,7 +348,7 @@ impl Collector for Syncs {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for snapshot in &snapshots {
                 let labels = SourceLabels {
-                    source: snapshot.name.clone(),
+                    source: snapshot.name.as_str().into(),
                 };
                 ConstGauge::new(figure(snapshot)).encode(family.encode_family(&labels)?)?;
             }
@@ -360,7 +361,7 @@ impl Collector for Syncs {
         )?;
         for snapshot in &snapshots {
             let labels = SourceLabels {
-                source: snapshot.name.clone(),
+                source: snapshot.name.as_str().into(),
             };
             ConstCounter::new(snapshot.errors).encode(family.encode_family(&labels)?)?;
         }
@@ -376,7 +377,7 @@ impl Collector for Syncs {
                 ("delta", snapshot.delta_fetches),
             ] {
                 let labels = SourceFetchLabels {
-                    source: snapshot.name.clone(),
+                    source: snapshot.name.as_str().into(),
                     kind,
                 };
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
@@ -388,7 +389,7 @@ impl Collector for Syncs {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
-    endpoint: String,
+    endpoint: LabelText,
 }
 
 /// `ferry_store_*`: whether this node's copy of the registry is current and how far it has
@@ -445,7 +446,7 @@ impl Collector for StoreFigures {
         )?;
         for endpoint in &status.endpoints {
             let labels = EndpointLabels {
-                endpoint: endpoint.endpoint.clone(),
+                endpoint: endpoint.endpoint.as_str().into(),
             };
             ConstGauge::new(i64::from(endpoint.healthy)).encode(family.encode_family(&labels)?)?;
         }

@@ -183,10 +183,9 @@ pub(crate) fn sample_line(line: &str) -> Option<(&str, BTreeMap<String, String>,
                     Some(other) => value.push(other),
                     None => break,
                 },
-                // prometheus-client writes label values unescaped, so a quote inside
-                // one (an instance id may hold any character) ends it only where a
-                // label or the set ends.
-                '"' if matches!(chars.peek(), Some(',' | '}') | None) => break,
+                // Every value is escaped (`ferry_proxy::metrics::LabelText`), so an
+                // unescaped quote ends it.
+                '"' => break,
                 other => value.push(other),
             }
         }

@@ -174,8 +174,8 @@ impl Upstream {
             self.metrics
                 .ejections
                 .get_or_create(&EndpointLabels {
-                    service: self.service().to_owned(),
-                    endpoint: endpoint.id.clone(),
+                    service: self.service().into(),
+                    endpoint: endpoint.id.as_str().into(),
                 })
                 .inc();
         }

@@ -319,7 +319,7 @@ impl Mesh {
             .metrics
             .open_connections
             .get_or_create(&ServiceLabels {
-                service: service.to_owned(),
+                service: service.into(),
             })
             .clone();
         tracing::info!(service, %address, "outbound listener open");

@@ -1,30 +1,71 @@
 //! The data plane's Prometheus families, per service and per endpoint. Registered into the
 //! admin listener's registry by the bridge.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// A label value that comes from outside (a service name, an instance id), written with
+/// `\`, `"` and line feeds escaped as both exposition formats require: prometheus-client
+/// writes a `String` value as it is, and a registration may name its instance anything, so
+/// one quote in it would make every scrape of `/metrics` unreadable.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct LabelText(String);
+
+impl LabelText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for LabelText {
+    fn from(text: &str) -> Self {
+        LabelText(text.to_owned())
+    }
+}
+
+impl From<String> for LabelText {
+    fn from(text: String) -> Self {
+        LabelText(text)
+    }
+}
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                other => encoder.write_char(other)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
-    pub service: String,
+    pub service: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
-    pub service: String,
-    pub endpoint: String,
+    pub service: LabelText,
+    pub endpoint: LabelText,
     /// `2xx`..`5xx`, or `error` when no response came back.
     pub class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
-    pub service: String,
-    pub endpoint: String,
+    pub service: LabelText,
+    pub endpoint: LabelText,
 }
 
 #[derive(Debug)]
@@ -100,5 +141,47 @@ impl ProxyMetrics {
         );
         self.inbound.register(registry);
         self.peer.register(registry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `/metrics` would print for these families, through prometheus-client's encoder.
+    fn exposition(metrics: &ProxyMetrics) -> String {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn names_and_ids_from_registrations_are_escaped_in_label_values() {
+        let metrics = ProxyMetrics::new();
+        metrics
+            .ejections
+            .get_or_create(&EndpointLabels {
+                service: "ORDERS".into(),
+                endpoint: "orders \"blue\"\\1\nb".into(),
+            })
+            .inc();
+        let text = exposition(&metrics);
+        assert!(
+            text.contains(
+                r#"proxy_ejections_total{service="ORDERS",endpoint="orders \"blue\"\\1\nb"} 1"#
+            ),
+            "{text}"
+        );
+        // Every sample line is one line with balanced quotes once escapes are read.
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let unescaped_quotes = line
+                .replace("\\\\", "")
+                .replace("\\\"", "")
+                .matches('"')
+                .count();
+            assert_eq!(unescaped_quotes % 2, 0, "{line}");
+        }
     }
 }

@@ -126,7 +126,7 @@ impl Upstream {
     ) -> Upstream {
         let (http1, http2) = app_clients(settings.connect_timeout);
         let labels = ServiceLabels {
-            service: service.to_owned(),
+            service: service.into(),
         };
         let requests = metrics.requests.get_or_create(&labels).clone();
         let latency = metrics.latency.get_or_create(&labels).clone();
@@ -134,8 +134,8 @@ impl Upstream {
         let errors = metrics
             .responses
             .get_or_create(&ResponseLabels {
-                service: service.to_owned(),
-                endpoint: String::new(),
+                service: service.into(),
+                endpoint: Default::default(),
                 class: "error",
             })
             .clone();
@@ -249,8 +249,8 @@ impl Upstream {
                 .metrics
                 .responses
                 .get_or_create(&ResponseLabels {
-                    service: self.service.clone(),
-                    endpoint: endpoint.id.clone(),
+                    service: self.service.as_str().into(),
+                    endpoint: endpoint.id.as_str().into(),
                     class,
                 })
                 .clone();

@@ -123,7 +123,7 @@ fn the_sampler_reads_the_proxys_own_families() {
         .responses
         .get_or_create(&ResponseLabels {
             service: "ORDERS".into(),
-            endpoint: String::new(),
+            endpoint: Default::default(),
             class: "error",
         })
         .inc();
