@@ -5,7 +5,9 @@ of the symbols in the executable mapping. The kernel maps code in 64 KB windows 
 page touched (fault-around), so what counts is where touched functions lie, which is what the
 profile-guided layout of scripts/build-release.sh changes.
 
-Usage (root): bench/resident_code.py PID BINARY [CRATES]  (CRATES: how many crates to list, 25)"""
+Usage (root): bench/resident_code.py PID BINARY [CRATES]  (CRATES: how many crates to list, 25)
+       bench/resident_code.py PID BINARY --pages  (each mapping of the binary: its addresses,
+       file offset and one 0/1 a page, resident or not, to see which 64 KB windows are in)"""
 
 import collections
 import re
@@ -16,7 +18,8 @@ import sys
 
 def main():
     pid, binary = int(sys.argv[1]), sys.argv[2]
-    crates_shown = int(sys.argv[3]) if len(sys.argv) > 3 else 25
+    pages = sys.argv[3:] == ["--pages"]
+    crates_shown = int(sys.argv[3]) if len(sys.argv) > 3 and not pages else 25
     mappings = []
     for line in open(f"/proc/{pid}/maps").read().splitlines():
         fields = line.split()
@@ -28,6 +31,12 @@ def main():
     def resident(address: int) -> bool:
         pagemap.seek((address // 4096) * 8)
         return bool(struct.unpack("Q", pagemap.read(8))[0] >> 63)
+
+    if pages:
+        for low, high, offset in mappings:
+            bits = "".join("1" if resident(page) else "0" for page in range(low, high, 4096))
+            print(f"{low:x}-{high:x} {offset:08x} {bits}")
+        return
 
     def process_address(file_offset: int):
         for low, high, offset in mappings:

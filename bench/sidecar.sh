@@ -133,27 +133,15 @@ for node in a b; do
     rss[$node]=$(status_kb "${pid[$node]}" VmRSS); peak[$node]=$(status_kb "${pid[$node]}" VmHWM)
     anon[$node]=$(status_kb "${pid[$node]}" RssAnon); file[$node]=$(status_kb "${pid[$node]}" RssFile)
     # SMAPS_DIR=DIR: each node's memory map after the runs (DIR/NODE.smaps), for finding
-    # where its resident memory is (bench/resident_code.py reads the code's share).
+    # where its resident memory is: threads, the code's share per section and crate, and
+    # which of the binary's pages are resident (bench/resident_code.py).
     if [ -n "${SMAPS_DIR:-}" ]; then
         cat "/proc/${pid[$node]}/smaps" >"$SMAPS_DIR/$node.smaps"
         ls "/proc/${pid[$node]}/task" | while read -r task; do
             echo "$task $(cat "/proc/${pid[$node]}/task/$task/comm")"
         done >"$SMAPS_DIR/$node.threads"
         python3 bench/resident_code.py "${pid[$node]}" "$ferry" >"$SMAPS_DIR/$node.code" 2>&1 || true
-        python3 - "${pid[$node]}" >"$SMAPS_DIR/$node.pages" <<'PAGES' || true
-import struct, sys
-pid = int(sys.argv[1])
-pagemap = open(f"/proc/{pid}/pagemap", "rb")
-for line in open(f"/proc/{pid}/maps"):
-    fields = line.split()
-    if len(fields) >= 6 and "x" in fields[1] and "ferry" in fields[5]:
-        low, high = (int(x, 16) for x in fields[0].split("-"))
-        bits = []
-        for page in range(low, high, 4096):
-            pagemap.seek(page // 4096 * 8)
-            bits.append("1" if struct.unpack("Q", pagemap.read(8))[0] >> 63 else "0")
-        print(fields[0], fields[2], "".join(bits))
-PAGES
+        python3 bench/resident_code.py "${pid[$node]}" "$ferry" --pages >"$SMAPS_DIR/$node.pages" 2>&1 || true
     fi
 done
 

@@ -17,21 +17,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
 pub struct LabelText(String);
 
-impl LabelText {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 impl From<&str> for LabelText {
     fn from(text: &str) -> Self {
         LabelText(text.to_owned())
-    }
-}
-
-impl From<String> for LabelText {
-    fn from(text: String) -> Self {
-        LabelText(text)
     }
 }
 

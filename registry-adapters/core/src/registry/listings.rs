@@ -82,6 +82,14 @@ impl Entry {
         }
     }
 
+    /// The instance as its app registered it, whatever its route.
+    pub(super) fn unrouted(&self) -> RegisteredInstance {
+        RegisteredInstance {
+            instance: self.instance.clone(),
+            last_renewal: self.last_renewal(),
+        }
+    }
+
     /// The record with the live renewal time folded in, for a change that replaces it.
     pub(super) fn current(&self) -> Instance {
         let mut instance = (*self.instance).clone();
@@ -301,14 +309,7 @@ impl Registry {
     /// never with the app's mesh route applied: routed, its address is this node's own
     /// outbound listener, whose balancer would send the call on to another node.
     pub fn kept_here(&self, app: &str, id: &str) -> Option<RegisteredInstance> {
-        let found = {
-            let state = self.state.read();
-            let entry = state.listings.lookup(app, id)?;
-            RegisteredInstance {
-                instance: entry.instance.clone(),
-                last_renewal: entry.last_renewal(),
-            }
-        };
+        let found = self.state.read().listings.lookup(app, id)?.unrouted();
         Some(found).filter(|found| {
             self.store
                 .owned_here(&found.instance.app, &found.instance.id)
