@@ -28,6 +28,14 @@
 # them in a static PIE): 0.5 MB of `.rela.dyn` a node read at start and kept mapped
 # becomes 6 KB (bench/RESULTS.md).
 #
+# Then the layout is finished on the linked binary itself: the training runs again, a
+# twentieth of it, under valgrind's callgrind (installed here as root like llvm-N), which
+# lists every function each node executed by the name the linker knows, the precompiled
+# standard library, glibc and ring's C and assembly included (the profile sees none of
+# them, and LTO's local copies get new names); scripts/code_order.py adds them to their
+# role's group and scripts/link-kept.sh, the build's linker, links the same objects again
+# in that order (seconds; bench/RESULTS.md has what it saves). FERRY_PGO_TRACE=0 skips it.
+#
 # etcd-client's build script needs protoc (and the sidecar training etcd):
 # scripts/install-etcd.sh installs both from Debian's packages when missing (as root).
 set -euo pipefail
@@ -67,18 +75,29 @@ find_lld() {
 
 profile=""
 link=""
+pgo=""
+tracing=0
+linker_dir=""
 case $host in
     *-linux-gnu) link="-C link-arg=-Wl,-z,pack-relative-relocs" ;;
 esac
 if [ "${FERRY_PGO:-1}" != 0 ]; then
     tool=$(find_profdata) || tool=""
     linker_dir=$(find_lld) || linker_dir=""
-    if { [ -z "$tool" ] || [ -z "$linker_dir" ]; } && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "llvm-$llvm_major" "lld-$llvm_major" >&2 \
+    tracing=${FERRY_PGO_TRACE:-1}
+    if { [ -z "$tool" ] || [ -z "$linker_dir" ] || { [ "$tracing" != 0 ] && ! command -v valgrind >/dev/null; }; } \
+            && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        packages=("llvm-$llvm_major" "lld-$llvm_major")
+        [ "$tracing" != 0 ] && packages+=(valgrind)
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2 \
             || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-                --no-install-recommends "llvm-$llvm_major" "lld-$llvm_major" >&2; } || true
+                --no-install-recommends "${packages[@]}" >&2; } || true
         tool=$(find_profdata) || tool=""
         linker_dir=$(find_lld) || linker_dir=""
+    fi
+    if [ "$tracing" != 0 ] && ! command -v valgrind >/dev/null; then
+        echo "scripts/build-release.sh: no valgrind (apt: valgrind): the runtime's functions keep the linker's layout" >&2
+        tracing=0
     fi
     if [ -z "$tool" ]; then
         echo "scripts/build-release.sh: no llvm-profdata for LLVM $llvm_major (apt: llvm-$llvm_major):" \
@@ -93,7 +112,8 @@ if [ "${FERRY_PGO:-1}" != 0 ]; then
         instrumented="$pgo/build/$host/release/ferry"
         sidecar=${FERRY_PGO_SIDECAR:-1}
         [ "$sidecar" = 0 ] && trained="single node" || trained="single node and sidecars"
-        if [ ! -s "$pgo/ferry.profdata" ] || [ ! -s "$pgo/order.txt" ] || [ "$instrumented" -nt "$pgo/ferry.profdata" ] \
+        if [ ! -s "$pgo/ferry.profdata" ] || [ ! -s "$pgo/order.txt" ] || [ ! -e "$pgo/sidecar.covered" ] \
+                || [ "$instrumented" -nt "$pgo/ferry.profdata" ] \
                 || [ scripts/pgo_train.py -nt "$pgo/ferry.profdata" ] || [ scripts/code_order.py -nt "$pgo/order.txt" ] \
                 || [ "$(cat "$pgo/trained" 2>/dev/null)" != "$trained" ]; then
             rm -rf "$pgo/raw" "$pgo/train"
@@ -110,7 +130,8 @@ if [ "${FERRY_PGO:-1}" != 0 ]; then
             python3 scripts/code_order.py "$pgo/single.covered" "$pgo/sidecar.covered" >"$pgo/order.txt"
             mv "$pgo/ferry.profdata.new" "$pgo/ferry.profdata"
             echo "$trained" >"$pgo/trained"
-            rm -rf "$pgo/raw" "$pgo/train" "$pgo"/*.covered "$pgo/single.profdata" "$pgo/sidecar.profdata"
+            # The covered listings stay for the layout's last step.
+            rm -rf "$pgo/raw" "$pgo/train" "$pgo/single.profdata" "$pgo/sidecar.profdata"
         fi
         profile="-Cprofile-use=$pgo/ferry.profdata"
         if [ -n "$linker_dir" ]; then
@@ -120,7 +141,7 @@ if [ "${FERRY_PGO:-1}" != 0 ]; then
                 rm -f "$pgo"/order-*.txt
                 cp "$pgo/order.txt" "$order"
             fi
-            link="$link -C link-arg=-fuse-ld=lld -C link-arg=-B$linker_dir"
+            link="$link -C linker=$root/scripts/link-kept.sh -C link-arg=-fuse-ld=lld -C link-arg=-B$linker_dir"
             link="$link -C link-arg=-Wl,--symbol-ordering-file=$order -C link-arg=-Wl,--no-warn-symbol-ordering"
         else
             echo "scripts/build-release.sh: no lld for LLVM $llvm_major (apt: lld-$llvm_major):" \
@@ -129,5 +150,28 @@ if [ "${FERRY_PGO:-1}" != 0 ]; then
     fi
 fi
 
-RUSTFLAGS="$flags $profile $link" cargo build --release --locked --target "$host" -p ferry-bridge >&2
-echo "target/$host/release/ferry"
+binary="target/$host/release/ferry"
+FERRY_LINK_KEEP=${pgo:+$pgo/link} RUSTFLAGS="$flags $profile $link" \
+    cargo build --release --locked --target "$host" -p ferry-bridge >&2
+
+# The layout's last step (see the top), once per link: the kept link's binary is the one
+# cargo just made or already had; `laid-out` names the binary this step last wrote.
+if [ -n "$profile" ] && [ -n "$linker_dir" ] && [ "$tracing" != 0 ] && [ -s "$pgo/link/args" ] \
+        && [ "$(sha256sum <"$binary")" != "$(cat "$pgo/laid-out" 2>/dev/null)" ]; then
+    rm -rf "$pgo/trace" "$pgo/trace-work"
+    mkdir -p "$pgo/trace"
+    if FERRY_PGO_SIDECAR=$sidecar FERRY_PGO_TRACE_DIR="$pgo/trace" \
+            python3 scripts/pgo_train.py "$binary" "$pgo/trace-work" >&2; then
+        python3 scripts/code_order.py "$pgo/single.covered" "$pgo/sidecar.covered" "$pgo/trace" "$binary" \
+            >"$pgo/link/order.txt"
+        scripts/link-kept.sh --again "$pgo/link" "$pgo/link/order.txt" "$pgo/link/ferry" >&2
+        # In place: cargo's copy under deps/ is the same file.
+        cp "$pgo/link/ferry" "$binary"
+        sha256sum <"$binary" >"$pgo/laid-out"
+        echo "scripts/build-release.sh: laid out by the trace ($(wc -l <"$pgo/link/order.txt") functions ordered)" >&2
+    else
+        echo "scripts/build-release.sh: the traced run failed: the binary keeps the profile's order" >&2
+    fi
+    rm -rf "$pgo/trace-work"
+fi
+echo "$binary"

@@ -14,10 +14,17 @@ them, one signing, one joined with a token) train the sidecar's paths too, unles
 FERRY_PGO_SIDECAR=0; with FERRY_PGO_ROLES=DIR each role's profile is written apart
 (DIR/single-*, DIR/sidecar-*, DIR/tool-* for `ferry ca`), for scripts/code_order.py.
 
+With FERRY_PGO_TRACE_DIR=DIR the same run, a twentieth of its requests, goes through
+valgrind's callgrind instead: each node's list of every function it executed lands in
+DIR/ROLE-PID.callgrind. The profile sees only code compiled with its instrumentation, not
+Rust's precompiled standard library, glibc or ring's C and assembly; the build orders those
+by this list (scripts/code_order.py).
+
 Usage: pgo_train.py BINARY WORK_DIR (needs only Python's standard library; etcd for the
-sidecar nodes)."""
+sidecar nodes, valgrind for FERRY_PGO_TRACE_DIR)."""
 
 import http.client
+import http.server
 import json
 import os
 import shutil
@@ -36,6 +43,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Under callgrind a node runs some fifty times slower: fewer requests, longer waits.
+TRACE_DIR = os.environ.get("FERRY_PGO_TRACE_DIR")
+SCALE = 20 if TRACE_DIR else 1
+PATIENCE = 10 if TRACE_DIR else 1
+
 STATUSES: dict[int, int] = {}
 STATUS_LOCK = threading.Lock()
 
@@ -44,7 +56,7 @@ class Client:
     """One keep-alive connection; a request's status and body (statuses are counted)."""
 
     def __init__(self, port: int):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10 * PATIENCE)
 
     def call(self, method: str, path: str, body=None, headers=None) -> tuple[int, bytes]:
         headers = dict(headers or {})
@@ -136,14 +148,62 @@ def proxy_traffic(port: int, requests: int):
                         headers={"Content-Type": "application/json"})
 
 
+class PlainApp(http.server.BaseHTTPRequestHandler):
+    """An app answering as nginx or Tomcat do (HTTP/1.1 keep-alive, `Connection: keep-alive`,
+    a text body), which closes a connection idle for a second as servers do, so that the
+    proxy's pool sees its connections go."""
+    protocol_version = "HTTP/1.1"
+    timeout = 1
+
+    def do_GET(self):
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "keep-alive")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+    def log_error(self, *args):
+        pass
+
+
+def plain_app() -> int:
+    """A PlainApp serving on a free loopback port, for the rest of the run; its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PlainApp)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+def plain_traffic(port: int, requests: int):
+    client = Client(port)
+    for _ in range(requests):
+        client.call("GET", "/plain")
+
+
 def role_env(role: str) -> dict | None:
     """The environment of a process of `role` ("single", "sidecar", "tool"): with
     FERRY_PGO_ROLES=DIR, its profile goes to DIR/ROLE-*.profraw, so that the build can tell
-    which code each role runs (scripts/code_order.py) as well as merge them all."""
-    roles = os.environ.get("FERRY_PGO_ROLES")
+    which code each role runs (scripts/code_order.py) as well as merge them all. A traced
+    run's profile is not the training's (its counts are a twentieth): it stays in the trace
+    folder."""
+    roles = TRACE_DIR or os.environ.get("FERRY_PGO_ROLES")
     if not roles:
         return None
     return {**os.environ, "LLVM_PROFILE_FILE": f"{roles}/{role}-%p.profraw"}
+
+
+def node_command(binary: str, role: str) -> list[str]:
+    """How a node of `role` is started: the binary itself, or under callgrind when tracing
+    (mangled names, as the linker's order wants them; no per-instruction data)."""
+    if not TRACE_DIR:
+        return [binary]
+    return ["valgrind", "-q", "--tool=callgrind", "--demangle=no", "--dump-instr=no", "--compress-strings=no",
+            f"--callgrind-out-file={TRACE_DIR}/{role}-%p.callgrind", binary]
 
 
 def start_node(binary: str, work: Path, name: str, threads: int, *extra: str,
@@ -152,13 +212,13 @@ def start_node(binary: str, work: Path, name: str, threads: int, *extra: str,
     tokio's current-thread scheduler, more its multi-thread one: the runs train both."""
     ports = {key: free_port() for key in ("eureka", "consul", "config", "admin", "outbound", "inbound")}
     node = subprocess.Popen([
-        binary, "--log", "warn", "--worker-threads", str(threads), "--node-name", name,
+        *node_command(binary, role), "--log", "warn", "--worker-threads", str(threads), "--node-name", name,
         "--eureka-listen", f"127.0.0.1:{ports['eureka']}", "--consul-listen", f"127.0.0.1:{ports['consul']}",
         "--config-listen", f"127.0.0.1:{ports['config']}", "--admin-listen", f"127.0.0.1:{ports['admin']}",
         "--outbound-ports", f"{ports['outbound']}-{ports['outbound'] + 20}",
         "--inbound-listen", f"127.0.0.1:{ports['inbound']}",
         "--config-repo", str(work / "config"), "--data-dir", str(work / f"data-{name}"), *extra], env=role_env(role))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60 * PATIENCE
     while time.monotonic() < deadline:
         if node.poll() is not None:
             raise SystemExit(f"pgo_train.py: node {name} exited with {node.returncode}")
@@ -169,7 +229,7 @@ def start_node(binary: str, work: Path, name: str, threads: int, *extra: str,
             pass
         time.sleep(0.1)
     node.kill()
-    raise SystemExit(f"pgo_train.py: node {name} was not ready within 60 s")
+    raise SystemExit(f"pgo_train.py: node {name} was not ready within {60 * PATIENCE} s")
 
 
 def stop(*processes: subprocess.Popen):
@@ -177,7 +237,8 @@ def stop(*processes: subprocess.Popen):
         process.send_signal(signal.SIGTERM)
     for process in processes:
         try:
-            process.wait(timeout=30)
+            # A traced node writes its callgrind file as it exits: it must not be killed.
+            process.wait(timeout=30 * PATIENCE)
         except subprocess.TimeoutExpired:
             process.kill()
 
@@ -204,21 +265,50 @@ def run_threads(workers: list[threading.Thread], admin_port: int):
         worker.join()
 
 
+def let_timers_run():
+    """Twelve quiet seconds with the nodes up: their timers run at least once (the etcd
+    lease's keep-alive and the node's refresh every 5 s, the traffic history's 10 s
+    interval, an idle blocking thread ending after 10 s), code every long-lived node runs
+    that a burst of requests never reaches."""
+    time.sleep(12)
+
+
 def single_node(binary: str, work: Path):
     """The embedded default: every view and the proxy on one node."""
     node, ports = start_node(binary, work, "single", 1)
     try:
         # The service the proxy carries: this node's own Eureka listener, as TRAINED.
         outbound = cut_over(ports["admin"], ports["eureka"], "TRAINED", ports["eureka"])
+        plain = cut_over(ports["admin"], ports["eureka"], "PLAIN", plain_app())
         run_threads([
-            threading.Thread(target=eureka_traffic, args=(ports["eureka"], 60)),
-            threading.Thread(target=consul_traffic, args=(ports["consul"], 60)),
-            threading.Thread(target=config_traffic, args=(ports["config"], 30)),
-            *[threading.Thread(target=proxy_traffic, args=(outbound, 3000)) for _ in range(3)],
+            threading.Thread(target=plain_traffic, args=(plain, 2000 // SCALE)),
+            threading.Thread(target=eureka_traffic, args=(ports["eureka"], 60 // SCALE + 1)),
+            threading.Thread(target=consul_traffic, args=(ports["consul"], 60 // SCALE + 1)),
+            threading.Thread(target=config_traffic, args=(ports["config"], 30 // SCALE + 1)),
+            *[threading.Thread(target=proxy_traffic, args=(outbound, 3000 // SCALE)) for _ in range(3)],
         ], ports["admin"])
-        Client(ports["admin"]).call("POST", "/api/services/TRAINED", {"mode": "legacy"})
+        let_timers_run()
+        for service in ("TRAINED", "PLAIN"):
+            Client(ports["admin"]).call("POST", f"/api/services/{service}", {"mode": "legacy"})
     finally:
         stop(node)
+
+
+def through_mesh(admin_port: int, service: str, path: str) -> int:
+    """The caller's outbound port for `service` once a call to `path` crosses the hop."""
+    admin = Client(admin_port)
+    deadline = time.monotonic() + 30 * PATIENCE
+    while time.monotonic() < deadline:
+        status, body = admin.call("GET", f"/api/services/{service}")
+        port = json.loads(body).get("port") if status == 200 else None
+        try:
+            if port and Client(port).call("GET", path)[0] == 200:
+                return port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"pgo_train.py: calls to {service} through the sidecar hop did not succeed within "
+                     f"{30 * PATIENCE} s")
 
 
 def many_hosts(binary: str, work: Path, etcd: str):
@@ -238,39 +328,33 @@ def many_hosts(binary: str, work: Path, etcd: str):
                                      env=role_env("tool"))
         fingerprint = next(line.split(": ", 1)[1] for line in initialised.stdout.splitlines()
                            if line.startswith("root SHA-256: "))
+        # A short lease, so that its keep-alive (every third of it) runs within the run.
+        lease = ("--store-lease-ttl", "15")
         keeper, keeper_ports = start_node(binary, work, "node-b", 1, "--store", store, "--ca-issuer", str(work / "ca"),
-                                          role="sidecar")
+                                          *lease, role="sidecar")
         nodes.append(keeper)
         token = subprocess.run([binary, "ca", "token", "--node", "node-a", "--ttl", "10m", "--store", store],
                                capture_output=True, text=True, check=True,
                                env=role_env("tool")).stdout.strip().splitlines()[-1]
         caller, caller_ports = start_node(binary, work, "node-a", 2, "--store", store, "--join-token", token,
-                                          "--ca-root-sha256", fingerprint, role="sidecar")
+                                          "--ca-root-sha256", fingerprint, *lease, role="sidecar")
         nodes.append(caller)
-        # B keeps the instance (its own Eureka listener); A's calls cross the TLS hop.
+        # B keeps the instances (its own Eureka listener, a plain app); A's calls cross the
+        # TLS hop.
         cut_over(caller_ports["admin"], keeper_ports["eureka"], "TRAINED", keeper_ports["eureka"])
-        admin = Client(caller_ports["admin"])
-        two_hops = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not two_hops:
-            status, body = admin.call("GET", "/api/services/TRAINED")
-            port = json.loads(body).get("port") if status == 200 else None
-            try:
-                if port and Client(port).call("GET", "/eureka/apps/TRAINED")[0] == 200:
-                    two_hops = port
-            except OSError:
-                pass
-            time.sleep(0.1)
-        if not two_hops:
-            raise SystemExit("pgo_train.py: calls through the sidecar hop did not succeed within 30 s")
+        cut_over(caller_ports["admin"], keeper_ports["eureka"], "PLAIN", plain_app())
+        two_hops = through_mesh(caller_ports["admin"], "TRAINED", "/eureka/apps/TRAINED")
+        plain = through_mesh(caller_ports["admin"], "PLAIN", "/plain")
         run_threads([
-            threading.Thread(target=eureka_traffic, args=(caller_ports["eureka"], 20)),
-            threading.Thread(target=consul_traffic, args=(keeper_ports["consul"], 20)),
-            *[threading.Thread(target=proxy_traffic, args=(two_hops, 2000)) for _ in range(3)],
+            threading.Thread(target=plain_traffic, args=(plain, 1000 // SCALE)),
+            threading.Thread(target=eureka_traffic, args=(caller_ports["eureka"], 20 // SCALE + 1)),
+            threading.Thread(target=consul_traffic, args=(keeper_ports["consul"], 20 // SCALE + 1)),
+            *[threading.Thread(target=proxy_traffic, args=(two_hops, 2000 // SCALE)) for _ in range(3)],
         ], caller_ports["admin"])
+        let_timers_run()
         _, metrics = Client(keeper_ports["admin"]).call("GET", "/metrics")
         inbound = [line for line in metrics.decode().splitlines() if line.startswith("ferry_inbound_requests")]
-        if not inbound or float(inbound[0].split()[-1]) < 1000:
+        if not inbound or float(inbound[0].split()[-1]) < 1000 // SCALE:
             raise SystemExit(f"pgo_train.py: the calls did not cross node B's inbound listener ({inbound})")
     finally:
         stop(*reversed(nodes))
@@ -291,7 +375,7 @@ def main():
             raise SystemExit("pgo_train.py: FERRY_PGO_SIDECAR needs etcd (scripts/install-etcd.sh)")
         many_hosts(binary, work, etcd)
     print(f"pgo_train.py: answers by status {dict(sorted(STATUSES.items()))}", file=sys.stderr)
-    if sum(count for status, count in STATUSES.items() if status < 300) < 10_000:
+    if sum(count for status, count in STATUSES.items() if status < 300) < 10_000 // SCALE:
         raise SystemExit("pgo_train.py: too few requests succeeded to train on")
 
 
