@@ -1,9 +1,9 @@
 //! The Eureka sync engine against a stand-in legacy server: Ferry's own Eureka view over a
 //! second registry, served on a loopback port, with a switch that makes it answer 503 (a
-//! cluster that is down). The real Spring Cloud Eureka Server is driven by
+//! cluster that is down) and a delay for its registry reads (a slow one). The real Spring Cloud Eureka Server is driven by
 //! `tests/e2e/test_sync_clients.py` and `tests/spring/test_migration_eureka.py`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +25,15 @@ struct Legacy {
     url: String,
     /// While false, every request gets 503.
     up: Arc<AtomicBool>,
+    /// Milliseconds each registry read (`GET apps/`, `apps/delta`) waits before it is answered.
+    read_delay_ms: Arc<AtomicU64>,
 }
 
 async fn legacy() -> Legacy {
     let registry = Arc::new(Registry::default());
     let up = Arc::new(AtomicBool::new(true));
-    let switch = up.clone();
+    let read_delay_ms = Arc::new(AtomicU64::new(0));
+    let (switch, delay) = (up.clone(), read_delay_ms.clone());
     let view = ferry_eureka::routes(
         registry.clone(),
         EurekaSettings::default(),
@@ -38,7 +41,16 @@ async fn legacy() -> Legacy {
     )
     .layer(middleware::from_fn(move |request: Request, next: Next| {
         let up = switch.load(Ordering::SeqCst);
+        let path = request.uri().path();
+        let read = request.method() == axum::http::Method::GET
+            && (path.ends_with("/apps/") || path.ends_with("/apps/delta"));
+        let wait = Duration::from_millis(if read {
+            delay.load(Ordering::SeqCst)
+        } else {
+            0
+        });
         async move {
+            tokio::time::sleep(wait).await;
             if up {
                 next.run(request).await
             } else {
@@ -53,6 +65,7 @@ async fn legacy() -> Legacy {
         registry,
         url: format!("http://{address}/eureka"),
         up,
+        read_delay_ms,
     }
 }
 
@@ -503,6 +516,24 @@ async fn a_copy_the_legacy_side_lost_is_registered_again_at_its_next_heartbeat()
     let (legacy, _ferry, running) = exporting_orders().await;
     legacy.registry.cancel("ORDERS", "o-1").unwrap();
     eventually("registered again", SOON, || {
+        owner_of(&legacy.registry, "ORDERS", "o-1").as_deref() == Some(OWNER_FERRY)
+    })
+    .await;
+    assert_eq!(running.handle.status.snapshot().errors, 0);
+}
+
+/// A legacy server whose registry reads take longer than the sync interval (a JVM just
+/// restarted, a loaded host): every import is late, so another is always due, and the
+/// heartbeats must still go out between them, or a copy the server lost is never
+/// registered again.
+#[tokio::test]
+async fn a_lost_copy_is_registered_again_while_every_import_runs_late() {
+    let (legacy, _ferry, running) = exporting_orders().await;
+    // Three intervals per read, within the client's timeout.
+    legacy.read_delay_ms.store(300, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    legacy.registry.cancel("ORDERS", "o-1").unwrap();
+    eventually("registered again between slow imports", SOON, || {
         owner_of(&legacy.registry, "ORDERS", "o-1").as_deref() == Some(OWNER_FERRY)
     })
     .await;

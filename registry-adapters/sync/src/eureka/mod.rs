@@ -36,6 +36,7 @@ pub use error::EurekaSyncError;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{self, Instant, MissedTickBehavior};
 
@@ -153,27 +154,39 @@ impl Engine {
         // The registry holds the sender while we hold the registry; this is only for form.
         let mut watching = true;
         let mut export_due: Option<Instant> = None;
+        let mut imported_last = false;
         loop {
-            let debounce = async {
-                match export_due {
-                    Some(at) => time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             // Biased: the first import runs before the first export pass, so copies a
-            // previous run exported are adopted, not registered again.
-            let work = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                _ = imports.tick() => Work::Import,
-                _ = renewals.tick() => Work::Export { renew: true },
-                changed = changes.changed(), if watching => {
-                    watching = changed.is_ok();
-                    export_due.get_or_insert_with(|| Instant::now() + EXPORT_DEBOUNCE);
-                    continue;
+            // previous run exported are adopted, not registered again. But an import from
+            // a slow server (a legacy JVM just restarted, a loaded host) can take longer
+            // than the interval, and then the next one is always due: after an import, a
+            // renewal that is due goes first, or imports would run back to back while
+            // Ferry's copies lapsed on the legacy side and a restarted server never got
+            // them back.
+            let renewal_due = imported_last && renewals.tick().now_or_never().is_some();
+            let work = if renewal_due {
+                Work::Export { renew: true }
+            } else {
+                let debounce = async {
+                    match export_due {
+                        Some(at) => time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    _ = imports.tick() => Work::Import,
+                    _ = renewals.tick() => Work::Export { renew: true },
+                    changed = changes.changed(), if watching => {
+                        watching = changed.is_ok();
+                        export_due.get_or_insert_with(|| Instant::now() + EXPORT_DEBOUNCE);
+                        continue;
+                    }
+                    () = debounce => Work::Export { renew: false },
                 }
-                () = debounce => Work::Export { renew: false },
             };
+            imported_last = matches!(work, Work::Import);
             if let Work::Export { .. } = work {
                 export_due = None;
             }
