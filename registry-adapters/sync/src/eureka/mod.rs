@@ -221,6 +221,15 @@ impl Engine {
                     .status
                     .update(|status| status.exported = exported);
                 if let Err(error) = result {
+                    if error.is_unreachable() {
+                        // The source is down from the moment any exchange finds it so, not
+                        // from the next import: its copies are stale now, as /api/sync says.
+                        let imported = self.registry.imported(OWNER).len();
+                        self.handle.status.update(|status| {
+                            status.imported = imported;
+                            status.stale = imported;
+                        });
+                    }
                     tracing::debug!(%error, "eureka sync: export pass stopped");
                 }
             }
