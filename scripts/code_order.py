@@ -19,7 +19,7 @@ few hundred of them (bench/RESULTS.md). With a trace folder (scripts/pgo_train.p
 FERRY_PGO_TRACE_DIR: callgrind's list of every function each traced node executed) those
 join their role's group too. Two kinds of code choose their variant by the CPU at run time,
 and valgrind's emulated CPU lacks some of a real one's features (VAES, ADX, AVX-512), so a
-traced variant stands for its whole family, read from the instrumented binary's symbols:
+traced variant stands for its whole family, read from the traced binary's symbols:
 all of ring's functions once any ran (126 KB), and every CPU variant of a glibc string
 function (`__memcpy_avx_unaligned_erms` brings `__memcpy_evex_unaligned_erms`...).
 
